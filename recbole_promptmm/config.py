@@ -1,0 +1,152 @@
+"""A RecBole ``Config`` that knows our models, our yaml defaults and an explicit command line."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Iterable, Sequence
+
+import yaml
+from recbole.config import Config as RecBoleConfig
+
+from recbole_promptmm.paths import properties_dir
+
+
+class DuplicateKeyLoader(yaml.FullLoader):
+    """RecBole's yaml loader, refusing a key given twice in one mapping (yaml keeps the last silently)."""
+
+
+# RecBole's float rule: "1e-3" and "1.e5" are floats, not strings (plain yaml reads them as strings).
+DuplicateKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _construct_mapping_no_duplicates(loader: yaml.Loader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                "give each key once",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+DuplicateKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_no_duplicates
+)
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    """Read one yaml config file with RecBole's float rules and duplicate-key detection."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.load(f, Loader=DuplicateKeyLoader)
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path!r} is not valid yaml: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path!r} must hold a mapping of keys to values, found {type(data).__name__}")
+    return data
+
+
+def parse_cmd_args(args: Iterable[str]) -> dict[str, str]:
+    """``--key=value`` pairs (values may contain ``=``); anything else is an error that names it."""
+    parsed: dict[str, str] = {}
+    for arg in args:
+        if not arg.startswith("--") or "=" not in arg:
+            raise ValueError(f"command-line argument {arg!r} is not of the form --key=value")
+        key, value = arg[2:].split("=", 1)
+        if key in parsed and parsed[key] != value:
+            raise ValueError(f"command-line key --{key} is given twice with different values")
+        parsed[key] = value
+    return parsed
+
+
+class Config(RecBoleConfig):
+    """RecBole's ``Config``, extended.
+
+    * Models are resolved by :func:`recbole_promptmm.utils.get_model` (ours first, then RecBole's).
+    * Our ``properties/`` yaml defaults (``overall.yaml``, ``model/<Model>.yaml``, ``dataset/<dataset>.yaml``)
+      are layered over RecBole's internal defaults, below every user-given value.
+    * The command line is *not* read from ``sys.argv`` unless asked: pass ``cmd_args`` (a list of
+      ``--key=value`` strings) or ``cmd_args=sys.argv[1:]``. Under pytest and in Ray workers nothing leaks in.
+    * Config files are read with duplicate-key detection.
+
+    Priority, low to high: RecBole defaults, our defaults, config files, ``config_dict``, ``cmd_args``.
+    """
+
+    def __init__(
+        self,
+        model: str | type | None = None,
+        dataset: str | None = None,
+        config_file_list: Sequence[str] | None = None,
+        config_dict: dict | None = None,
+        cmd_args: Sequence[str] | None = None,
+    ) -> None:
+        self._cmd_args = list(cmd_args or [])
+        super().__init__(model, dataset, list(config_file_list or []), config_dict)
+
+    def _load_config_files(self, file_list):
+        merged: dict = {}
+        for file in file_list or []:
+            merged.update(load_yaml(file))
+        return merged
+
+    def _load_cmd_line(self):
+        return self._convert_config_dict(parse_cmd_args(self._cmd_args))
+
+    def _get_model_and_dataset(self, model, dataset):
+        from recbole_promptmm.utils import get_model
+
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise KeyError("no model given: pass --model=NAME (or model: in a config file)")
+        if isinstance(model, str):
+            model = get_model(model)
+        return super()._get_model_and_dataset(model, dataset)
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        props = properties_dir()
+        for file in (props / "overall.yaml", props / "model" / f"{model}.yaml", props / "dataset" / f"{dataset}.yaml"):
+            if file.is_file():
+                values = load_yaml(file)
+                self.internal_config_dict.update(values)
+                if file.parent.name == "dataset":
+                    self.parameters["Dataset"] += [k for k in values if k not in self.parameters["Dataset"]]
+
+    def to_dict(self) -> dict:
+        """The resolved configuration as plain JSON-able values."""
+        return {k: _plain(v) for k, v in sorted(self.final_config_dict.items())}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

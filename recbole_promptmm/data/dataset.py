@@ -1,0 +1,56 @@
+"""RecBole datasets with item modality features."""
+
+from __future__ import annotations
+
+import os
+
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.data.dataset import Dataset
+
+from recbole_promptmm.data.features import load_modality_features, parse_modality_specs
+
+
+class MultimodalDataset(Dataset):
+    """RecBole's ``Dataset`` plus ``modality_features``: modality name -> float32 tensor
+    [item_num, d_m] in internal item-id order (row 0, the padding item, is zero).
+
+    Feature specs and files are checked before the interactions are read; alignment is checked once the
+    item ids are known. Copies made by ``build()`` share the same tensors.
+    """
+
+    def __init__(self, config) -> None:
+        self._modality_specs = parse_modality_specs(config["modality_features"], config["data_path"])
+        super().__init__(config)
+        tokens = self.field2id_token[self.iid_field][1:]
+        item_file = os.path.join(self.dataset_path, f"{self.dataset_name}.item")
+        self.modality_features = load_modality_features(self._modality_specs, tokens, item_file)
+
+    def __str__(self) -> str:
+        info = [super().__str__()]
+        for name, feat in self.modality_features.items():
+            info.append(f"Modality [{name}]: {tuple(feat.shape)}")
+        return "\n".join(info)
+
+
+def check_dataset_folder(config) -> None:
+    """Fail before RecBole tries to download a dataset whose folder is missing (we are often offline)."""
+    path = config["data_path"]
+    name = config["dataset"]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"dataset folder {path} does not exist; pass --data_path=DIR where DIR holds a {name}/ folder "
+            "with RecBole atomic files (no download is attempted)"
+        )
+    benchmark = config["benchmark_filename"]
+    expected = [f"{name}.{part}.inter" for part in benchmark] if benchmark else [f"{name}.inter"]
+    missing = [f for f in expected if not os.path.isfile(os.path.join(path, f))]
+    if missing:
+        raise FileNotFoundError(f"dataset folder {path}: expected {', '.join(expected)}, missing {', '.join(missing)}")
+
+
+def create_dataset(config):
+    """Like RecBole's ``create_dataset``; a :class:`MultimodalDataset` when ``modality_features`` is set."""
+    check_dataset_folder(config)
+    if config["modality_features"]:
+        return MultimodalDataset(config)
+    return recbole_create_dataset(config)
