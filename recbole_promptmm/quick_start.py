@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -12,10 +11,11 @@ from logging import getLogger
 from typing import Any, Sequence
 
 import torch
-from recbole.utils import init_logger, init_seed
+from recbole.utils import init_seed
 
 from recbole_promptmm.config import Config
 from recbole_promptmm.data import create_dataset, data_preparation
+from recbole_promptmm.log import init_logger
 from recbole_promptmm.utils import get_model, get_trainer
 
 
@@ -65,12 +65,12 @@ def run(
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_args)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    # Load (and so check) the data before the logger creates its file: bad input writes nothing.
+    data = create_dataset(config)
+    log_file = init_logger(config)
     logger = getLogger()
     logger.info(" ".join(sys.argv))
     logger.info(config)
-
-    data = create_dataset(config)
     logger.info(data)
     train_data, valid_data, test_data = data_preparation(config, data)
 
@@ -102,7 +102,7 @@ def run(
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
         "checkpoint": trainer.saved_model_file if saved else None,
-        "log_file": _log_file(),
+        "log_file": log_file,
         "config": config.to_dict(),
     }
     if hasattr(trainer, "extra_results"):
@@ -112,9 +112,3 @@ def run(
         logger.info(f"result written to {result_json}")
     return result
 
-
-def _log_file() -> str | None:
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            return os.path.abspath(handler.baseFilename)
-    return None

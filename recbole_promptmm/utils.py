@@ -17,7 +17,7 @@ def get_model(name: str) -> type:
         return getattr(ours, name)
     try:
         return recbole_get_model(name)
-    except ValueError:
+    except (ValueError, ImportError):  # RecBole imports its xgboost/lightgbm wrappers last, failing without them
         known = ", ".join(ours.__all__) or "none yet"
         raise ValueError(
             f"unknown model {name!r}: not one of ours ({known}) nor a RecBole built-in (e.g. BPR, LightGCN)"

@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny datasets written by the tests themselves, and where ../shared/data lives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import recbole_promptmm  # noqa: F401  (applies the compatibility fixes)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PROMPTMM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    """RecBole writes ./log, ./log_tensorboard and ./saved relative to the working directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def tiktok_dir() -> Path:
+    return SHARED_DATA / "tiktok"
+
+
+requires_tiktok = pytest.mark.skipif(
+    not (SHARED_DATA / "tiktok" / "tiktok.train.inter").is_file(),
+    reason=f"TikTok data not found at {SHARED_DATA}/tiktok (set PROMPTMM_SHARED_DATA to the folder holding tiktok/)",
+)
+
+
+def write_toy_dataset(root: Path, name: str = "toy", n_users: int = 30, n_items: int = 40, seed: int = 0,
+                      per_user: int = 8) -> Path:
+    """A small RecBole atomic dataset whose item tokens appear in shuffled order (so internal ids != tokens).
+
+    Item tokens are 1..n_items; returns the dataset folder ``root/name``.
+    """
+    rng = np.random.default_rng(seed)
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["user_id:token\titem_id:token"]
+    for u in rng.permutation(n_users) + 1:
+        for i in rng.choice(n_items, size=per_user, replace=False) + 1:
+            lines.append(f"{u}\t{i}")
+    (folder / f"{name}.inter").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def token_features(n_rows: int, dim: int = 4) -> np.ndarray:
+    """Row k = [k, k + 0.5, ...]: a feature row names its token by value."""
+    return (np.arange(n_rows)[:, None] + 0.5 * np.arange(dim)[None, :]).astype(np.float32)
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """(data_path, dataset folder) of a toy dataset with an ``image`` feature file (row k = token k)."""
+    folder = write_toy_dataset(tmp_path / "data")
+    np.save(folder / "image_feat.npy", token_features(41))
+    return tmp_path / "data", folder
+
+
+def toy_config(data_path: Path, **overrides):
+    from recbole_promptmm import Config
+
+    config = {
+        "data_path": str(data_path),
+        "load_col": {"inter": ["user_id", "item_id"]},
+        "modality_features": {"image": "image_feat.npy"},
+        "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "group_by": "user", "order": "RO", "mode": "full"},
+        "metrics": ["Recall", "NDCG"],
+        "topk": [5],
+        "valid_metric": "Recall@5",
+        "show_progress": False,
+        "epochs": 1,
+    }
+    config.update(overrides)
+    return Config("BPR", "toy", config_dict=config)
