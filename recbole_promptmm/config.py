@@ -130,7 +130,9 @@ class Config(RecBoleConfig):
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         props = properties_dir()
-        for file in (props / "overall.yaml", props / "model" / f"{model}.yaml", props / "dataset" / f"{dataset}.yaml"):
+        parents = getattr(model_class, "inherits_defaults_from", ())
+        model_files = [props / "model" / f"{name}.yaml" for name in (*parents, model)]
+        for file in (props / "overall.yaml", *model_files, props / "dataset" / f"{dataset}.yaml"):
             if file.is_file():
                 values = load_yaml(file)
                 self.internal_config_dict.update(values)

@@ -61,7 +61,7 @@ def run(
 
     Returns (and writes to ``result_json`` when given) model, dataset, resolved config, seed, number of
     parameters, best validation result, test result and train/eval seconds. Models that train in stages
-    may add their own entries through ``trainer.extra_results()``.
+    may add their own entries through ``trainer.extra_results(test_data)``.
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_args)
     init_seed(config["seed"], config["reproducibility"])
@@ -106,7 +106,7 @@ def run(
         "config": config.to_dict(),
     }
     if hasattr(trainer, "extra_results"):
-        result.update(trainer.extra_results())
+        result.update(trainer.extra_results(test_data=test_data))
     if result_json:
         write_json_atomic(result_json, result)
         logger.info(f"result written to {result_json}")

@@ -51,6 +51,14 @@ def check_dataset_folder(config) -> None:
 def create_dataset(config):
     """Like RecBole's ``create_dataset``; a :class:`MultimodalDataset` when ``modality_features`` is set."""
     check_dataset_folder(config)
+    from recbole_promptmm.utils import get_model
+
+    if not config["modality_features"] and getattr(get_model(config["model"]), "needs_modality_features", False):
+        raise ValueError(
+            f"{config['model']} needs item modality features, but dataset {config['dataset']!r} has none: add "
+            "`modality_features: {image: image_feat.npy, ...}` (one .npy file per modality, row k = item token k) "
+            "to its dataset yaml or a --config_files yaml"
+        )
     if config["modality_features"]:
         return MultimodalDataset(config)
     return recbole_create_dataset(config)

@@ -1,0 +1,76 @@
+"""Normalised user-item propagation matrices as ``torch.sparse`` tensors, built once from RecBole's coo graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+GRAPH_NORMS = ("symmetric", "one_sided")
+
+
+def _to_torch(m: sp.spmatrix) -> torch.Tensor:
+    m = m.tocoo()
+    indices = torch.from_numpy(np.vstack([m.row, m.col]).astype(np.int64))
+    values = torch.from_numpy(m.data.astype(np.float32))
+    return torch.sparse_coo_tensor(indices, values, m.shape).coalesce().to_sparse_csr()
+
+
+def bipartite_propagation(inter: sp.spmatrix, norm: str = "symmetric") -> tuple[torch.Tensor, torch.Tensor]:
+    r"""(:math:`\hat A_{ui}` [U, I], :math:`\hat A_{iu}` [I, U]) from the binary training matrix R.
+
+    ``symmetric``: :math:`D_u^{-1/2} R D_i^{-1/2}` and its transpose (LightGCN). ``one_sided`` (the released
+    PromptMM code): each row of R scaled by :math:`(\deg+10^{-8})^{-1/2}` of its own side, for each direction.
+    """
+    if norm not in GRAPH_NORMS:
+        raise ValueError(f"graph_norm must be one of {GRAPH_NORMS}, got {norm!r}")
+    r = sp.csr_matrix(inter, dtype=np.float32)
+    r.data[:] = 1.0
+    du = np.asarray(r.sum(axis=1)).ravel() + 1e-8
+    di = np.asarray(r.sum(axis=0)).ravel() + 1e-8
+    if norm == "symmetric":
+        a_ui = sp.diags(du ** -0.5) @ r @ sp.diags(di ** -0.5)
+        a_iu = a_ui.T
+    else:
+        a_ui = sp.diags(du ** -0.5) @ r
+        a_iu = sp.diags(di ** -0.5) @ r.T
+    return _to_torch(a_ui), _to_torch(a_iu)
+
+
+def lightgcn_adjacency(inter: sp.spmatrix) -> torch.Tensor:
+    r"""The symmetric normalised bipartite adjacency :math:`D^{-1/2}\begin{bmatrix}0 & R\\ R^T & 0\end{bmatrix}D^{-1/2}`
+    of size (U + I), users first."""
+    r = sp.csr_matrix(inter, dtype=np.float32)
+    r.data[:] = 1.0
+    adj = sp.bmat([[None, r], [r.T, None]], format="csr")
+    deg = np.asarray(adj.sum(axis=1)).ravel() + 1e-8
+    d = sp.diags(deg ** -0.5)
+    return _to_torch(d @ adj @ d)
+
+
+class TrainingItems:
+    """Membership test for (user, item) training pairs, vectorised with ``searchsorted``."""
+
+    def __init__(self, inter: sp.spmatrix) -> None:
+        coo = sp.coo_matrix(inter)
+        self.n_items = coo.shape[1]
+        keys = np.unique(coo.row.astype(np.int64) * self.n_items + coo.col.astype(np.int64))
+        self.keys = torch.from_numpy(keys)
+
+    def contains(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        keys = users.cpu() * self.n_items + items.cpu()
+        pos = torch.searchsorted(self.keys, keys).clamp_max(len(self.keys) - 1)
+        return (self.keys[pos] == keys).to(users.device)
+
+    def sample_negatives(self, users: torch.Tensor, k: int, generator: torch.Generator | None = None,
+                         max_rounds: int = 20) -> torch.Tensor:
+        """``k`` items per user drawn uniformly from 1..n_items-1 and not among the user's training items."""
+        shape = (users.shape[0], k)
+        u = users.view(-1, 1).expand(shape).cpu()
+        items = torch.randint(1, self.n_items, shape, generator=generator)
+        for _ in range(max_rounds):
+            bad = self.contains(u, items)
+            if not bad.any():
+                break
+            items[bad] = torch.randint(1, self.n_items, (int(bad.sum()),), generator=generator)
+        return items.to(users.device)

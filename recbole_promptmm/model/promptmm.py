@@ -1,0 +1,157 @@
+"""PromptMM: multimodal knowledge distillation with prompt-tuning (Wei et al., WWW 2024, arXiv 2402.17188).
+
+A :class:`PromptMMTeacher` (multimodal, with soft prompt) is trained first; then an ID-only
+:class:`PromptMMStudent` is trained with BPR plus pair KD, disentangled modality-aware list KD and embedding KD,
+while the prompt keeps adapting through the student's loss (``prompt_tuning_in_student``). The stages are run by
+:class:`recbole_promptmm.trainer.PromptMMTrainer`; ``full_sort_predict`` after training uses the student alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType
+
+from recbole_promptmm.model.graph import TrainingItems
+from recbole_promptmm.model.losses import LIST_KD_WEIGHTS, list_kd_loss, pair_kd_loss, sce_loss
+from recbole_promptmm.model.student import PromptMMStudent
+from recbole_promptmm.model.teacher import PromptMMTeacher, TeacherOutput, require_modality_features
+
+STAGES = ("teacher", "student")
+
+
+class PromptMM(GeneralRecommender):
+    """Teacher + student. ``stage`` says which one trains and predicts: ``"teacher"`` in stage 1, ``"student"``
+    in stage 2 and after training."""
+
+    input_type = InputType.PAIRWISE
+    needs_modality_features = True
+    inherits_defaults_from = ("PromptMMTeacher", "PromptMMStudent")
+
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        require_modality_features(dataset, "PromptMM")
+        self.teacher = PromptMMTeacher(config, dataset)
+        self.student = PromptMMStudent(config, dataset)
+        self.pair_kd_weight = config["pair_kd_weight"]
+        self.list_kd_weight = config["list_kd_weight"]
+        self.emb_kd_weight = config["emb_kd_weight"]
+        self.kd_temperature = config["kd_temperature"]
+        self.list_kd_alpha = config["list_kd_alpha"]
+        self.list_kd_beta = config["list_kd_beta"]
+        self.list_kd_weighting = config["list_kd_weighting"]
+        self.list_kd_negatives = config["list_kd_negatives"]
+        self.sce_gamma = config["sce_gamma"]
+        self.prompt_tuning_in_student = config["prompt_tuning_in_student"]
+        if self.list_kd_weighting not in LIST_KD_WEIGHTS:
+            raise ValueError(f"list_kd_weighting must be one of {LIST_KD_WEIGHTS}, got {self.list_kd_weighting!r}")
+        if self.emb_kd_weight and self.student.embedding_size != self.teacher.embedding_size:
+            raise ValueError(
+                f"emb_kd_weight > 0 compares teacher and student item embeddings: student_embedding_size "
+                f"({self.student.embedding_size}) must equal embedding_size ({self.teacher.embedding_size})")
+        if config["warm_start"] and self.student.embedding_size != self.teacher.embedding_size:
+            raise ValueError(
+                f"warm_start copies the teacher's embeddings into the student: student_embedding_size "
+                f"({self.student.embedding_size}) must equal embedding_size ({self.teacher.embedding_size})")
+        self.training_items = TrainingItems(dataset.inter_matrix(form="coo"))
+        self.stage = "teacher"
+        self._frozen_targets: TeacherOutput | None = None
+
+    # ------------------------------------------------------------------ stages
+    def set_stage(self, stage: str) -> None:
+        """Switch stage. Entering ``"student"`` freezes the teacher (its prompt too unless prompt tuning in the
+        student is on) and, when the prompt is frozen, computes the teacher's targets once."""
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        self.stage = stage
+        self._frozen_targets = None
+        if stage == "student":
+            for name, p in self.teacher.named_parameters():
+                p.requires_grad_(self.prompt_tuning_in_student and name.startswith("prompt."))
+        else:
+            for p in self.teacher.parameters():
+                p.requires_grad_(True)
+
+    def stage_parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimizer of the current stage updates."""
+        if self.stage == "teacher":
+            return list(self.teacher.parameters())
+        return list(self.student.parameters()) + [p for p in self.teacher.parameters() if p.requires_grad]
+
+    def warm_start_student(self) -> None:
+        """Copy the teacher's final fused embeddings into the student's layer-0 embeddings."""
+        with torch.no_grad():
+            out = self.teacher.eval().forward()
+            self.student.user_embedding.weight.copy_(out.user)
+            self.student.item_embedding.weight.copy_(out.item)
+
+    def teacher_targets(self) -> TeacherOutput:
+        """Teacher outputs for KD: eval mode (no dropout); gradient reaches only the prompt, if it is tuned."""
+        self.teacher.eval()
+        if self.teacher.prompt.user.weight.requires_grad:
+            return self.teacher.forward()
+        if self._frozen_targets is None:
+            with torch.no_grad():
+                self._frozen_targets = self.teacher.forward()
+        return self._frozen_targets
+
+    # ----------------------------------------------------------------- training
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        if self.stage == "teacher":
+            return self.teacher.calculate_loss(interaction)
+        return self.distillation_loss(interaction)
+
+    def distillation_loss(self, interaction) -> torch.Tensor:
+        """BPR + L2 of the student, plus the weighted pair, list and embedding KD terms."""
+        u = interaction[self.USER_ID]
+        pos = interaction[self.ITEM_ID]
+        neg = interaction[self.NEG_ITEM_ID]
+        s_user, s_item = self.student.forward()
+        loss = self.student.loss_terms(interaction, s_user, s_item)
+        if not (self.pair_kd_weight or self.list_kd_weight or self.emb_kd_weight):
+            return loss
+        t = self.teacher_targets()
+        su = s_user[u]
+        if self.pair_kd_weight:
+            tu = t.user[u]
+            t_delta = (tu * (t.item[pos] - t.item[neg])).sum(-1)
+            s_delta = (su * (s_item[pos] - s_item[neg])).sum(-1)
+            loss = loss + self.pair_kd_weight * pair_kd_loss(t_delta, s_delta, self.kd_temperature)
+        if self.list_kd_weight:
+            negatives = self.training_items.sample_negatives(u, self.list_kd_negatives)
+            items = torch.cat([pos.view(-1, 1), negatives], dim=1)  # [B, 1 + K], positive first
+            s_logits = (su.unsqueeze(1) * s_item[items]).sum(-1)
+            for m in self.teacher.modalities:
+                fu, fi = t.modality_user[m], t.modality_item[m]
+                t_logits = (fu[u].unsqueeze(1) * fi[items]).sum(-1)
+                loss = loss + self.list_kd_weight * list_kd_loss(
+                    t_logits, s_logits, self.kd_temperature, self.list_kd_alpha, self.list_kd_beta,
+                    self.list_kd_weighting)
+        if self.emb_kd_weight:
+            batch_items = torch.cat([pos, neg])
+            for m in self.teacher.modalities:
+                loss = loss + self.emb_kd_weight * sce_loss(
+                    t.modality_item[m][batch_items], s_item[batch_items], self.sce_gamma)
+        return loss
+
+    # ---------------------------------------------------------------- inference
+    def load_state_dict(self, *args, **kwargs):
+        result = super().load_state_dict(*args, **kwargs)
+        self.train(self.training)  # drops the embedding caches of teacher and student
+        self._frozen_targets = None
+        return result
+
+    def active(self) -> GeneralRecommender:
+        return self.teacher if self.stage == "teacher" else self.student
+
+    def predict(self, interaction) -> torch.Tensor:
+        return self.active().predict(interaction)
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        return self.active().full_sort_predict(interaction)
+
+    def used_parameters(self) -> int:
+        return self.active().used_parameters()
+
+    def serving_bytes(self) -> int:
+        return self.active().serving_bytes()

@@ -1,0 +1,89 @@
+"""PromptMMStudent: PromptMM's ID-only LightGCN student (He et al., SIGIR 2020), with the correct bipartite
+adjacency. Trained alone it is the "w/o KD" ablation; inside :class:`PromptMM` it is distilled from the teacher.
+"""
+
+from __future__ import annotations
+
+import torch
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_promptmm.model.graph import lightgcn_adjacency
+from recbole_promptmm.model.losses import bpr_loss, l2_loss
+
+
+class PromptMMStudent(GeneralRecommender):
+    r"""LightGCN over ID embeddings: :math:`E^{(l+1)} = \hat A E^{(l)}`, :math:`e = \mathrm{mean}_{l=0..L} E^{(l)}`,
+    :math:`\hat A = D^{-1/2}\begin{bmatrix}0 & R\\ R^T & 0\end{bmatrix}D^{-1/2}`.
+    Loss: BPR + ``student_reg_weight`` L2(layer-0 embeddings of the batch).
+    """
+
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        self.embedding_size = config["student_embedding_size"] or config["embedding_size"]
+        self.n_layers = config["student_n_layers"]
+        self.reg_weight = config["student_reg_weight"]
+        self.register_buffer("adjacency", lightgcn_adjacency(dataset.inter_matrix(form="coo")), persistent=False)
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
+        self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
+        nn.init.xavier_uniform_(self.user_embedding.weight)
+        nn.init.xavier_uniform_(self.item_embedding.weight)
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final (user [U, d], item [I, d]) embeddings."""
+        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
+        layers = [ego]
+        for _ in range(self.n_layers):
+            layers.append(self.adjacency @ layers[-1])
+        out = torch.stack(layers).mean(dim=0)
+        return out[: self.n_users], out[self.n_users:]
+
+    def loss_terms(self, interaction, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """BPR + L2 on the batch, given final embeddings (shared with the distillation loss)."""
+        u = interaction[self.USER_ID]
+        pos = interaction[self.ITEM_ID]
+        neg = interaction[self.NEG_ITEM_ID]
+        eu = user[u]
+        loss = bpr_loss((eu * item[pos]).sum(-1), (eu * item[neg]).sum(-1))
+        return loss + self.reg_weight * l2_loss(
+            self.user_embedding(u), self.item_embedding(pos), self.item_embedding(neg))
+
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        return self.loss_terms(interaction, *self.forward())
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._cache = None
+        return super().load_state_dict(*args, **kwargs)
+
+    def _embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.training:
+            return self.forward()
+        if self._cache is None:
+            with torch.no_grad():
+                self._cache = self.forward()
+        return self._cache
+
+    def predict(self, interaction) -> torch.Tensor:
+        user, item = self._embeddings()
+        return (user[interaction[self.USER_ID]] * item[interaction[self.ITEM_ID]]).sum(dim=-1)
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        user, item = self._embeddings()
+        return (user[interaction[self.USER_ID]] @ item.T).view(-1)
+
+    def used_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def serving_bytes(self) -> int:
+        """Bytes needed to produce recommendations: parameters plus the graph (no feature matrices)."""
+        a = self.adjacency
+        graph = sum(t.numel() * t.element_size() for t in (a.crow_indices(), a.col_indices(), a.values()))
+        return graph + sum(p.numel() * p.element_size() for p in self.parameters())
