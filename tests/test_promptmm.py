@@ -160,7 +160,7 @@ def test_teacher_takes_any_number_of_modalities(mm_toy, modalities):
 
 def test_lightgcn_adjacency_is_bipartite_and_symmetric():
     r = sp.coo_matrix(np.array([[0, 0, 0], [0, 1, 1], [0, 1, 0]], dtype=np.float32))  # padding row/col 0
-    adj = lightgcn_adjacency(r).to_dense()
+    adj = lightgcn_adjacency(r).matrix.to_dense()
     assert adj.shape == (6, 6)
     assert torch.allclose(adj, adj.T)
     assert torch.all(adj[:3, :3] == 0) and torch.all(adj[3:, 3:] == 0)
@@ -168,8 +168,13 @@ def test_lightgcn_adjacency_is_bipartite_and_symmetric():
     assert adj[1, 3 + 1].item() == pytest.approx(0.5)
     assert adj[2, 3 + 1].item() == pytest.approx(1 / np.sqrt(2))
     a_ui, a_iu = bipartite_propagation(r, "one_sided")
-    assert a_ui.to_dense()[1, 1].item() == pytest.approx(1 / np.sqrt(2))  # deg_u = 2
-    assert a_iu.to_dense()[1, 2].item() == pytest.approx(1 / np.sqrt(2))  # deg_i = 2
+    assert a_ui.matrix.to_dense()[1, 1].item() == pytest.approx(1 / np.sqrt(2))  # deg_u = 2
+    assert a_iu.matrix.to_dense()[1, 2].item() == pytest.approx(1 / np.sqrt(2))  # deg_i = 2
+    # the custom backward (precomputed transpose) gives torch's own gradient
+    x = torch.randn(3, 4, requires_grad=True)
+    a_ui(x).pow(2).sum().backward()
+    expected = torch.autograd.grad(a_ui.matrix.to_dense().matmul(x).pow(2).sum(), x)[0]
+    assert torch.allclose(x.grad, expected)
 
 
 def test_list_negatives_avoid_training_items():

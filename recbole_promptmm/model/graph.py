@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
+from torch import nn
 
 GRAPH_NORMS = ("symmetric", "one_sided")
 
@@ -16,7 +17,43 @@ def _to_torch(m: sp.spmatrix) -> torch.Tensor:
     return torch.sparse_coo_tensor(indices, values, m.shape).coalesce().to_sparse_csr()
 
 
-def bipartite_propagation(inter: sp.spmatrix, norm: str = "symmetric") -> tuple[torch.Tensor, torch.Tensor]:
+class _SparseMatmul(torch.autograd.Function):
+    """``a @ x`` whose backward uses a precomputed ``a^T`` (torch's CSR backward transposes on every call)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.a_t = a_t
+        return a @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, None, ctx.a_t @ grad
+
+
+class Propagation(nn.Module):
+    """A fixed sparse matrix (CSR, with its transpose for the backward pass) applied to dense embeddings."""
+
+    def __init__(self, matrix: sp.spmatrix) -> None:
+        super().__init__()
+        self.register_buffer("matrix", _to_torch(matrix), persistent=False)
+        self.register_buffer("matrix_t", _to_torch(matrix.T), persistent=False)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.matrix.shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.requires_grad:
+            return self.matrix @ x
+        return _SparseMatmul.apply(self.matrix, self.matrix_t, x)
+
+    def nbytes(self) -> int:
+        """Bytes of the stored matrix (one direction, as serving needs)."""
+        m = self.matrix
+        return sum(t.numel() * t.element_size() for t in (m.crow_indices(), m.col_indices(), m.values()))
+
+
+def bipartite_propagation(inter: sp.spmatrix, norm: str = "symmetric") -> tuple[Propagation, Propagation]:
     r"""(:math:`\hat A_{ui}` [U, I], :math:`\hat A_{iu}` [I, U]) from the binary training matrix R.
 
     ``symmetric``: :math:`D_u^{-1/2} R D_i^{-1/2}` and its transpose (LightGCN). ``one_sided`` (the released
@@ -34,10 +71,10 @@ def bipartite_propagation(inter: sp.spmatrix, norm: str = "symmetric") -> tuple[
     else:
         a_ui = sp.diags(du ** -0.5) @ r
         a_iu = sp.diags(di ** -0.5) @ r.T
-    return _to_torch(a_ui), _to_torch(a_iu)
+    return Propagation(a_ui), Propagation(a_iu)
 
 
-def lightgcn_adjacency(inter: sp.spmatrix) -> torch.Tensor:
+def lightgcn_adjacency(inter: sp.spmatrix) -> Propagation:
     r"""The symmetric normalised bipartite adjacency :math:`D^{-1/2}\begin{bmatrix}0 & R\\ R^T & 0\end{bmatrix}D^{-1/2}`
     of size (U + I), users first."""
     r = sp.csr_matrix(inter, dtype=np.float32)
@@ -45,7 +82,7 @@ def lightgcn_adjacency(inter: sp.spmatrix) -> torch.Tensor:
     adj = sp.bmat([[None, r], [r.T, None]], format="csr")
     deg = np.asarray(adj.sum(axis=1)).ravel() + 1e-8
     d = sp.diags(deg ** -0.5)
-    return _to_torch(d @ adj @ d)
+    return Propagation(d @ adj @ d)
 
 
 class TrainingItems:

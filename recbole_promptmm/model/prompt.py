@@ -20,12 +20,12 @@ def pca_tokens(features: torch.Tensor, dim: int) -> torch.Tensor:
     return out
 
 
-def hard_tokens(features: dict[str, torch.Tensor], a_ui: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def hard_tokens(features: dict[str, torch.Tensor], a_ui, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     r"""(:math:`h_u`, :math:`h_i`): item token = mean over modalities of :math:`\mathrm{PCA}_d(X^m)`, user token
     = :math:`\hat A_{ui} h_i`. No gradient; computed once per dataset."""
     with torch.no_grad():
         h_i = torch.stack([pca_tokens(x, dim) for x in features.values()]).mean(dim=0)
-        h_u = a_ui @ h_i
+        h_u = a_ui(h_i)
     return h_u, h_i
 
 

@@ -26,7 +26,7 @@ class PromptMMStudent(GeneralRecommender):
         self.embedding_size = config["student_embedding_size"] or config["embedding_size"]
         self.n_layers = config["student_n_layers"]
         self.reg_weight = config["student_reg_weight"]
-        self.register_buffer("adjacency", lightgcn_adjacency(dataset.inter_matrix(form="coo")), persistent=False)
+        self.adjacency = lightgcn_adjacency(dataset.inter_matrix(form="coo"))
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
         nn.init.xavier_uniform_(self.user_embedding.weight)
@@ -38,7 +38,7 @@ class PromptMMStudent(GeneralRecommender):
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
         layers = [ego]
         for _ in range(self.n_layers):
-            layers.append(self.adjacency @ layers[-1])
+            layers.append(self.adjacency(layers[-1]))
         out = torch.stack(layers).mean(dim=0)
         return out[: self.n_users], out[self.n_users:]
 
@@ -84,6 +84,4 @@ class PromptMMStudent(GeneralRecommender):
 
     def serving_bytes(self) -> int:
         """Bytes needed to produce recommendations: parameters plus the graph (no feature matrices)."""
-        a = self.adjacency
-        graph = sum(t.numel() * t.element_size() for t in (a.crow_indices(), a.col_indices(), a.values()))
-        return graph + sum(p.numel() * p.element_size() for p in self.parameters())
+        return self.adjacency.nbytes() + sum(p.numel() * p.element_size() for p in self.parameters())

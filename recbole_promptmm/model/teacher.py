@@ -71,9 +71,7 @@ class PromptMMTeacher(GeneralRecommender):
         self.modalities = list(features)
 
         inter = dataset.inter_matrix(form="coo").astype("float32")
-        a_ui, a_iu = bipartite_propagation(inter, config["graph_norm"])
-        self.register_buffer("a_ui", a_ui, persistent=False)
-        self.register_buffer("a_iu", a_iu, persistent=False)
+        self.a_ui, self.a_iu = bipartite_propagation(inter, config["graph_norm"])
         for name, x in features.items():
             self.register_buffer(f"feat_{name}", x, persistent=False)
 
@@ -81,7 +79,7 @@ class PromptMMTeacher(GeneralRecommender):
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
         self.reduce = nn.ModuleDict({m: nn.Linear(x.shape[1], self.embedding_size) for m, x in features.items()})
         self.dropout = nn.Dropout(config["dropout"])
-        h_u, h_i = hard_tokens(features, a_ui, self.embedding_size)
+        h_u, h_i = hard_tokens(features, self.a_ui, self.embedding_size)
         self.prompt = SoftPrompt(h_u, h_i)
         for module in [self.user_embedding, self.item_embedding, *self.reduce.values()]:
             nn.init.xavier_uniform_(module.weight)
@@ -96,8 +94,8 @@ class PromptMMTeacher(GeneralRecommender):
         f_user, f_item = {}, {}
         for m in self.modalities:
             z = self.dropout(self.reduce[m](inject_features(self.features(m), p_i, self.prompt_weight_fp)))
-            f_user[m] = self.a_ui @ z
-            f_item[m] = self.a_iu @ f_user[m]
+            f_user[m] = self.a_ui(z)
+            f_item[m] = self.a_iu(f_user[m])
         e_u = self.user_embedding.weight
         e_i = self.item_embedding.weight
         if self.prompt_weight_sp:
@@ -105,7 +103,7 @@ class PromptMMTeacher(GeneralRecommender):
             e_i = e_i + self.prompt_weight_sp * F.normalize(p_i, dim=-1)
         users, items = [e_u], [e_i]
         for _ in range(self.n_layers):
-            e_u, e_i = self.a_ui @ e_i, self.a_iu @ e_u
+            e_u, e_i = self.a_ui(e_i), self.a_iu(e_u)
             users.append(e_u)
             items.append(e_i)
         user = torch.stack(users).mean(dim=0)
@@ -166,10 +164,7 @@ class PromptMMTeacher(GeneralRecommender):
     def serving_bytes(self) -> int:
         """Bytes needed to produce recommendations: parameters plus the feature matrices and graph."""
         tensors = list(self.parameters()) + [self.features(m) for m in self.modalities]
-        total = sum(t.numel() * t.element_size() for t in tensors)
-        for a in (self.a_ui, self.a_iu):
-            total += sum(t.numel() * t.element_size() for t in (a.crow_indices(), a.col_indices(), a.values()))
-        return total
+        return sum(t.numel() * t.element_size() for t in tensors) + self.a_ui.nbytes() + self.a_iu.nbytes()
 
 
 def _bpr(users: torch.Tensor, items: torch.Tensor, u, pos, neg) -> torch.Tensor:
