@@ -1,0 +1,255 @@
+"""The comparison tool end to end on ml-100k (real models, one epoch each, each run in its own worker process),
+plus the pieces that need no training: planning, ablations, statistics, cost measurement, command line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recbole_promptmm.compare.ablations import ABLATIONS, BASE_MODEL, select_ablations
+from recbole_promptmm.compare.cli import main as cli_main
+from recbole_promptmm.compare.comparison import compare, plan
+from recbole_promptmm.compare.plan import VOLATILE_KEYS, PlanError, config_hash
+from recbole_promptmm.compare.stats import paired_test
+from tests.conftest import REPO
+
+SEEDS = [2020, 2021]
+FAST = ["--epochs=1", "--train_batch_size=4096"]
+ML100K_USERS, ML100K_ITEMS = 944, 1683  # RecBole ids, padding 0 included
+
+
+def _compare(out: Path, models: str, seeds=SEEDS, **kwargs):
+    stream = io.StringIO()
+    result = compare("ml-100k", models, str(out), seeds, overrides=FAST, threads=1, cost_repeats=1,
+                     progress_interval=0, stream=stream, **kwargs)
+    return result, stream.getvalue()
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    """Pop and BPR x 2 seeds, one epoch each: (output folder, ComparisonResult, progress text)."""
+    out = tmp_path_factory.mktemp("compare")
+    result, log = _compare(out, "Pop,BPR")
+    return out, result, log
+
+
+def test_comparison_writes_every_file(first):
+    out, result, log = first
+    for name in ("results.csv", "results.md", "results.json", "results.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for outcome in result.outcomes:
+        run_dir = Path(outcome.run_dir)
+        assert run_dir.is_relative_to(out / "runs")
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["seed"] == outcome.spec.seed and config["model"] == outcome.spec.model
+        assert config["epochs"] == 1 and config_hash(config) == outcome.spec.config_hash
+        assert list((run_dir / "log").rglob("*.log")), "RecBole's log belongs in the run folder"
+        assert list((run_dir / "saved").glob("*.pth")), "checkpoints belong in the run folder"
+    assert "[1/4] Pop seed 2020: started" in log and "[4/4] BPR seed 2021: ok" in log
+
+
+def test_table_has_one_row_per_model_and_seed_with_metrics_and_cost(first):
+    out, result, _ = first
+    rows = _rows(out)
+    assert [(r["label"], int(r["seed"])) for r in rows] == [("Pop", 2020), ("BPR", 2020), ("Pop", 2021),
+                                                            ("BPR", 2021)]
+    for row in rows:
+        assert row["status"] == "ok" and row["error"] == ""
+        for split in ("valid", "test"):
+            for metric in ("recall@10", "recall@20", "ndcg@20", "precision@50", "hit@20"):
+                assert 0.0 <= float(row[f"{split}_{metric}"]) <= 1.0
+        assert int(row["epochs_run"]) == 1 and int(row["best_epoch"]) == 0
+        assert float(row["train_seconds_per_epoch"]) > 0 and float(row["scoring_seconds"]) > 0
+        assert int(row["peak_memory_bytes"]) > 0 and int(row["peak_rss_bytes"]) > int(row["peak_memory_bytes"])
+        assert row["serving_bytes_source"] == "tensors"
+    bpr = [r for r in rows if r["label"] == "BPR"]
+    for row in bpr:  # two embedding tables of 64 floats
+        assert int(row["used_parameters"]) == (ML100K_USERS + ML100K_ITEMS) * 64
+        assert int(row["serving_bytes"]) == 4 * int(row["used_parameters"])
+    # Test metrics are those of the tested (best validation) checkpoint, as run() returned them.
+    for outcome, row in zip(result.outcomes, rows):
+        assert float(row["test_recall@20"]) == outcome.result["test_result"]["recall@20"]
+
+
+def test_markdown_reports_mean_std_best_and_the_paired_test(first):
+    out, _, _ = first
+    text = (out / "results.md").read_text()
+    assert "| Pop | 2/2 |" in text and "| BPR | 2/2 |" in text
+    assert "±" in text and "**" in text
+    assert "paired two-sided t-test over seeds (scipy.stats.ttest_rel)" in text
+    assert "| BPR | recall@20 | 2 |" in text and "only 2 seeds" in text
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["reference"] == "Pop" and summary["summary"]["BPR"]["test_recall@20"]["n"] == 2
+
+
+def test_resume_reuses_finished_runs(first):
+    out, result, _ = first
+    stamps = {o.run_dir: os.path.getmtime(Path(o.run_dir) / "result.json") for o in result.outcomes}
+    again, log = _compare(out, "Pop,BPR")
+    assert all(o.cached and o.status == "ok" for o in again.outcomes)
+    assert "started" not in log
+    assert {o.run_dir: os.path.getmtime(Path(o.run_dir) / "result.json") for o in again.outcomes} == stamps
+    assert [float(r["test_recall@20"]) for r in _rows(out)] == [o.result["test_result"]["recall@20"]
+                                                                 for o in result.outcomes]
+
+
+def test_changed_config_reruns_and_broken_model_is_reported_as_failed(first, tmp_path):
+    out, result, _ = first
+    config = tmp_path / "compare.yaml"
+    config.write_text(
+        "models:\n"
+        "  Pop: {learning_rate: 0.05}\n"                          # a changed config: Pop runs again
+        "  BPR-broken: {model: BPR, embedding_size: -5}\n"        # crashes while building the model
+    )
+    again, log = _compare(out, "Pop,BPR,BPR-broken", seeds=[2020], config_files=[str(config)])
+    by_label = {o.spec.label: o for o in again.outcomes}
+    old_pop = next(o for o in result.outcomes if o.spec.label == "Pop" and o.spec.seed == 2020)
+    assert by_label["Pop"].status == "ok" and not by_label["Pop"].cached
+    assert by_label["Pop"].spec.config_hash != old_pop.spec.config_hash
+    assert by_label["BPR"].status == "ok" and by_label["BPR"].cached
+    broken = by_label["BPR-broken"]
+    assert broken.status == "failed" and "negative dimension" in broken.error
+    assert (Path(broken.run_dir) / "failure.json").is_file()
+    rows = {r["label"]: r for r in _rows(out)}
+    assert rows["BPR-broken"]["status"] == "failed" and "negative dimension" in rows["BPR-broken"]["error"]
+    assert rows["BPR"]["status"] == "ok" and rows["Pop"]["status"] == "ok"
+    text = (out / "results.md").read_text()
+    assert "## Runs without a result" in text and "| BPR-broken | 0/1 |" in text
+    assert "[3/3] BPR-broken seed 2020: failed" in log
+
+
+def test_report_only_runs_nothing_and_marks_missing_runs(first):
+    out, _, _ = first
+    result, log = _compare(out, "Pop,BPR", seeds=[2020, 2021, 2022], report_only=True)
+    status = {(o.spec.label, o.spec.seed): (o.status, o.cached) for o in result.outcomes}
+    assert status[("BPR", 2021)] == ("ok", True) and status[("Pop", 2022)][0] == "missing"
+    assert "started" not in log
+    assert not any((out / "runs" / "Pop").glob("seed2022-*"))
+
+
+# ----------------------------------------------------------------------------------------------- planning
+def test_unknown_model_fails_its_runs_only():
+    _, specs, _, _, _ = plan("ml-100k", "BPR,NoSuchModel", [2020], overrides=FAST)
+    assert specs[0].error is None and specs[0].config_hash
+    assert "unknown model 'NoSuchModel'" in specs[1].error
+
+
+def test_protocol_must_be_shared(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("models:\n  LightGCN: {stopping_step: 3}\n")
+    with pytest.raises(PlanError, match="stopping_step"):
+        plan("ml-100k", "BPR,LightGCN", [2020], config_files=[str(config)])
+
+
+@pytest.mark.parametrize("override", ["--seed=1", "--model=BPR", "--checkpoint_dir=x"])
+def test_keys_the_comparison_sets_itself_are_refused(override):
+    with pytest.raises(PlanError, match="sets"):
+        plan("ml-100k", "BPR", [2020], overrides=[override])
+
+
+def test_label_sections_layer_over_model_sections(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: 7\nmodels:\n  BPR: {embedding_size: 16}\n  BPR-32: {model: BPR, embedding_size: 32}\n")
+    entries, specs, _, _, warnings = plan("ml-100k", "BPR,BPR-32", [2020], config_files=[str(config)])
+    resolved = {s.label: s.config for s in specs}
+    assert resolved["BPR"]["embedding_size"] == 16 and resolved["BPR-32"]["embedding_size"] == 32
+    assert resolved["BPR"]["epochs"] == resolved["BPR-32"]["epochs"] == 7
+    assert resolved["BPR-32"]["model"] == "BPR" and warnings == []
+
+
+def test_config_hash_ignores_volatile_keys_only():
+    base = {"learning_rate": 0.001, "seed": 1, **{k: "a" for k in VOLATILE_KEYS}}
+    assert config_hash(base) == config_hash({**base, **{k: "b" for k in VOLATILE_KEYS}})
+    assert config_hash(base) != config_hash({**base, "learning_rate": 0.002})
+
+
+# ---------------------------------------------------------------------------------------------- ablations
+def test_ablation_keys_are_keys_of_promptmm():
+    """If PromptMM renames a key, the table in compare/ablations.py must follow (this test says which)."""
+    from recbole_promptmm import Config
+
+    config = Config(BASE_MODEL, "ml-100k").final_config_dict
+    for ablation in ABLATIONS:
+        missing = [k for k in ablation.overrides if k not in config]
+        assert not missing, f"ablation {ablation.name} sets {missing}, unknown to {BASE_MODEL}"
+
+
+def test_ablations_become_labelled_variants_with_their_overrides():
+    assert [a.name for a in select_ablations("all")] == [a.name for a in ABLATIONS]
+    with pytest.raises(ValueError, match="unknown ablation"):
+        select_ablations("no_such")
+    entries, specs, _, _, _ = plan("ml-100k", "", [2020], ablations="no_prompt,no_kd", overrides=FAST)
+    assert [e.label for e in entries] == ["PromptMM-no_prompt", "PromptMM-no_kd"]
+    assert all(s.error is None for s in specs)
+    assert specs[0].config["prompt_weight_sp"] == 0.0 and specs[0].config["pair_kd_weight"] > 0
+    assert specs[1].config["pair_kd_weight"] == specs[1].config["list_kd_weight"] == 0.0
+
+
+# --------------------------------------------------------------------------------------------- statistics
+def test_paired_t_test_matches_a_hand_computation():
+    # differences 0.2, 0.3, 0.1: mean 0.2, sd 0.1, t = 0.2 / (0.1 / sqrt 3); df 2: p = 1 - t / sqrt(t^2 + 2)
+    test = paired_test("recall@20", "A", "B", {1: 0.3, 2: 0.5, 3: 0.4, 9: 1.0}, {1: 0.1, 2: 0.2, 3: 0.3})
+    t = 0.2 / (0.1 / math.sqrt(3))
+    assert test.n == 3 and test.mean_diff == pytest.approx(0.2)
+    assert test.t == pytest.approx(t) and test.p == pytest.approx(1 - t / math.sqrt(t * t + 2))
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t_{0.975, 2}
+    assert (test.ci_low, test.ci_high) == pytest.approx((0.2 - half, 0.2 + half))
+    assert not test.significant and "little power" in test.note
+
+
+def test_paired_test_says_when_it_cannot_test():
+    one = paired_test("m", "A", "B", {1: 0.5}, {1: 0.4, 2: 0.3})
+    assert one.n == 1 and one.p is None and "too few" in one.note
+    same = paired_test("m", "A", "B", {1: 0.5, 2: 0.6}, {1: 0.4, 2: 0.5})
+    assert same.p is None and "zero variance" in same.note
+
+
+# --------------------------------------------------------------------------------------------------- cost
+def test_cost_of_a_real_lightgcn_counts_its_graph_and_recomputes_the_forward():
+    from recbole_promptmm import Config, create_dataset, data_preparation, get_model
+    from recbole_promptmm.compare.cost import measure_cost
+
+    config = Config("LightGCN", "ml-100k", config_dict={"show_progress": False})
+    train, _, _ = data_preparation(config, create_dataset(config))
+    model = get_model("LightGCN")(config, train._dataset)
+    model.full_sort_predict(_users(model, [1]))  # fills LightGCN's restore_* cache
+    report = measure_cost(model, train._dataset, eval_batch_size=config["eval_batch_size"], topk=20, repeats=2)
+    params = (ML100K_USERS + ML100K_ITEMS) * 64
+    assert report.used_parameters == params
+    assert report.serving_bytes > 4 * params  # embeddings plus the normalised adjacency
+    assert report.scored_users == ML100K_USERS - 1 and report.users_per_batch == 128
+    assert len(report.scoring_seconds_all) == 2 and report.scoring_seconds > 0
+    assert model.restore_user_e is None and not model.training
+
+
+def _users(model, ids):
+    import torch
+    from recbole.data.interaction import Interaction
+
+    return Interaction({model.USER_ID: torch.tensor(ids)})
+
+
+# ------------------------------------------------------------------------------------------- command line
+def test_command_line_entry_point_and_errors(tmp_path, capsys):
+    done = subprocess.run([sys.executable, "-m", "recbole_promptmm.compare", "--list_ablations"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "PromptMM-no_prompt" in done.stdout
+    assert cli_main(["--models=BPR", f"--out={tmp_path}", "--seed=1"]) == 2
+    assert "use --seeds" in capsys.readouterr().err
+    assert cli_main(["--models=BPR", f"--out={tmp_path}", "--epochs", "1"]) == 2
+    with pytest.raises(SystemExit):
+        cli_main(["--models=BPR"])  # no --out
