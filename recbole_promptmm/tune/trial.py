@@ -1,0 +1,276 @@
+"""One trial: train a model with the trial's values, report validation after every evaluation, with a checkpoint.
+
+:class:`TrialRun` knows nothing about Ray: it gets a ``report(metrics, folder)`` function, so it can be tested
+(and resumed from a checkpoint folder) on its own. :func:`ray_trainable` is the Ray Tune function that wraps it.
+
+What a checkpoint folder holds:
+
+``state.pth``
+    The trainer's state after the reported epoch (RecBole's checkpoint format: weights, optimizer, epoch,
+    early-stopping counter, best score), read back by ``trainer.resume_checkpoint``.
+``best.pth``
+    The weights of the best validation epoch so far (the trainer's own ``saved_model_file``): a RecBole
+    checkpoint usable with ``trainer.load_model_file`` or as a PromptMM teacher.
+``progress.json``
+    Epoch, best epoch, best validation score and result, and the trial's searched values.
+
+Test data never reaches a trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from recbole.trainer import Trainer as RecBoleTrainer
+from recbole.utils import init_seed
+
+from recbole_promptmm.config import Config
+from recbole_promptmm.log import init_logger
+from recbole_promptmm.quick_start import write_json_atomic
+from recbole_promptmm.utils import get_model, get_trainer
+
+Report = Callable[[dict, str], None]
+"""``report(metrics, checkpoint_folder)``; the folder may be deleted once ``report`` returns."""
+
+STATE_FILE = "state.pth"
+BEST_FILE = "best.pth"
+PROGRESS_FILE = "progress.json"
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of a sweep shares.
+
+    Parameters
+    ----------
+    model, dataset : str
+        The model (ours or a RecBole built-in) and dataset names.
+    config_files : tuple of str
+        Absolute paths of yaml config files, lowest priority first.
+    fixed : dict
+        Config values fixed for every trial (``--key=value`` overrides, already converted; the teacher's values
+        and checkpoint in a two-stage PromptMM sweep). They win over the config files; searched keys never
+        collide with them.
+    cpus_per_trial : float
+        CPUs Ray reserves per trial; torch uses as many threads.
+    gpus_per_trial : float
+        GPUs Ray reserves per trial; 0 trains on the CPU.
+    trials_dir : str
+        The sweep's ``<out>/trials`` folder (Ray's experiment folder); each trial works in
+        ``<trials_dir>/trial_<id>``. On a multi-node cluster it must be on storage every node shares.
+    """
+
+    model: str
+    dataset: str
+    config_files: tuple[str, ...] = ()
+    fixed: dict = field(default_factory=dict)
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    trials_dir: str = ""
+
+    def config(self, params: Mapping[str, Any], checkpoint_dir: str, device: Mapping[str, Any] | None = None) -> Config:
+        """The RecBole config of one trial: files, then fixed values, then ``params``, then run settings.
+
+        Parameters
+        ----------
+        params : Mapping[str, Any]
+            The trial's searched values.
+        checkpoint_dir : str
+            Where RecBole writes the trial's best-model file.
+        device : Mapping[str, Any], optional
+            ``gpu_id`` / ``use_gpu`` to use; default: what Ray assigned to this process.
+        """
+        settings = {"checkpoint_dir": checkpoint_dir, "show_progress": False}
+        settings.update(device if device is not None else ray_assigned_device(self.gpus_per_trial))
+        return Config(self.model, self.dataset, list(self.config_files), {**self.fixed, **params, **settings})
+
+
+def ray_assigned_device(gpus_per_trial: float) -> dict:
+    """``gpu_id`` / ``use_gpu`` for this process: the GPUs Ray made visible, or none.
+
+    RecBole's ``Config`` writes ``gpu_id`` into ``CUDA_VISIBLE_DEVICES``; passing on what Ray set keeps each
+    trial on the GPU Ray gave it.
+    """
+    if gpus_per_trial > 0:
+        return {"gpu_id": os.environ.get("CUDA_VISIBLE_DEVICES", "0"), "use_gpu": True}
+    return {"gpu_id": "", "use_gpu": False}
+
+
+class _RecordsEvaluations:
+    """Trainer mixin: keeps the result of the latest ``evaluate`` call in ``last_eval_result``."""
+
+    last_eval_result: dict | None = None
+
+    def evaluate(self, *args, **kwargs):
+        result = super().evaluate(*args, **kwargs)
+        self.last_eval_result = result
+        return result
+
+
+_RECORDING: dict[type, type] = {}
+
+
+def recording_trainer(trainer_class: type) -> type:
+    """``trainer_class`` that also remembers its latest evaluation result (``last_eval_result``)."""
+    if trainer_class not in _RECORDING:
+        _RECORDING[trainer_class] = type(trainer_class.__name__, (_RecordsEvaluations, trainer_class), {})
+    return _RECORDING[trainer_class]
+
+
+def _floats(result: Mapping[str, Any] | None) -> dict[str, float]:
+    return {str(k): float(v) for k, v in dict(result or {}).items()}
+
+
+class TrialRun:
+    """Train one configuration; call ``report`` after every validation with a checkpoint folder.
+
+    Parameters
+    ----------
+    setup : TrialSetup
+        What the sweep's trials share.
+    params : Mapping[str, Any]
+        This trial's searched values.
+    train_data, valid_data : recbole DataLoader
+        Prepared once by the driver; ``train_data`` is re-configured for this trial (batch size, negative
+        sampling).
+    trial_dir : str
+        The trial's own folder: RecBole's ``log/``, ``log_tensorboard/`` (relative to the working directory,
+        which the caller sets) and ``saved/`` go here.
+    device : Mapping[str, Any], optional
+        ``gpu_id`` / ``use_gpu`` override (tests); default: what Ray assigned.
+    """
+
+    def __init__(self, setup: TrialSetup, params: Mapping[str, Any], train_data, valid_data, trial_dir: str,
+                 device: Mapping[str, Any] | None = None) -> None:
+        self.params = dict(params)
+        self.config = setup.config(self.params, os.path.join(trial_dir, "saved"), device)
+        init_logger(self.config)
+        init_seed(self.config["seed"], self.config["reproducibility"])
+        train_data.update_config(self.config)
+        self.train_data, self.valid_data = train_data, valid_data
+        init_seed(self.config["seed"] + self.config["local_rank"], self.config["reproducibility"])
+        model = get_model(self.config["model"])(self.config, train_data._dataset).to(self.config["device"])
+        trainer_class = recording_trainer(get_trainer(self.config["MODEL_TYPE"], self.config["model"]))
+        self.trainer = trainer_class(self.config, model)
+        self.best_epoch: int | None = None
+        self.best_valid_result: dict[str, float] | None = None
+        self._report: Report | None = None
+
+    def resumable(self) -> bool:
+        """Whether the trainer can continue from a checkpoint.
+
+        RecBole's own ``fit`` loop continues from ``start_epoch``; a trainer with its own ``fit`` (PromptMM's two
+        stages) resets its stage state when ``fit`` starts, so its trials restart from scratch instead.
+        """
+        return type(self.trainer).fit is RecBoleTrainer.fit
+
+    def restore(self, folder: str) -> int:
+        """Continue from a checkpoint folder written by this class; returns the epoch it had reached (0 when
+        the trainer cannot resume and the trial starts over)."""
+        if not self.resumable():
+            self.trainer.logger.warning(f"tune: {type(self.trainer).__name__} cannot resume inside fit(); "
+                                        f"the trial starts over instead of continuing from {folder}")
+            return 0
+        with open(os.path.join(folder, PROGRESS_FILE), encoding="utf-8") as f:
+            progress = json.load(f)
+        own_best_file = self.trainer.saved_model_file
+        self.trainer.resume_checkpoint(os.path.join(folder, STATE_FILE))
+        self.trainer.saved_model_file = own_best_file  # resume_checkpoint points it at the (read-only) checkpoint
+        if os.path.isfile(os.path.join(folder, BEST_FILE)):
+            os.makedirs(os.path.dirname(own_best_file), exist_ok=True)
+            shutil.copyfile(os.path.join(folder, BEST_FILE), own_best_file)
+        self.best_epoch = progress["best_epoch"]
+        self.best_valid_result = progress["best_valid_result"]
+        self.trainer.best_valid_result = self.best_valid_result
+        self.trainer.logger.info(f"tune: resumed from {folder} after epoch {progress['epoch']}")
+        return int(progress["epoch"])
+
+    def fit(self, report: Report) -> tuple[float, dict | None]:
+        """Train to the end (or early stop); returns RecBole's best validation score and result."""
+        self._report = report
+        return self.trainer.fit(self.train_data, self.valid_data, saved=True, show_progress=False,
+                                callback_fn=self._on_evaluation)
+
+    def _finished(self, epoch: int) -> bool:
+        """Whether no evaluation will follow this one (last epoch, or RecBole's early stopping)."""
+        trainer = self.trainer
+        eval_step = max(1, int(getattr(trainer, "eval_step", 1)))
+        last_epoch = epoch + eval_step > int(trainer.epochs)
+        return last_epoch or trainer.cur_step > trainer.stopping_step
+
+    def _on_evaluation(self, epoch_idx: int, valid_score: float) -> None:
+        """RecBole's ``callback_fn``: called after every validation of the (final-stage) model."""
+        epoch = epoch_idx + 1
+        result = _floats(self.trainer.last_eval_result)
+        if self.best_epoch is None or self.trainer.cur_step == 0:  # RecBole resets cur_step on improvement
+            self.best_epoch, self.best_valid_result = epoch, result
+        metrics = {
+            "epoch": epoch,
+            "valid_score": float(valid_score),
+            "best_valid_score": float(self.trainer.best_valid_score),
+            "best_epoch": self.best_epoch,
+            "finished": self._finished(epoch),
+            **{f"valid/{k}": v for k, v in result.items()},
+        }
+        with tempfile.TemporaryDirectory(prefix="tune-ckpt-") as folder:
+            self.write_checkpoint(folder, epoch_idx)
+            self._report(metrics, folder)
+
+    def write_checkpoint(self, folder: str, epoch_idx: int) -> None:
+        """Write ``state.pth``, ``best.pth`` and ``progress.json`` into ``folder``."""
+        # RecBole's own checkpoint writer, pointed at the folder (its documented saved_model_file argument).
+        self.trainer._save_checkpoint(epoch_idx, verbose=False, saved_model_file=os.path.join(folder, STATE_FILE))
+        if os.path.isfile(self.trainer.saved_model_file):
+            shutil.copyfile(self.trainer.saved_model_file, os.path.join(folder, BEST_FILE))
+        write_json_atomic(os.path.join(folder, PROGRESS_FILE), {
+            "epoch": epoch_idx + 1,
+            "best_epoch": self.best_epoch,
+            "best_valid_score": float(self.trainer.best_valid_score),
+            "best_valid_result": self.best_valid_result,
+            "params": self.params,
+        })
+
+
+def read_progress(folder: str) -> dict:
+    """The ``progress.json`` of a checkpoint folder."""
+    with open(os.path.join(folder, PROGRESS_FILE), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _report_to_ray(metrics: dict, folder: str) -> None:
+    from ray import tune
+
+    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def trial_dirname(trial_id: str) -> str:
+    """The folder name of a trial inside ``<out>/trials``."""
+    return f"trial_{trial_id}"
+
+
+def ray_trainable(params: dict, setup: TrialSetup, train_data, valid_data) -> None:
+    """The Ray Tune function trainable (use with ``tune.with_parameters``).
+
+    Works in the trial's own folder (``<out>/trials/trial_<id>/``, the one Ray stores the trial's results and
+    checkpoints in), so RecBole's relative ``log/`` and ``log_tensorboard/`` land there; resumes from the
+    trial's latest checkpoint when Ray restarts it.
+    """
+    from ray import tune
+
+    # Not get_trial_dir(): that is a staging folder on the driver's machine, not where a remote trial runs.
+    trial_dir = os.path.join(setup.trials_dir, trial_dirname(tune.get_context().get_trial_id()))
+    os.makedirs(trial_dir, exist_ok=True)
+    os.chdir(trial_dir)
+    torch.set_num_threads(max(1, int(setup.cpus_per_trial)))
+    run = TrialRun(setup, params, train_data, valid_data, trial_dir)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            run.restore(folder)
+    run.fit(_report_to_ray)

@@ -1,0 +1,117 @@
+"""A sweep against a real Ray cluster: a head and one more node on 127.0.0.1, joined through ``--address``.
+
+The cluster is started with ``ray start --block`` (one process per node, each in its own process group) and
+stopped by signalling exactly those processes in the teardown, whatever happens: ``ray stop`` would also stop
+every other Ray instance on the machine (other test runs included).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+RAY = Path(sys.executable).parent / "ray"
+START_TIMEOUT_S = 90
+SWEEP_TIMEOUT_S = 300
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports that are free right now."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def node_ports(ports: list[int]) -> list[str]:
+    """Every port a node opens, taken from ``ports`` (so that nothing collides with another Ray on this machine)."""
+    names = ["node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+             "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port"]
+    return [f"--{name}={ports.pop()}" for name in names]
+
+
+def start_node(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
+    """Start one ``ray start --block`` and wait until it says the node is up."""
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while "Ray runtime started" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_node(proc)
+            pytest.fail(f"ray node did not start ({' '.join(cmd)}):\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    return proc
+
+
+def stop_node(proc: subprocess.Popen) -> None:
+    """SIGTERM the node's ``ray start`` (it stops its own processes), then SIGKILL what is left of its group."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the group holds only processes this node started
+    except ProcessLookupError:
+        pass
+    if proc.poll() is None:
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def local_cluster(tmp_path):
+    """``(address, env)`` of a 2-node Ray cluster (1 CPU each) on 127.0.0.1; stopped in the teardown."""
+    ports = free_ports(16)
+    head_port = ports.pop()
+    temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}  # a throwaway local cluster
+    env.pop("RAY_ADDRESS", None)
+    common = ["--block", "--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    head = [str(RAY), "start", "--head", f"--port={head_port}", f"--ray-client-server-port={ports.pop()}",
+            "--include-dashboard=false", f"--dashboard-port={ports.pop()}", f"--temp-dir={temp_dir}",
+            *node_ports(ports), *common]
+    worker = [str(RAY), "start", f"--address=127.0.0.1:{head_port}", *node_ports(ports), *common]
+    nodes: list[subprocess.Popen] = []
+    try:
+        nodes.append(start_node(head, tmp_path / "head.log", env))
+        nodes.append(start_node(worker, tmp_path / "worker.log", env))
+        yield f"127.0.0.1:{head_port}", env
+    finally:
+        for proc in reversed(nodes):
+            stop_node(proc)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_two_trial_sweep_on_a_two_node_cluster(local_cluster, tmp_path):
+    address, env = local_cluster
+    space = tmp_path / "lr.yaml"
+    space.write_text("learning_rate: {grid: [0.01, 0.005]}\n")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "recbole_promptmm.tune", f"--address={address}", "--model=BPR",
+           "--dataset=ml-100k", f"--search_space={space}", "--epochs=1", "--train_batch_size=4096",
+           "--scheduler=fifo", f"--out={out}"]
+    done = subprocess.run(cmd, cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=SWEEP_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert f"connected to {address}: 2 node(s), 2 CPU(s)" in done.stdout
+    with open(out / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
+    assert (out / "best_config.yaml").is_file() and (out / "best_result.json").is_file()
