@@ -12,14 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 from recbole_promptmm.compare.ablations import ABLATIONS, BASE_MODEL, select_ablations
 from recbole_promptmm.compare.cli import main as cli_main
 from recbole_promptmm.compare.comparison import compare, plan
 from recbole_promptmm.compare.plan import VOLATILE_KEYS, PlanError, config_hash
 from recbole_promptmm.compare.stats import paired_test
-from tests.conftest import REPO
+from tests.conftest import REPO, token_features, write_toy_dataset
 
 SEEDS = [2020, 2021]
 FAST = ["--epochs=1", "--train_batch_size=4096"]
@@ -197,6 +199,45 @@ def test_ablations_become_labelled_variants_with_their_overrides():
     assert all(s.error is None for s in specs)
     assert specs[0].config["prompt_weight_sp"] == 0.0 and specs[0].config["pair_kd_weight"] > 0
     assert specs[1].config["pair_kd_weight"] == specs[1].config["list_kd_weight"] == 0.0
+    assert all(s.teacher_from is None for s in specs)  # PromptMM itself is not compared: nothing to share
+    _, specs, _, _, notes = plan("ml-100k", "PromptMM", [2020], ablations="no_prompt,no_kd", overrides=FAST)
+    assert [s.teacher_from for s in specs] == [None, None, "PromptMM"]  # w/o prompt changes stage 1
+    assert any("PromptMM-no_kd" in n and "PromptMM-no_prompt" not in n for n in notes)
+
+
+def test_ablations_reuse_the_teacher_of_promptmm_with_the_same_seed(tmp_path):
+    """On a toy dataset: w/o pair KD leaves stage 1 unchanged and reuses PromptMM's teacher; a second invocation
+    finds both cached."""
+    data = tmp_path / "data"
+    np.save(write_toy_dataset(data) / "image_feat.npy", token_features(41))
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump({
+        "data_path": str(data), "load_col": {"inter": ["user_id", "item_id"]},
+        "modality_features": {"image": "image_feat.npy"},
+        "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "group_by": "user", "order": "RO", "mode": "full"},
+        "metrics": ["Recall", "NDCG"], "topk": [5], "valid_metric": "Recall@5", "epochs": 1,
+    }))
+
+    def run_toy():
+        return compare("toy", "PromptMM", str(tmp_path / "out"), [2020], config_files=[str(config)],
+                       ablations="no_pair_kd", threads=1, cost_repeats=1, stream=io.StringIO())
+
+    result = run_toy()
+    by = {o.spec.label: o for o in result.outcomes}
+    assert [o.status for o in result.outcomes] == ["ok", "ok"]
+    teacher = by["PromptMM"].result["teacher"]["checkpoint"]
+    shared = by["PromptMM-no_pair_kd"]
+    assert shared.spec.teacher_from == "PromptMM" and shared.result["config"]["teacher_checkpoint"] == teacher
+    assert by["PromptMM"].result["config"]["teacher_checkpoint"] is None
+    rows = {r["label"]: r for r in result.rows}
+    assert rows["PromptMM"]["teacher_epochs_run"] == 1 and rows["PromptMM-no_pair_kd"]["teacher_from"] == "PromptMM"
+    assert "teacher_epochs_run" not in rows["PromptMM-no_pair_kd"]
+    assert rows["PromptMM-no_pair_kd"]["student_epochs_run"] == 1
+    assert "reusing the stage-1 teacher of PromptMM with the same seed" in (tmp_path / "out" / "results.md").read_text()
+    again = run_toy()
+    assert all(o.cached for o in again.outcomes)
+    assert {o.spec.label: o.spec.config_hash for o in again.outcomes} == {
+        o.spec.label: o.spec.config_hash for o in result.outcomes}
 
 
 # --------------------------------------------------------------------------------------------- statistics

@@ -28,11 +28,15 @@ class Ablation:
     overrides : Mapping[str, Any]
         Config keys and the values that define the variant. They win over every other config layer of the
         variant's runs (shared files, per-model sections, command-line overrides).
+    shares_teacher : bool, default True
+        The overrides leave stage 1 (teacher + prompt) unchanged, so the variant may reuse the teacher that
+        :data:`BASE_MODEL` trained with the same seed instead of training an identical one again.
     """
 
     name: str
     title: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    shares_teacher: bool = True
 
     def label(self, base: str = BASE_MODEL) -> str:
         """The run label of this variant of ``base``, e.g. ``PromptMM-no_prompt``."""
@@ -43,12 +47,13 @@ _NO_KD = {"pair_kd_weight": 0.0, "list_kd_weight": 0.0, "emb_kd_weight": 0.0}
 
 # Keys: properties/model/PromptMM.yaml, PromptMMTeacher.yaml (prompt_weight_*) and PromptMMStudent.yaml.
 ABLATIONS: tuple[Ablation, ...] = (
-    Ablation("no_prompt", "w/o prompt", {"prompt_weight_sp": 0.0, "prompt_weight_fp": 0.0, "prompt_weight_bpr": 0.0}),
+    Ablation("no_prompt", "w/o prompt", {"prompt_weight_sp": 0.0, "prompt_weight_fp": 0.0, "prompt_weight_bpr": 0.0},
+             shares_teacher=False),
     Ablation("no_pair_kd", "w/o pair KD", {"pair_kd_weight": 0.0}),
     Ablation("no_list_kd", "w/o list KD", {"list_kd_weight": 0.0}),
     Ablation("no_emb_kd", "w/o embedding KD", {"emb_kd_weight": 0.0}),
-    # Student alone = plain LightGCN: no KD loss and no warm start from the teacher's embeddings. Stage 1 still
-    # runs (every other setting stays PromptMM's); PromptMMStudent alone is the cheaper equivalent.
+    # Student alone = plain LightGCN: no KD loss and no warm start from the teacher's embeddings (every other
+    # setting stays PromptMM's); PromptMMStudent is the same without a teacher at all.
     Ablation("no_kd", "w/o KD", {**_NO_KD, "warm_start": False}),
     Ablation("no_reweighting", "w/o re-weighting", {"list_kd_weighting": "none"}),
     Ablation("frozen_prompt", "prompt frozen in stage 2", {"prompt_tuning_in_student": False}),
@@ -95,5 +100,6 @@ def describe_ablations() -> str:
     lines = []
     for a in ABLATIONS:
         keys = ", ".join(f"{k}={v!r}" for k, v in a.overrides.items())
-        lines.append(f"{a.label():<26} {a.title:<26} {keys}")
+        teacher = "shares the teacher" if a.shares_teacher else "own teacher"
+        lines.append(f"{a.label():<26} {a.title:<26} {teacher:<19} {keys}")
     return "\n".join(lines)

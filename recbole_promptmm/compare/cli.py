@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated yaml files: shared keys, plus a 'models: {NAME: {...}}' section")
     parser.add_argument("--ablations", nargs="?", const="all", default=None,
                         help="add PromptMM ablation variants: all (no value) or comma-separated names")
+    parser.add_argument("--no_share_teacher", dest="share_teacher", action="store_false",
+                        help="every ablation variant trains its own teacher (default: variants that leave stage 1 "
+                             "unchanged reuse PromptMM's teacher of the same seed)")
     parser.add_argument("--list_ablations", action="store_true", help="print the ablation table and exit")
     parser.add_argument("--reference", default=None,
                         help="model tested against the others (default PromptMM if compared, else the first)")
@@ -72,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = compare(
             args.dataset, args.models, args.out, args.seeds,
             data_path=args.data_path, config_files=args.config_files, overrides=overrides,
-            ablations=args.ablations, reference=args.reference, rerun=args.rerun, threads=args.threads,
+            ablations=args.ablations, share_teacher=args.share_teacher, reference=args.reference, rerun=args.rerun, threads=args.threads,
             run_timeout=args.run_timeout, cost_repeats=args.cost_repeats, report_only=args.report_only,
             progress_interval=args.progress_interval,
         )

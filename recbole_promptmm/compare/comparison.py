@@ -18,6 +18,7 @@ from recbole_promptmm.compare.plan import (
     build_entries,
     build_specs,
     check_protocol,
+    link_shared_teachers,
     load_settings,
     parse_seeds,
     resolve,
@@ -132,8 +133,9 @@ def plan(
     config_files: str | Sequence[str] = (),
     overrides: Sequence[str] = (),
     ablations: str | Sequence[str] | None = None,
+    share_teacher: bool = True,
 ) -> tuple[list, list[RunSpec], dict, list[str], list[str]]:
-    """Entries, resolved run specs, shared protocol, config files read and warnings, without running anything.
+    """Entries, resolved run specs, shared protocol, config files read and notes, without running anything.
 
     Raises
     ------
@@ -149,12 +151,14 @@ def plan(
         raise PlanError("no models given: pass --models=Pop,BPR,LightGCN (and/or --ablations)")
     settings = load_settings(split_list(config_files))
     entries = build_entries(labels, settings, chosen)
-    warnings = [f"config section models: {name}: matches no compared model or label (typo?)"
+    notes = [f"warning: config section models: {name}: matches no compared model or label (typo?)"
                 for name in unused_sections(entries, settings)]
     specs = build_specs(entries, parse_seeds(seeds), dataset, settings, overrides, data_path)
     resolve(specs)
     protocol = check_protocol(specs)
-    return entries, specs, protocol, settings.files, warnings
+    if share_teacher:
+        notes += link_shared_teachers(specs)
+    return entries, specs, protocol, settings.files, notes
 
 
 def compare(
@@ -167,6 +171,7 @@ def compare(
     config_files: str | Sequence[str] = (),
     overrides: Sequence[str] = (),
     ablations: str | Sequence[str] | None = None,
+    share_teacher: bool = True,
     reference: str | None = None,
     rerun: str | Sequence[str] = (),
     threads: int | None = None,
@@ -197,6 +202,9 @@ def compare(
         ``--key=value`` config overrides for every run.
     ablations : str or sequence of str, optional
         ``"all"`` or names from :data:`recbole_promptmm.compare.ablations.ABLATIONS`: adds PromptMM variants.
+    share_teacher : bool, default True
+        Ablation variants that leave stage 1 unchanged reuse the teacher of PromptMM's run with the same seed
+        (when PromptMM is compared and the configs agree) instead of training the same teacher again.
     reference : str, optional
         Label tested against every other; default ``PromptMM`` if compared, else the first label.
     rerun : str or sequence of str
@@ -222,17 +230,18 @@ def compare(
     """
     stream = stream or sys.stderr
     out_dir = os.path.abspath(out_dir)
-    entries, specs, protocol, files, warnings = plan(
+    print("resolving the config of every run ...", file=stream, flush=True)
+    entries, specs, protocol, files, notes = plan(
         dataset, models, seeds, data_path=data_path, config_files=config_files, overrides=overrides,
-        ablations=ablations,
+        ablations=ablations, share_teacher=share_teacher,
     )
     labels = [e.label for e in entries]
     reference = choose_reference(labels, reference)
     rerun = split_list(rerun)
     _check_rerun(rerun, labels)
     progress = Progress(len(specs), stream, progress_interval)
-    for warning in warnings:
-        progress.say(f"warning: {warning}")
+    for note in notes:
+        progress.say(note if note.startswith("warning:") else f"note: {note}")
     options = RunnerOptions(rerun=rerun, threads=threads, run_timeout=run_timeout, cost_repeats=cost_repeats,
                             report_only=report_only)
     # A report-only pass reads finished results (written atomically) and may run beside a live comparison.
@@ -240,8 +249,8 @@ def compare(
     os.makedirs(out_dir, exist_ok=True)
     with guard, terminate_as_interrupt():
         outcomes, interrupted = execute_runs(specs, out_dir, options, progress)
-        context = ReportContext(dataset, [s for s in parse_seeds(seeds)], reference, protocol, list(overrides),
-                                files, warnings)
+        context = ReportContext(dataset, parse_seeds(seeds), reference, protocol, list(overrides),
+                                files, notes)
         result = write_reports(outcomes, entries, context, out_dir)
     result.interrupted = interrupted
     failed = len(result.failed)

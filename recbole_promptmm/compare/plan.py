@@ -114,7 +114,8 @@ class RunSpec:
     """One run: a label, a seed and the config layers that define it.
 
     ``config`` and ``config_hash`` are filled by :func:`resolve`; ``error`` instead when the config cannot be
-    resolved (the run is then reported as failed without being started).
+    resolved (the run is then reported as failed without being started). ``teacher_from`` names the label
+    whose stage-1 teacher of the same seed this run reuses (:func:`link_shared_teachers`).
     """
 
     entry: Entry
@@ -125,6 +126,7 @@ class RunSpec:
     config: dict[str, Any] | None = None
     config_hash: str | None = None
     error: str | None = None
+    teacher_from: str | None = None
 
     @property
     def label(self) -> str:
@@ -363,3 +365,56 @@ def check_protocol(specs: Sequence[RunSpec]) -> dict[str, Any]:
     if not first.config.get("eval_step") or first.config["eval_step"] <= 0:
         raise PlanError("eval_step must be at least 1: early stopping and best-epoch selection need validation")
     return protocol
+
+
+def stage_one_differences(base: Mapping[str, Any], variant: Mapping[str, Any], ablation: Ablation) -> list[str]:
+    """Resolved config keys in which an ablation variant differs from its base, besides its own overrides."""
+    ignored = set(ablation.overrides) | VOLATILE_KEYS | {"teacher_checkpoint"}
+    keys = (set(base) | set(variant)) - ignored
+    return sorted(k for k in keys if base.get(k) != variant.get(k))
+
+
+def link_shared_teachers(specs: Sequence[RunSpec]) -> list[str]:
+    """Let ablation variants that leave stage 1 unchanged reuse the teacher of :data:`BASE_MODEL`'s run with
+    the same seed (sets ``teacher_from``); returns notes for the report.
+
+    A variant shares only when :data:`BASE_MODEL` itself is compared and the two resolved configs are equal
+    apart from the variant's own overrides: then the teacher it would train is the one the base trains.
+    """
+    bases = {s.seed: s for s in specs if s.label == BASE_MODEL and s.entry.ablation is None and s.config}
+    sharing: list[str] = []
+    notes: list[str] = []
+    for spec in specs:
+        ablation = spec.entry.ablation
+        if ablation is None or not ablation.shares_teacher or spec.config is None:
+            continue
+        base = bases.get(spec.seed)
+        if base is None:
+            continue
+        differences = stage_one_differences(base.config, spec.config, ablation)
+        if differences:
+            note = (f"{spec.label} trains its own teacher: its config differs from {BASE_MODEL}'s in "
+                    f"{', '.join(differences[:5])}")
+            if note not in notes:
+                notes.append(note)
+            continue
+        spec.teacher_from = base.label
+        if spec.label not in sharing:
+            sharing.append(spec.label)
+    if sharing:
+        notes.insert(0, f"ablation variants reusing the stage-1 teacher of {BASE_MODEL} with the same seed "
+                        f"(identical stage-1 config; --no_share_teacher trains one per run): {', '.join(sharing)}")
+    return notes
+
+
+def attach_teacher(spec: RunSpec, base_result: Mapping[str, Any]) -> None:
+    """Point ``spec`` at the teacher checkpoint of its base run's result and resolve its config again (the
+    checkpoint path is part of the config, hence of the cache key)."""
+    path = (base_result.get("teacher") or {}).get("checkpoint")
+    if not path or not os.path.isfile(path):
+        spec.error = (f"the teacher checkpoint of {spec.teacher_from} seed {spec.seed} ({path}) is missing; "
+                      f"rerun {spec.teacher_from} or pass --no_share_teacher")
+        return
+    spec.cmd_args = [a for a in spec.cmd_args if not a.startswith("--teacher_checkpoint=")]
+    spec.cmd_args.append(f"--teacher_checkpoint={path!r}")
+    resolve([spec])

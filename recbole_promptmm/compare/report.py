@@ -118,6 +118,8 @@ def outcome_row(outcome: RunOutcome, out_dir: str) -> dict[str, Any]:
         "run_dir": _relative(outcome.run_dir, out_dir),
         "config_file": _relative(os.path.join(outcome.run_dir, CONFIG_FILE), out_dir) if outcome.run_dir else "",
     }
+    if spec.teacher_from:
+        row["teacher_from"] = spec.teacher_from
     result = outcome.result
     if not result:
         return row
@@ -358,7 +360,7 @@ class ReportContext:
     protocol: Mapping[str, Any]
     overrides: Sequence[str]
     config_files: Sequence[str]
-    warnings: Sequence[str] = ()
+    notes: Sequence[str] = ()
 
 
 def _protocol_text(context: ReportContext) -> str:
@@ -399,8 +401,8 @@ def write_markdown(
         parts += ["", "Command-line overrides (every run): `" + " ".join(context.overrides) + "`"]
     if context.config_files:
         parts += ["", "Config files: " + ", ".join(f"`{f}`" for f in context.config_files)]
-    for warning in context.warnings:
-        parts += ["", f"Warning: {warning}"]
+    for note in context.notes:
+        parts += ["", note[0].upper() + note[1:] if note.startswith("warning:") else f"Note: {note}"]
     parts += [
         "", "## Accuracy and cost (mean ± std over seeds; best in bold)", "",
         markdown_table(entries, stats, headline_columns(metrics), counts),
@@ -439,5 +441,5 @@ def summary_payload(
         "test": TEST_NAME,
         "summary": {label: {k: asdict(s) for k, s in cols.items()} for label, cols in stats.items()},
         "significance": [asdict(t) for t in tests],
-        "warnings": list(context.warnings),
+        "notes": list(context.notes),
     }

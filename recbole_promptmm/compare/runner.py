@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Sequence
 
-from recbole_promptmm.compare.plan import RunSpec
+from recbole_promptmm.compare.plan import RunSpec, attach_teacher
 from recbole_promptmm.compare.progress import Progress
 from recbole_promptmm.compare.worker import ERROR_FILE, PROGRESS_FILE, RESULT_FILE, SPEC_FILE
 from recbole_promptmm.quick_start import write_json_atomic
@@ -216,12 +216,13 @@ def launch(
         return cached
     error_info = _read_json(os.path.join(run_dir, ERROR_FILE)) or {}
     error = error_info.get("error")
+    tail = _log_tail(os.path.join(run_dir, LOG_FILE))
     if not error:
         code = process.returncode
         how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        error = f"worker {how} without a result (see {os.path.join(run_dir, LOG_FILE)})"
-    return _failure(spec, run_dir, error, seconds, returncode=process.returncode,
-                    log_tail=_log_tail(os.path.join(run_dir, LOG_FILE)))
+        last = next((line.strip() for line in reversed(tail.splitlines()) if line.strip()), "")
+        error = f"worker {how} without a result" + (f": {last}" if last else "") + f" (see {LOG_FILE})"
+    return _failure(spec, run_dir, error, seconds, returncode=process.returncode, log_tail=tail)
 
 
 def _headline(outcome: RunOutcome) -> str:
@@ -233,46 +234,90 @@ def _headline(outcome: RunOutcome) -> str:
     return f"test {metric} {test:.4f}" if test is not None else "done"
 
 
+def _settle(spec: RunSpec, out_dir: str, options: RunnerOptions, base: RunOutcome | None) -> RunOutcome | None:
+    """The outcome of ``spec`` that needs no run (config error, cached, or not run in ``report_only``), or
+    None when it must run. A spec sharing a teacher gets it from ``base`` (its base run's outcome) first."""
+    if spec.error is None and spec.teacher_from is not None:
+        if base is None or base.status != "ok":
+            status = "missing" if options.report_only else "failed"
+            return RunOutcome(spec, status, error=f"needs the teacher of {spec.teacher_from} seed {spec.seed}, "
+                                                   "which has no result (or pass --no_share_teacher)")
+        attach_teacher(spec, base.result or {})
+    if spec.error is not None:
+        return RunOutcome(spec, "failed", error=spec.error)
+    run_dir = os.path.join(out_dir, spec.relative_dir())
+    rerun = set(options.rerun)
+    cached = None if ("all" in rerun or spec.label in rerun) else load_cached(spec, run_dir)
+    if cached is None and options.report_only:
+        cached = load_failure(spec, run_dir) or RunOutcome(spec, "missing", run_dir=run_dir, error="not run")
+    return cached
+
+
+def _report_settled(progress: Progress, index: int, outcome: RunOutcome) -> None:
+    spec = outcome.spec
+    if outcome.status == "ok":
+        progress.note_duration(spec.label, outcome.seconds)
+    if outcome.cached:
+        status = f"{outcome.status} (cached)"
+    else:
+        status = "missing (not run)" if outcome.status == "missing" else outcome.status
+    progress.finished(index, spec.label, spec.seed, status, outcome.seconds or 0.0, _headline(outcome))
+
+
 def execute_runs(
     specs: Sequence[RunSpec], out_dir: str, options: RunnerOptions, progress: Progress
 ) -> tuple[list[RunOutcome], bool]:
     """Run (or read from the cache) every spec, in order; one failure never stops the others.
 
+    Specs are settled first (config errors, cached results), then the rest run in order. A spec that reuses
+    another run's teacher (``teacher_from``) is settled once that run is (it comes earlier in the order).
     Returns the outcomes (one per spec, in order) and whether a ``KeyboardInterrupt`` stopped the loop (the
     running worker is then stopped, and the runs not finished are ``missing``).
     """
-    rerun = set(options.rerun)
-    outcomes: list[RunOutcome] = []
-    todo: list[tuple[int, int, RunSpec, str]] = []
-    for index, spec in enumerate(specs, 1):
-        if spec.error is not None:
-            outcomes.append(RunOutcome(spec, "failed", error=spec.error))
-            progress.finished(index, spec.label, spec.seed, "failed", 0.0, f"config: {spec.error}")
+    outcomes: list[RunOutcome | None] = [None] * len(specs)
+    slots = {(s.label, s.seed): i for i, s in enumerate(specs)}
+    todo: list[int] = []
+    deferred: set[int] = set()
+
+    def base_of(spec: RunSpec) -> int | None:
+        return slots.get((spec.teacher_from, spec.seed)) if spec.teacher_from else None
+
+    for i, spec in enumerate(specs):
+        base = base_of(spec)
+        if base is not None and outcomes[base] is None and spec.error is None:
+            todo.append(i)  # its base runs first: settled just before its turn
+            deferred.add(i)
             continue
+        outcome = _settle(spec, out_dir, options, outcomes[base] if base is not None else None)
+        if outcome is None:
+            todo.append(i)
+        else:
+            outcomes[i] = outcome
+            _report_settled(progress, i + 1, outcome)
+
+    interrupted = False
+    for position, i in enumerate(todo):
+        spec = specs[i]
+        if i in deferred:
+            outcome = _settle(spec, out_dir, options, outcomes[base_of(spec)])
+            if outcome is not None:
+                outcomes[i] = outcome
+                _report_settled(progress, i + 1, outcome)
+                continue
         run_dir = os.path.join(out_dir, spec.relative_dir())
-        forced = "all" in rerun or spec.label in rerun
-        cached = None if forced else load_cached(spec, run_dir)
-        if cached is None and options.report_only:
-            cached = load_failure(spec, run_dir) or RunOutcome(spec, "missing", run_dir=run_dir, error="not run")
-        if cached is not None:
-            outcomes.append(cached)
-            progress.note_duration(spec.label, cached.seconds if cached.status == "ok" else None)
-            status = "missing (not run)" if cached.status == "missing" else f"{cached.status} (cached)"
-            progress.finished(index, spec.label, spec.seed, status, cached.seconds or 0.0, _headline(cached))
-            continue
-        outcomes.append(RunOutcome(spec, "missing", run_dir=run_dir, error="not run (interrupted)"))
-        todo.append((len(outcomes) - 1, index, spec, run_dir))
-    for position, (slot, index, spec, run_dir) in enumerate(todo):
-        pending = [s.label for _, _, s, _ in todo[position + 1:]]
-        progress.started(index, spec.label, spec.seed, pending)
+        pending = [specs[j].label for j in todo[position + 1:]]
+        progress.started(i + 1, spec.label, spec.seed, pending)
         try:
-            outcome = launch(spec, run_dir, options, progress, index, pending)
+            outcome = launch(spec, run_dir, options, progress, i + 1, pending)
         except KeyboardInterrupt:
-            progress.say(f"[{index}/{len(specs)}] {spec.label} seed {spec.seed}: interrupted; finished runs are "
+            progress.say(f"[{i + 1}/{len(specs)}] {spec.label} seed {spec.seed}: interrupted; finished runs are "
                          "kept and the next invocation resumes from here")
-            return outcomes, True
-        outcomes[slot] = outcome
+            interrupted = True
+            break
+        outcomes[i] = outcome
         if outcome.status == "ok":
             progress.note_duration(spec.label, outcome.seconds)
-        progress.finished(index, spec.label, spec.seed, outcome.status, outcome.seconds or 0.0, _headline(outcome))
-    return outcomes, False
+        progress.finished(i + 1, spec.label, spec.seed, outcome.status, outcome.seconds or 0.0, _headline(outcome))
+    final = [o if o is not None else RunOutcome(s, "missing", error="not run (interrupted)")
+             for s, o in zip(specs, outcomes)]
+    return final, interrupted
