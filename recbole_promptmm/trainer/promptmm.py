@@ -21,6 +21,10 @@ class TeacherCheckpointError(ValueError):
     """A teacher checkpoint that does not fit the current dataset or model."""
 
 
+# Keys that change what a trained teacher computes without changing its weights' shapes.
+TEACHER_FORWARD_KEYS = ("n_layers", "graph_norm", "model_cat_rate", "prompt_weight_sp", "prompt_weight_fp")
+
+
 class PromptMMTrainer(CheckpointMixin, Trainer):
     """Runs stage 1 (teacher, unless ``teacher_checkpoint``) then stage 2 (student with KD).
 
@@ -72,6 +76,13 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
             raise TeacherCheckpointError(
                 f"teacher_checkpoint {path} was trained on dataset {saved_dataset!r}, this run uses "
                 f"{self.config['dataset']!r}")
+        if saved_config is not None:
+            differing = [f"{k}={saved_config[k]!r} (this run {self.config[k]!r})" for k in TEACHER_FORWARD_KEYS
+                         if saved_config[k] is not None and saved_config[k] != self.config[k]]
+            if differing:
+                raise TeacherCheckpointError(
+                    f"teacher_checkpoint {path} was trained with other teacher settings: {', '.join(differing)}; "
+                    "pass the checkpoint's values (e.g. --" + differing[0].split(" ")[0] + ")")
         state = {k[len("teacher."):] if k.startswith("teacher.") else k: v for k, v in state.items()
                  if not k.startswith("student.")}
         expected = self.model.teacher.state_dict()
