@@ -5,12 +5,12 @@ The sweeps run on ml-100k with BPR for 1-3 epochs, on one local Ray instance sha
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import signal
-import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +31,17 @@ CPU = {"gpu_id": "", "use_gpu": False}
 def write(path: Path, text: str) -> str:
     path.write_text(text)
     return str(path)
+
+
+@contextlib.contextmanager
+def working_dir(path: Path):
+    """Module-scoped fixtures run outside the per-test temporary working directory: give them their own."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -177,12 +188,13 @@ def test_trial_resumes_from_its_checkpoint(tmp_path, ml100k_data):
 # Sweeps on Ray -----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def ray_session():
+def ray_session(tmp_path_factory):
     """One local Ray instance for every sweep in this module (the CLI uses a running session)."""
     import ray
 
     os.environ.pop("RAY_ADDRESS", None)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with working_dir(tmp_path_factory.mktemp("ray")):
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -192,13 +204,9 @@ def two_trial_sweep(tmp_path_factory, ray_session):
     """BPR, 2 random samples of properties/tune/BPR.yaml, 2 epochs each."""
     root = tmp_path_factory.mktemp("sweep2")
     out = root / "out"
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
+    with working_dir(root):
         code = main(["--model=BPR", "--dataset=ml-100k", "--num_samples=2", "--epochs=2", f"--out={out}",
                      "--scheduler=fifo", *FAST])
-    finally:
-        os.chdir(cwd)
     return code, root, out
 
 
@@ -249,8 +257,9 @@ def asha_sweep(tmp_path_factory, ray_session):
     root = tmp_path_factory.mktemp("asha")
     space = write(root / "lr.yaml", "learning_rate: {grid: [0.01, -1.0, 1.0e-7]}\n")
     out = root / "out"
-    code = main(["--model=BPR", "--dataset=ml-100k", f"--search_space={space}", "--epochs=3", f"--out={out}",
-                 "--scheduler=asha", "--max_concurrent=1", "--max_failures=0", "--reduction_factor=2", *FAST])
+    with working_dir(root):
+        code = main(["--model=BPR", "--dataset=ml-100k", f"--search_space={space}", "--epochs=3", f"--out={out}",
+                     "--scheduler=asha", "--max_concurrent=1", "--max_failures=0", "--reduction_factor=2", *FAST])
     return code, out, {float(r["config/learning_rate"]): r for r in read_csv(out / "trials.csv")}
 
 
@@ -288,38 +297,35 @@ def test_out_folder_of_another_sweep_is_refused(two_trial_sweep, capsys):
 
 
 def test_resume_continues_an_interrupted_sweep(tmp_path, ray_session):
-    """Interrupt a sweep (SIGINT, as Ctrl-C) once its first trial has a checkpoint; --resume finishes it."""
+    """Interrupt a sweep (SIGINT, as Ctrl-C) once its trial has a checkpoint; --resume finishes it from there."""
     space = write(tmp_path / "lr.yaml", "learning_rate: {grid: [0.01]}\n")
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    env.pop("RAY_ADDRESS", None)
-    cmd = [sys.executable, "-m", "recbole_promptmm.tune", "--model=BPR", "--dataset=ml-100k",
-           f"--search_space={space}", "--epochs=5", f"--out={out}", "--scheduler=fifo", "--max_concurrent=1",
-           "--train_batch_size=4096", "--num_cpus=1"]
-    with open(tmp_path / "first.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + 180
-            while not list(out.glob("trials/trial_*/checkpoint_*/progress.json")):
-                assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "no checkpoint within 180 s"
-                time.sleep(0.5)
-            proc.send_signal(signal.SIGINT)
-            code = proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    assert code != 0 and "--resume" in (tmp_path / "first.log").read_text()
-    first_rows = read_csv(out / "trials.csv")
-    assert any(r["status"] == "unfinished" for r in first_rows)
+    returned = threading.Event()
+
+    def interrupt_after_first_checkpoint() -> None:
+        deadline = time.monotonic() + 180
+        while not returned.is_set() and time.monotonic() < deadline:
+            if list(out.glob("trials/trial_*/checkpoint_*/progress.json")):
+                os.kill(os.getpid(), signal.SIGINT)  # Ray Tune's handler stops the sweep and saves its state
+                return
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=interrupt_after_first_checkpoint, daemon=True)
+    watcher.start()
+    try:
+        code = main(["--model=BPR", "--dataset=ml-100k", f"--search_space={space}", "--epochs=5", f"--out={out}",
+                     "--scheduler=fifo", *FAST])
+    finally:
+        returned.set()
+        watcher.join(timeout=10)
+    assert code == 3, "the sweep was not interrupted"
+    first = read_csv(out / "trials.csv")
+    assert [r["status"] for r in first] == ["unfinished"] and 1 <= int(first[0]["iterations"]) < 5
 
     assert main([f"--out={out}", "--resume"]) == 0
     rows = read_csv(out / "trials.csv")
     assert len(rows) == 1 and rows[0]["status"] == "completed" and rows[0]["iterations"] == "5"
-    interrupted = next(r for r in first_rows if r["status"] == "unfinished" and r["iterations"] not in ("", "0"))
-    logs = "".join(p.read_text() for p in (Path(interrupted["trial_dir"]) / "log").rglob("*.log"))
+    logs = "".join(p.read_text() for p in (Path(rows[0]["trial_dir"]) / "log").rglob("*.log"))
     assert "tune: resumed from" in logs  # continued from its checkpoint, not from scratch
     assert (out / "best_config.yaml").is_file()
 
@@ -360,3 +366,12 @@ def test_promptmm_students_are_swept_against_one_teacher(tmp_path, ray_session):
         assert f"Loaded teacher from {teacher}" in log and "Stage 1" not in log
     assert load_yaml(out / "best_config.yaml")["teacher_checkpoint"] == str(teacher)
     assert 0 < json.loads((out / "best_result.json").read_text())["test_result"]["recall@20"] < 1
+
+
+def test_unschedulable_trials_are_refused():
+    from recbole_promptmm.tune.options import SweepOptions
+    from recbole_promptmm.tune.sweep import SweepError, check_resources
+
+    check_resources(SweepOptions("BPR", "ml-100k", "out", cpus_per_trial=2), {"CPU": 2.0})
+    with pytest.raises(SweepError, match="--gpus_per_trial=1, but the Ray cluster has 0 GPU"):
+        check_resources(SweepOptions("BPR", "ml-100k", "out", gpus_per_trial=1), {"CPU": 2.0})

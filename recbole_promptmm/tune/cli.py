@@ -19,6 +19,13 @@ import os
 import sys
 from typing import Sequence
 
+import recbole_promptmm  # noqa: F401  (RecBole compatibility fixes, before anything else of RecBole)
+from recbole_promptmm.config import parse_cmd_args
+from recbole_promptmm.tune.driver import execute_sweep, prepare_sweep
+from recbole_promptmm.tune.options import SweepOptions, merge_for_resume
+from recbole_promptmm.tune.space import SearchSpaceError
+from recbole_promptmm.tune.sweep import SweepError
+
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
@@ -61,11 +68,8 @@ def _given(args: argparse.Namespace) -> dict:
     return given
 
 
-def options_from_args(argv: Sequence[str]):
+def options_from_args(argv: Sequence[str]) -> SweepOptions:
     """Parse ``argv`` into normalised :class:`SweepOptions` (the saved ones, with ``--resume``)."""
-    from recbole_promptmm.config import parse_cmd_args
-    from recbole_promptmm.tune.options import SweepOptions, merge_for_resume
-
     args, overrides = build_parser().parse_known_args(list(argv))
     parse_cmd_args(overrides)  # refuses anything that is not --key=value, naming it
     given = _given(args)
@@ -86,10 +90,6 @@ def options_from_args(argv: Sequence[str]):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
-    import recbole_promptmm  # noqa: F401  (RecBole compatibility fixes, before anything else of RecBole)
-    from recbole_promptmm.tune.space import SearchSpaceError
-    from recbole_promptmm.tune.sweep import SweepError, execute_sweep, prepare_sweep
-
     argv = sys.argv[1:] if argv is None else argv
     try:
         prepared = prepare_sweep(options_from_args(argv))

@@ -1,4 +1,4 @@
-"""The sweep driver: check everything, read the data once, run the trials on Ray, report, test the best once.
+"""One sweep: check the plan, read the data once, run the trials on Ray, report, test the best once.
 
 Output folder (``--out``)::
 
@@ -10,13 +10,13 @@ Output folder (``--out``)::
     best_config.yaml   the best configuration, usable with run_recbole.py --config_files
     best_model.pth     the best trial's best-validation weights
     best_result.json   the best trial's validation result and the test result of that model
-    teacher/           (PromptMM without --teacher_checkpoint) the teacher stage, same layout, + teacher.pth
+
+:mod:`recbole_promptmm.tune.driver` runs one such sweep, or two for PromptMM (teacher, then students).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -39,9 +39,6 @@ from recbole_promptmm.tune.trial import BEST_FILE, TrialSetup, ray_trainable, re
 from recbole_promptmm.utils import get_model, get_trainer
 
 TRIALS_DIR = "trials"
-TEACHER_DIR = "teacher"
-TEACHER_FILE = "teacher.pth"
-TEACHER_MODEL, DISTILLED_MODEL = "PromptMMTeacher", "PromptMM"
 EXIT_OK, EXIT_ALL_FAILED, EXIT_UNFINISHED = 0, 1, 3
 
 logger = logging.getLogger("recbole_promptmm.tune")
@@ -130,7 +127,7 @@ def _scratch_working_dir() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _driver_log(out: str) -> Iterator[None]:
+def driver_log(out: str) -> Iterator[None]:
     """Send the driver's logging (RecBole's dataset messages included) to ``<out>/sweep.log``."""
     handler = logging.FileHandler(os.path.join(out, "sweep.log"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -333,21 +330,59 @@ def evaluate_on_test(plan: Plan, best: rep.TrialRow, data: DataCache, model_file
     return {k: float(v) for k, v in dict(result).items()}
 
 
-def _write_outputs(plan: Plan, rows: list[rep.TrialRow], data: DataCache, seconds: float) -> SweepResult:
-    opts = plan.options
-    out = opts.out
-    csv_path = os.path.join(out, "trials.csv")
+def _report_trials(plan: Plan, rows: list[rep.TrialRow], seconds: float) -> SweepResult:
+    """Write ``trials.csv`` and print the counts and every failure."""
+    csv_path = os.path.join(plan.options.out, "trials.csv")
     rep.write_trials_csv(csv_path, rows, plan.space.keys, plan.metric)
-    result = SweepResult(out, rows, seconds=seconds, files={"trials": csv_path})
     counts = rep.count_statuses(rows)
     say(f"trials: {len(rows)} ({counts[rep.COMPLETED]} completed, {counts[rep.STOPPED]} stopped early, "
         f"{counts[rep.FAILED]} failed, {counts[rep.UNFINISHED]} unfinished) in {seconds:.1f} s -> {csv_path}")
     for row in rows:
         if row.status == rep.FAILED:
             say(f"  failed trial {row.trial_id} ({rep.format_params(row.params)}): {row.error}")
-    if counts[rep.UNFINISHED]:
+    return SweepResult(plan.options.out, rows, seconds=seconds, files={"trials": csv_path})
+
+
+def _reproduce_command(options: SweepOptions, config_path: str) -> str:
+    return f"python run_recbole.py --model={options.model} --dataset={options.dataset} --config_files={config_path}"
+
+
+def _write_best(plan: Plan, best: rep.TrialRow, result: SweepResult) -> None:
+    """Copy the best trial's weights to ``best_model.pth`` and write ``best_config.yaml``."""
+    opts = plan.options
+    model_file = os.path.join(opts.out, "best_model.pth")
+    shutil.copyfile(os.path.join(best.checkpoint, BEST_FILE), model_file)
+    config_path = os.path.join(opts.out, "best_config.yaml")
+    values = rep.best_config_values(opts.model, opts.dataset, opts.config_files, plan.setup.fixed, best.params)
+    rep.write_best_config(config_path, values, [
+        f"Best configuration of the sweep in {opts.out} (trial {best.trial_id}, validation {plan.metric} = "
+        f"{best.best_score:.4f} at epoch {best.best_epoch}); selected on validation only.",
+        f"Reproduce: {_reproduce_command(opts, config_path)}"])
+    result.files.update(best_config=config_path, best_model=model_file)
+
+
+def _write_summary(plan: Plan, result: SweepResult) -> None:
+    """``best_result.json``: best trial, its validation result, the test result, where the files are."""
+    best, opts = result.best, plan.options
+    summary = {
+        "model": opts.model, "dataset": opts.dataset, "trial_id": best.trial_id, "params": best.params,
+        "valid_metric": plan.metric, "best_valid_score": best.best_score, "best_epoch": best.best_epoch,
+        "best_valid_result": result.best_valid_result, "test_result": result.test_result,
+        "best_config": result.files["best_config"], "best_model": result.files["best_model"],
+        "trials": len(result.rows), "trial_counts": rep.count_statuses(result.rows), "seconds": result.seconds,
+        "fixed": rep.plain(plan.setup.fixed),
+    }
+    result.files["best_result"] = os.path.join(opts.out, "best_result.json")
+    write_json_atomic(result.files["best_result"], summary)
+
+
+def _write_outputs(plan: Plan, rows: list[rep.TrialRow], data: DataCache, seconds: float) -> SweepResult:
+    """Everything after the trials: CSV, best configuration and weights, the one test evaluation, summary."""
+    result = _report_trials(plan, rows, seconds)
+    if any(row.status == rep.UNFINISHED for row in rows):
         result.exit_code = EXIT_UNFINISHED
-        say(f"the sweep did not finish; continue it with: python -m recbole_promptmm.tune --out={out} --resume")
+        say(f"the sweep did not finish; continue it with: python -m recbole_promptmm.tune --out={plan.options.out} "
+            "--resume")
         return result
     best = rep.pick_best(rows, plan.bigger)
     if best is None:
@@ -355,36 +390,17 @@ def _write_outputs(plan: Plan, rows: list[rep.TrialRow], data: DataCache, second
         say("no trial produced a validation result: every trial failed (errors in the CSV and above)")
         return result
     result.best = best
-    progress = read_progress(best.checkpoint)
-    result.best_valid_result = progress["best_valid_result"]
-    model_file = os.path.join(out, "best_model.pth")
-    shutil.copyfile(os.path.join(best.checkpoint, BEST_FILE), model_file)
-    config_path = os.path.join(out, "best_config.yaml")
-    values = rep.best_config_values(opts.model, opts.dataset, opts.config_files, plan.setup.fixed, best.params)
-    reproduce = (f"python run_recbole.py --model={opts.model} --dataset={opts.dataset} "
-                 f"--config_files={config_path}")
-    rep.write_best_config(config_path, values, [
-        f"Best configuration of the sweep in {out} (trial {best.trial_id}, validation {plan.metric} = "
-        f"{best.best_score:.4f} at epoch {best.best_epoch}); selected on validation only.",
-        f"Reproduce: {reproduce}"])
-    result.files.update(best_config=config_path, best_model=model_file)
+    result.best_valid_result = read_progress(best.checkpoint)["best_valid_result"]
+    _write_best(plan, best, result)
     say(f"best trial {best.trial_id}: {rep.format_params(best.params)}")
     say(f"  validation (used for selection), epoch {best.best_epoch}: {rep.format_metrics(result.best_valid_result)}")
-    if opts.evaluate_test:
-        result.test_result = evaluate_on_test(plan, best, data, model_file)
+    if plan.options.evaluate_test:
+        result.test_result = evaluate_on_test(plan, best, data, result.files["best_model"])
         say("test (best configuration, evaluated once after the sweep, never used to choose):")
         say(f"  {rep.format_metrics(result.test_result)}")
-    say(f"best configuration: {config_path}")
-    say(f"  reproduce: {reproduce}")
-    summary = {
-        "model": opts.model, "dataset": opts.dataset, "trial_id": best.trial_id, "params": best.params,
-        "valid_metric": plan.metric, "best_valid_score": best.best_score, "best_epoch": best.best_epoch,
-        "best_valid_result": result.best_valid_result, "test_result": result.test_result,
-        "best_config": config_path, "best_model": model_file, "trials": len(rows), "trial_counts": counts,
-        "seconds": seconds, "fixed": rep.plain(plan.setup.fixed),
-    }
-    result.files["best_result"] = os.path.join(out, "best_result.json")
-    write_json_atomic(result.files["best_result"], summary)
+    say(f"best configuration: {result.files['best_config']}")
+    say(f"  reproduce: {_reproduce_command(plan.options, result.files['best_config'])}")
+    _write_summary(plan, result)
     return result
 
 
@@ -419,111 +435,21 @@ def ray_session(options: SweepOptions) -> Iterator[None]:
         ray.shutdown()
 
 
-def _prepare_out(options: SweepOptions) -> None:
+def check_resources(options: SweepOptions, resources: Mapping[str, float]) -> None:
+    """Refuse a sweep whose trials can never be scheduled (Ray would wait for them forever)."""
+    for option, name, need in (("cpus_per_trial", "CPU", options.cpus_per_trial),
+                               ("gpus_per_trial", "GPU", options.gpus_per_trial)):
+        have = float(resources.get(name, 0))
+        if need > have:
+            raise SweepError(f"--{option}={need:g}, but the Ray cluster has {have:g} {name}(s) in all: no trial "
+                             f"could ever start")
+
+
+def prepare_out(options: SweepOptions) -> None:
+    """Create ``out`` and save the options there; refuse a folder that holds another sweep unless resuming."""
     marker = os.path.join(options.out, OPTIONS_FILE)
     if not options.resume and os.path.exists(marker):
         raise FileExistsError(f"{options.out} already holds a sweep ({OPTIONS_FILE}); continue it with --resume "
                               "or choose another --out")
     os.makedirs(options.out, exist_ok=True)
     options.save()
-
-
-# Two-stage PromptMM -----------------------------------------------------------------------------------------
-
-def teacher_stage_options(options: SweepOptions) -> SweepOptions | None:
-    """For ``--model=PromptMM`` without a teacher checkpoint: the sweep that makes the teacher; else None."""
-    given = parse_cmd_args(options.overrides)
-    if options.model != DISTILLED_MODEL or options.teacher_checkpoint or "teacher_checkpoint" in given:
-        return None
-    return dataclasses.replace(
-        options, model=TEACHER_MODEL, out=os.path.join(options.out, TEACHER_DIR),
-        search_space=options.teacher_search_space, num_samples=options.teacher_num_samples,
-        teacher_search_space=None, teacher_num_samples=1, evaluate_test=False, max_t=None)
-
-
-def _teacher_file(teacher_options: SweepOptions) -> str:
-    return os.path.join(teacher_options.out, "teacher.json")
-
-
-def run_teacher_stage(plan: Plan, data: DataCache) -> dict:
-    """Stage 1: train (or search) the teacher once; returns the values every student trial gets.
-
-    The best teacher's best-validation checkpoint is copied to ``<out>/teacher/teacher.pth``; a resumed sweep
-    whose teacher stage is done reuses it.
-    """
-    record = _teacher_file(plan.options)
-    if os.path.isfile(record):
-        with open(record, encoding="utf-8") as f:
-            done = json.load(f)
-        say(f"teacher stage: reusing {done['teacher_checkpoint']} ({record})")
-        return done["fixed"]
-    _prepare_out(plan.options)
-    say("teacher stage: PromptMMTeacher, trained once for every student trial")
-    result = run_plan(plan, data)
-    if result.best is None:
-        raise SweepError(f"teacher stage: no teacher finished; see {os.path.join(plan.options.out, 'trials.csv')}")
-    checkpoint = os.path.join(plan.options.out, TEACHER_FILE)
-    shutil.copyfile(os.path.join(result.best.checkpoint, BEST_FILE), checkpoint)
-    fixed = {**rep.plain(result.best.params), "teacher_checkpoint": checkpoint}
-    write_json_atomic(record, {"teacher_checkpoint": checkpoint, "fixed": fixed, "trial_id": result.best.trial_id,
-                               "best_valid_score": result.best.best_score, "valid_metric": plan.metric})
-    say(f"teacher stage: best teacher {result.best.trial_id} -> {checkpoint}")
-    return fixed
-
-
-@dataclass
-class PreparedSweep:
-    """A sweep whose options, config, search spaces and data have been checked and read; nothing runs yet."""
-
-    options: SweepOptions
-    plan: Plan
-    teacher_plan: Plan | None
-    teacher_sources: dict
-    data: DataCache
-
-
-def prepare_sweep(options: SweepOptions) -> PreparedSweep:
-    """Check options, configs and search spaces (both stages for PromptMM), read the data once, create ``out``.
-
-    Everything that can be wrong with the command line, a config or search-space file or the data fails here,
-    before Ray starts or any trial runs.
-
-    Parameters
-    ----------
-    options : SweepOptions
-        Normalised options (``SweepOptions.normalised()``); with ``resume``, the saved ones.
-
-    Raises
-    ------
-    SearchSpaceError, ValueError, KeyError, FileNotFoundError, FileExistsError
-        Naming the file, the key and what was expected.
-    """
-    options.check()
-    teacher_options = teacher_stage_options(options)
-    teacher_plan = make_plan(teacher_options) if teacher_options else None
-    teacher_sources = {"teacher_checkpoint": "the teacher stage"}
-    if teacher_plan:
-        teacher_sources.update({k: "the teacher stage (searched there)" for k in teacher_plan.space.keys})
-    plan = make_plan(options, extra_sources=teacher_sources if teacher_plan else None)
-    data = DataCache()
-    for stage in (teacher_plan, plan):
-        if stage is not None:
-            data.get(stage.config)
-    _prepare_out(options)
-    return PreparedSweep(options, plan, teacher_plan, teacher_sources, data)
-
-
-def execute_sweep(prepared: PreparedSweep) -> SweepResult:
-    """Run a prepared sweep: the teacher stage if any, then the trials; write and print the results."""
-    options, plan, data = prepared.options, prepared.plan, prepared.data
-    with _driver_log(options.out), ray_session(options):
-        data.log_descriptions()
-        if prepared.teacher_plan:
-            fixed = run_teacher_stage(prepared.teacher_plan, data)
-            plan = make_plan(options, extra_fixed=fixed, extra_sources=prepared.teacher_sources)
-        return run_plan(plan, data)
-
-
-def run_sweep(options: SweepOptions) -> SweepResult:
-    """:func:`prepare_sweep`, then :func:`execute_sweep`."""
-    return execute_sweep(prepare_sweep(options))
