@@ -8,7 +8,7 @@ import sys
 import tempfile
 import time
 from logging import getLogger
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from recbole.utils import init_seed
@@ -56,12 +56,14 @@ def run(
     cmd_args: Sequence[str] | None = None,
     saved: bool = True,
     result_json: str | None = None,
+    wrap_trainer: Callable[[type], type] | None = None,
 ) -> dict:
     """Train ``model`` on ``dataset`` (ours or a RecBole built-in), early-stop on validation, test once.
 
     Returns (and writes to ``result_json`` when given) model, dataset, resolved config, seed, number of
     parameters, best validation result, test result and train/eval seconds. Models that train in stages
-    may add their own entries through ``trainer.extra_results(test_data)``.
+    may add their own entries through ``trainer.extra_results(test_data)``. ``wrap_trainer`` receives the trainer
+    class before it is instantiated and returns the class to use (e.g. a subclass that records epoch times).
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_args)
     init_seed(config["seed"], config["reproducibility"])
@@ -77,7 +79,10 @@ def run(
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(net)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
+    if wrap_trainer is not None:
+        trainer_class = wrap_trainer(trainer_class)
+    trainer = trainer_class(config, net)
 
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(

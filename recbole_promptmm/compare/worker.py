@@ -18,8 +18,7 @@ import resource
 import sys
 import time
 import traceback
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
@@ -166,27 +165,6 @@ class Recorder:
         }
 
 
-@contextmanager
-def recorded_trainers(recorder: Recorder) -> Iterator[None]:
-    """Within the block, :func:`recbole_promptmm.quick_start.run` builds its trainer through ``recorder``.
-
-    ``run()`` has no hook for this, so its module-level ``get_trainer`` is swapped for the duration (in this
-    worker process only).
-    """
-    from recbole_promptmm import quick_start
-
-    original = quick_start.get_trainer
-
-    def get_recorded_trainer(model_type: Any, model_name: str) -> type:
-        return recorder.wrap(original(model_type, model_name))
-
-    quick_start.get_trainer = get_recorded_trainer
-    try:
-        yield
-    finally:
-        quick_start.get_trainer = original
-
-
 def _write_json(path: str, payload: dict) -> None:
     from recbole_promptmm.quick_start import write_json_atomic
 
@@ -239,8 +217,8 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
     )
     recorder.set_phase("loading")
     baseline_rss = max_rss_bytes()
-    with recorded_trainers(recorder):
-        result = run(spec["model"], spec["dataset"], None, spec["config_dict"], spec["cmd_args"], saved=True)
+    result = run(spec["model"], spec["dataset"], None, spec["config_dict"], spec["cmd_args"], saved=True,
+                 wrap_trainer=recorder.wrap)
     result.update(recorder.summary())
     result.update(_measure(recorder, result["config"], int(spec.get("cost_repeats", 3))))
     peak_rss = max_rss_bytes()
