@@ -349,12 +349,21 @@ def test_missing_teacher_checkpoint_is_refused(tmp_path, capsys):
     assert code == 2 and "nope.pth does not exist" in capsys.readouterr().err
 
 
-def test_promptmm_students_are_swept_against_one_teacher(tmp_path, ray_session):
-    """Stage 1 trains one PromptMMTeacher; both student trials load that checkpoint and skip stage 1."""
-    space = write(tmp_path / "kd.yaml", "pair_kd_weight: {grid: [0.1, 1.0]}\n")
-    out = tmp_path / "out"
-    code = main(["--model=PromptMM", "--dataset=ml-100k", f"--search_space={space}", "--epochs=1",
-                 f"--out={out}", "--prompt_tuning_in_student=False", "--train_batch_size=8192", "--num_cpus=2"])
+@pytest.fixture(scope="module")
+def promptmm_sweep(tmp_path_factory, ray_session):
+    """PromptMM on ml-100k, 1 epoch: stage 1 trains one teacher, stage 2 sweeps 2 students against it."""
+    root = tmp_path_factory.mktemp("promptmm")
+    space = write(root / "kd.yaml", "pair_kd_weight: {grid: [0.1, 1.0]}\n")
+    out = root / "out"
+    with working_dir(root):
+        code = main(["--model=PromptMM", "--dataset=ml-100k", f"--search_space={space}", "--epochs=1",
+                     f"--out={out}", "--prompt_tuning_in_student=False", "--train_batch_size=8192", "--num_cpus=2"])
+    return code, out
+
+
+def test_promptmm_students_are_swept_against_one_teacher(promptmm_sweep):
+    """Both student trials load the stage-1 teacher checkpoint and skip stage 1."""
+    code, out = promptmm_sweep
     assert code == 0
     teacher = out / "teacher" / "teacher.pth"
     assert teacher.is_file()
@@ -364,8 +373,25 @@ def test_promptmm_students_are_swept_against_one_teacher(tmp_path, ray_session):
     for row in rows:
         log = "".join(p.read_text() for p in (Path(row["trial_dir"]) / "log").rglob("*.log"))
         assert f"Loaded teacher from {teacher}" in log and "Stage 1" not in log
-    assert load_yaml(out / "best_config.yaml")["teacher_checkpoint"] == str(teacher)
+    best = load_yaml(out / "best_config.yaml")
+    assert best["teacher_checkpoint"] == str(teacher) and best["n_layers"] == 2 and best["embedding_size"] == 64
     assert 0 < json.loads((out / "best_result.json").read_text())["test_result"]["recall@20"] < 1
+
+
+def test_reused_teacher_fixes_its_settings(promptmm_sweep, tmp_path, capsys):
+    """With --teacher_checkpoint, the teacher's settings come from the checkpoint: contradicting or searching them
+    is refused before anything runs."""
+    _, out = promptmm_sweep
+    teacher = out / "teacher" / "teacher.pth"
+    code = main(["--model=PromptMM", "--dataset=ml-100k", f"--teacher_checkpoint={teacher}", "--n_layers=3",
+                 f"--out={tmp_path / 'a'}"])
+    assert code == 2 and "--n_layers=3 contradicts the teacher checkpoint" in capsys.readouterr().err
+    space = write(tmp_path / "s.yaml", "n_layers: {choice: [1, 2]}\n")
+    code = main(["--model=PromptMM", "--dataset=ml-100k", f"--teacher_checkpoint={teacher}",
+                 f"--search_space={space}", f"--out={tmp_path / 'b'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'n_layers'" in err and f"the teacher checkpoint {teacher}" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_unschedulable_trials_are_refused():

@@ -14,24 +14,60 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from recbole_promptmm.config import parse_cmd_args
+from recbole_promptmm.compat import load_checkpoint
 from recbole_promptmm.quick_start import write_json_atomic
 from recbole_promptmm.tune import report as rep
 from recbole_promptmm.tune.options import SweepOptions
-from recbole_promptmm.tune.sweep import (EXIT_UNFINISHED, DataCache, Plan, SweepError, SweepResult, driver_log,
-                                         check_resources, make_plan, prepare_out, ray_session, run_plan, say)
+from recbole_promptmm.trainer.promptmm import TEACHER_FORWARD_KEYS
+from recbole_promptmm.tune.sweep import (EXIT_UNFINISHED, DataCache, Plan, SweepError, SweepResult, build_config,
+                                         check_resources, driver_log, make_plan, prepare_out, ray_session, run_plan,
+                                         say)
 from recbole_promptmm.tune.trial import BEST_FILE
 
 TEACHER_DIR = "teacher"
 TEACHER_FILE = "teacher.pth"
 TEACHER_MODEL, DISTILLED_MODEL = "PromptMMTeacher", "PromptMM"
+# What a PromptMM run must share with the teacher it loads: the hidden size and the forward settings.
+TEACHER_KEYS = ("embedding_size", *TEACHER_FORWARD_KEYS)
 
 
-def teacher_stage_options(options: SweepOptions) -> SweepOptions | None:
-    """For ``--model=PromptMM`` without a teacher checkpoint: the sweep that makes the teacher; else None."""
-    given = parse_cmd_args(options.overrides)
-    if options.model != DISTILLED_MODEL or options.teacher_checkpoint or "teacher_checkpoint" in given:
+def given_teacher(options: SweepOptions) -> str | None:
+    """The teacher checkpoint a PromptMM sweep reuses: ``--teacher_checkpoint`` or ``teacher_checkpoint`` from a
+    config file or ``--key=value``; None for other models or when stage 1 must make one."""
+    if options.model != DISTILLED_MODEL:
         return None
+    path = options.teacher_checkpoint or build_config(options, {})["teacher_checkpoint"]
+    if path and not os.path.isfile(path):
+        raise FileNotFoundError(f"teacher_checkpoint {path} does not exist")
+    return os.path.abspath(path) if path else None
+
+
+def teacher_settings(path: str) -> dict:
+    """The settings a PromptMM run must share with the teacher checkpoint at ``path`` (hidden size and what
+    changes the teacher's forward pass), read from the config stored in the checkpoint."""
+    saved = load_checkpoint(path, "cpu").get("config")
+    if saved is None:
+        return {}
+    return {key: rep.plain(saved[key]) for key in TEACHER_KEYS if saved[key] is not None}
+
+
+def _teacher_sources(path: str, keys: list[str]) -> dict[str, str]:
+    return {key: f"the teacher checkpoint {path}" for key in keys}
+
+
+def reuse_teacher(options: SweepOptions, path: str) -> dict:
+    """Values every student trial gets from a reused teacher checkpoint; refuses a contradicting ``--key=value``."""
+    settings = teacher_settings(path)
+    fixed_here = build_config(options, {}).cmd_config_dict
+    for key, value in settings.items():
+        if key in fixed_here and fixed_here[key] != value:
+            raise ValueError(f"--{key}={fixed_here[key]!r} contradicts the teacher checkpoint {path}, which was "
+                             f"trained with {key}={value!r}; leave --{key} out (it is taken from the checkpoint)")
+    return {**settings, "teacher_checkpoint": path}
+
+
+def teacher_stage_options(options: SweepOptions) -> SweepOptions:
+    """The stage-1 sweep of ``--model=PromptMM`` without a teacher checkpoint: PromptMMTeacher in ``out/teacher``."""
     return dataclasses.replace(
         options, model=TEACHER_MODEL, out=os.path.join(options.out, TEACHER_DIR),
         search_space=options.teacher_search_space, num_samples=options.teacher_num_samples,
@@ -69,7 +105,7 @@ def run_teacher_stage(plan: Plan, data: DataCache) -> tuple[dict | None, SweepRe
         raise SweepError(f"teacher stage: no teacher finished; see {os.path.join(plan.options.out, 'trials.csv')}")
     checkpoint = os.path.join(plan.options.out, TEACHER_FILE)
     shutil.copyfile(os.path.join(result.best.checkpoint, BEST_FILE), checkpoint)
-    fixed = {**rep.plain(result.best.params), "teacher_checkpoint": checkpoint}
+    fixed = {**rep.plain(result.best.params), **teacher_settings(checkpoint), "teacher_checkpoint": checkpoint}
     write_json_atomic(record, {"teacher_checkpoint": checkpoint, "fixed": fixed, "trial_id": result.best.trial_id,
                                "best_valid_score": result.best.best_score, "valid_metric": plan.metric})
     say(f"teacher stage: best teacher {result.best.trial_id} -> {checkpoint}")
@@ -104,18 +140,24 @@ def prepare_sweep(options: SweepOptions) -> PreparedSweep:
         Naming the file, the key and what was expected.
     """
     options.check()
-    teacher_options = teacher_stage_options(options)
-    teacher_plan = make_plan(teacher_options) if teacher_options else None
-    teacher_sources = {"teacher_checkpoint": "the teacher stage"}
-    if teacher_plan:
-        teacher_sources.update({k: "the teacher stage (searched there)" for k in teacher_plan.space.keys})
-    plan = make_plan(options, extra_sources=teacher_sources if teacher_plan else None)
+    teacher = given_teacher(options)
+    teacher_plan, extra = None, {}
+    if teacher:
+        extra = reuse_teacher(options, teacher)
+        sources = _teacher_sources(teacher, list(extra))
+    elif options.model == DISTILLED_MODEL:
+        teacher_plan = make_plan(teacher_stage_options(options))
+        sources = {key: "the teacher stage" for key in ("teacher_checkpoint", *TEACHER_KEYS)}
+        sources.update({key: "the teacher stage (searched there)" for key in teacher_plan.space.keys})
+    else:
+        sources = {}
+    plan = make_plan(options, extra_fixed=extra, extra_sources=sources)
     data = DataCache()
     for stage in (teacher_plan, plan):
         if stage is not None:
             data.get(stage.config)
     prepare_out(options)
-    return PreparedSweep(options, plan, teacher_plan, teacher_sources, data)
+    return PreparedSweep(options, plan, teacher_plan, sources, data)
 
 
 def execute_sweep(prepared: PreparedSweep) -> SweepResult:

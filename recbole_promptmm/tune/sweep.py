@@ -144,7 +144,8 @@ def driver_log(out: str) -> Iterator[None]:
         handler.close()
 
 
-def _build_config(options: SweepOptions, extra: Mapping[str, Any]) -> Config:
+def build_config(options: SweepOptions, extra: Mapping[str, Any]) -> Config:
+    """The model's config from the options (files, ``--key=value``) and ``extra``; the driver's GPU env untouched."""
     with _keep_env("CUDA_VISIBLE_DEVICES"):
         return Config(options.model, options.dataset, options.config_files, dict(extra), options.overrides)
 
@@ -169,7 +170,7 @@ def make_plan(options: SweepOptions, extra_fixed: Mapping[str, Any] | None = Non
         With the file, the key and what was expected.
     """
     extra_fixed = dict(extra_fixed or {})
-    config = _build_config(options, extra_fixed)
+    config = build_config(options, extra_fixed)
     cmd_values = dict(config.cmd_config_dict)
     sources = {key: f"--{key}={value} on the command line" for key, value in parse_cmd_args(options.overrides).items()}
     sources.update(extra_sources or {})
@@ -267,7 +268,7 @@ def _tuner(plan: Plan, train_data: Any, valid_data: Any) -> Any:
         say(f"resuming the sweep in {experiment}")
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
     if os.path.exists(experiment):
-        raise FileExistsError(f"{experiment} exists but holds no sweep Ray can restore; remove it or pick another --out")
+        raise SweepError(f"{experiment} exists but holds no sweep Ray can restore; remove it or pick another --out")
     search = BasicVariantGenerator(random_state=int(plan.config["seed"]), max_concurrent=opts.max_concurrent or 0)
     tune_config = tune.TuneConfig(num_samples=opts.num_samples, scheduler=_scheduler(plan), search_alg=search,
                                   max_concurrent_trials=opts.max_concurrent, trial_dirname_creator=_trial_dirname,
