@@ -57,6 +57,11 @@ def test_stage2_freezes_teacher_and_tunes_only_the_prompt(mm_toy):
     prompt_changed = any(not torch.equal(model.teacher.state_dict()[k], teacher_after_stage1[k])
                          for k in teacher_after_stage1 if k.startswith("prompt."))
     assert prompt_changed, "paper mode: the prompt should keep training through the student's loss"
+    # a fresh model loaded from the checkpoint predicts with the student, as it was saved
+    _, fresh, fresh_trainer, _ = build("PromptMM", mm_toy)
+    assert fresh.stage == "teacher"
+    fresh_trainer.load_model_file(trainer.saved_model_file)
+    assert fresh.stage == "student"
 
 
 @pytest.mark.parametrize("tuning", [True, False])

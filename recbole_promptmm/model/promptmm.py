@@ -134,6 +134,15 @@ class PromptMM(GeneralRecommender):
                     t.modality_item[m][batch_items], s_item[batch_items], self.sce_gamma)
         return loss
 
+    # ------------------------------------------------------------- checkpoints
+    def other_parameter(self) -> dict:
+        """Saved with the weights, so a reloaded model predicts with the stage it was saved in."""
+        return {"stage": self.stage}
+
+    def load_other_parameter(self, para) -> None:
+        if para and "stage" in para:
+            self.set_stage(para["stage"])
+
     # ---------------------------------------------------------------- inference
     def load_state_dict(self, *args, **kwargs):
         result = super().load_state_dict(*args, **kwargs)
