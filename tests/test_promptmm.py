@@ -127,8 +127,8 @@ def test_teacher_checkpoint_for_other_data_is_refused(mm_toy, tmp_path):
         run("PromptMM", "toy", config_dict=toy_dict(mm_toy, embedding_size=16,
                                                      teacher_checkpoint=teacher["checkpoint"]))
     # same shapes, other propagation depth
-    with pytest.raises(TeacherCheckpointError, match=r"n_layers=2 \(this run 3\)"):
-        run("PromptMM", "toy", config_dict=toy_dict(mm_toy, n_layers=3, teacher_checkpoint=teacher["checkpoint"]))
+    with pytest.raises(TeacherCheckpointError, match=r"n_layers=3 \(this run 1\)"):
+        run("PromptMM", "toy", config_dict=toy_dict(mm_toy, n_layers=1, teacher_checkpoint=teacher["checkpoint"]))
     # another dataset
     other = write_toy_dataset(tmp_path / "data2", name="toy2", n_users=40, n_items=50, per_user=10)
     for m in ("image", "audio"):

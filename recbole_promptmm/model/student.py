@@ -11,9 +11,10 @@ from torch import nn
 
 from recbole_promptmm.model.graph import lightgcn_adjacency
 from recbole_promptmm.model.losses import bpr_loss, l2_loss
+from recbole_promptmm.model.scoring import CachedDotProductScorer
 
 
-class PromptMMStudent(GeneralRecommender):
+class PromptMMStudent(CachedDotProductScorer, GeneralRecommender):
     r"""LightGCN over ID embeddings: :math:`E^{(l+1)} = \hat A E^{(l)}`, :math:`e = \mathrm{mean}_{l=0..L} E^{(l)}`,
     :math:`\hat A = D^{-1/2}\begin{bmatrix}0 & R\\ R^T & 0\end{bmatrix}D^{-1/2}`.
     Loss: BPR + ``student_reg_weight`` L2(layer-0 embeddings of the batch).
@@ -31,7 +32,6 @@ class PromptMMStudent(GeneralRecommender):
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
         nn.init.xavier_uniform_(self.user_embedding.weight)
         nn.init.xavier_uniform_(self.item_embedding.weight)
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final (user [U, d], item [I, d]) embeddings."""
@@ -54,30 +54,6 @@ class PromptMMStudent(GeneralRecommender):
 
     def calculate_loss(self, interaction) -> torch.Tensor:
         return self.loss_terms(interaction, *self.forward())
-
-    def train(self, mode: bool = True):
-        self._cache = None
-        return super().train(mode)
-
-    def load_state_dict(self, *args, **kwargs):
-        self._cache = None
-        return super().load_state_dict(*args, **kwargs)
-
-    def _embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.training:
-            return self.forward()
-        if self._cache is None:
-            with torch.no_grad():
-                self._cache = self.forward()
-        return self._cache
-
-    def predict(self, interaction) -> torch.Tensor:
-        user, item = self._embeddings()
-        return (user[interaction[self.USER_ID]] * item[interaction[self.ITEM_ID]]).sum(dim=-1)
-
-    def full_sort_predict(self, interaction) -> torch.Tensor:
-        user, item = self._embeddings()
-        return (user[interaction[self.USER_ID]] @ item.T).view(-1)
 
     def used_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

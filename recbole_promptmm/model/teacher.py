@@ -17,6 +17,7 @@ from torch import nn
 from recbole_promptmm.model.graph import bipartite_propagation
 from recbole_promptmm.model.losses import bpr_loss, l2_loss
 from recbole_promptmm.model.prompt import SoftPrompt, hard_tokens, inject_features
+from recbole_promptmm.model.scoring import CachedDotProductScorer
 
 
 def require_modality_features(dataset, model_name: str) -> dict[str, torch.Tensor]:
@@ -42,7 +43,7 @@ class TeacherOutput:
     prompt_item: torch.Tensor  # p_i [I, d]
 
 
-class PromptMMTeacher(GeneralRecommender):
+class PromptMMTeacher(CachedDotProductScorer, GeneralRecommender):
     r"""Multimodal graph teacher with a soft prompt.
 
     Per modality m: :math:`Z^m = \mathrm{Dropout}(\mathrm{Linear}_m(X^m + \lambda_{fp}\,\mathrm{rownorm}(p_I p_I^T X^m)))`,
@@ -83,7 +84,6 @@ class PromptMMTeacher(GeneralRecommender):
         self.prompt = SoftPrompt(h_u, h_i)
         for module in [self.user_embedding, self.item_embedding, *self.reduce.values()]:
             nn.init.xavier_uniform_(module.weight)
-        self._cache: TeacherOutput | None = None
 
     # ----------------------------------------------------------------- forward
     def features(self, name: str) -> torch.Tensor:
@@ -132,30 +132,8 @@ class PromptMMTeacher(GeneralRecommender):
             loss = loss + self.prompt_weight_bpr * _bpr(out.prompt_user, out.prompt_item, u, pos, neg)
         return loss
 
-    # ------------------------------------------------------------ inference
-    def train(self, mode: bool = True):
-        self._cache = None
-        return super().train(mode)
-
-    def load_state_dict(self, *args, **kwargs):
-        self._cache = None
-        return super().load_state_dict(*args, **kwargs)
-
-    def _outputs(self) -> TeacherOutput:
-        if self.training:
-            return self.forward()
-        if self._cache is None:
-            with torch.no_grad():
-                self._cache = self.forward()
-        return self._cache
-
-    def predict(self, interaction) -> torch.Tensor:
-        out = self._outputs()
-        return (out.user[interaction[self.USER_ID]] * out.item[interaction[self.ITEM_ID]]).sum(dim=-1)
-
-    def full_sort_predict(self, interaction) -> torch.Tensor:
-        out = self._outputs()
-        return (out.user[interaction[self.USER_ID]] @ out.item.T).view(-1)
+    def user_item(self, out: TeacherOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        return out.user, out.item
 
     # ------------------------------------------------------------- accounting
     def used_parameters(self) -> int:
