@@ -137,7 +137,9 @@ class Config(RecBoleConfig):
                 values = load_yaml(file)
                 self.internal_config_dict.update(values)
                 if file.parent.name == "dataset":
-                    self.parameters["Dataset"] += [k for k in values if k not in self.parameters["Dataset"]]
+                    # keys RecBole files under training/evaluation (e.g. epochs) stay there
+                    known = {k for cat in self.parameters.values() for k in cat}
+                    self.parameters["Dataset"] += [k for k in values if k not in known]
 
     def to_dict(self) -> dict:
         """The resolved configuration as plain JSON-able values."""
