@@ -18,12 +18,10 @@ DEFAULT_DATASET = "ml-100k"
 def main(argv: list[str] | None = None) -> dict:
     import recbole_promptmm
     from recbole_promptmm.config import load_yaml
-    from recbole_promptmm.model import __all__ as our_models
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_model = DEFAULT_MODEL if DEFAULT_MODEL in our_models else "LightGCN"
     parser.add_argument("--model", "-m", default=None,
-                        help=f"model name (default: model: of a config file, else {default_model})")
+                        help=f"model name (default: model: of a config file, else {DEFAULT_MODEL})")
     parser.add_argument("--dataset", "-d", default=None,
                         help=f"dataset name (default: dataset: of a config file, else {DEFAULT_DATASET})")
     parser.add_argument("--config_files", default=None, help="yaml config files, separated by spaces or commas")
@@ -34,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
         from_files = {}
         for file in files or []:
             from_files.update(load_yaml(file))
-        args.model = args.model or from_files.get("model") or default_model
+        args.model = args.model or from_files.get("model") or DEFAULT_MODEL
         args.dataset = args.dataset or from_files.get("dataset") or DEFAULT_DATASET
         return recbole_promptmm.run(
             args.model, args.dataset, config_file_list=files, cmd_args=overrides, result_json=args.result_json
