@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from recbole_promptmm.model.losses import bpr_loss, l2_loss, list_kd_loss, pair_kd_loss, sce_loss
+from recbole_promptmm.model.losses import bpr_loss, l2_loss, list_kd_loss, pair_kd_loss, released_kl_loss, sce_loss
 
 
 def test_bpr_by_hand():
@@ -87,3 +87,11 @@ def test_decoupled_list_kd_equals_full_kl(tau):
 def test_list_kd_rejects_unknown_weighting():
     with pytest.raises(ValueError, match="nontarget"):
         list_kd_loss(torch.zeros(1, 3), torch.zeros(1, 3), weight="bogus")
+
+
+def test_released_kl_by_hand():
+    # mean(t * (ln t - s)) over [s, t] = [[1, 0.5], [2, 1]]: (0.5 (ln 0.5 - 1) + 1 (0 - 2)) / 2
+    got = released_kl_loss(torch.tensor([1.0, 2.0]), torch.tensor([0.5, 1.0]))
+    assert got.item() == pytest.approx((0.5 * (math.log(0.5) - 1) - 2) / 2, rel=1e-6)
+    # not a divergence: equal inputs do not give zero
+    assert released_kl_loss(torch.tensor([0.5]), torch.tensor([0.5])).item() != pytest.approx(0.0, abs=1e-3)

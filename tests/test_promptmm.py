@@ -201,3 +201,17 @@ def test_promptmm_end_to_end_on_ml100k(tmp_path):
     assert 0 < result["test_result"]["recall@20"] < 1 and 0 < result["teacher"]["test_result"]["recall@20"] < 1
     assert result["config"]["modality_features"] == {"text": "builtin:ml-100k/text_feat.npy",
                                                      "genre": {"item_field": "class"}}
+
+
+def test_official_kd_mode_trains_the_student(mm_toy):
+    _, model, _, (train, _, _) = build("PromptMM", mm_toy, kd_mode="official", list_kd_weight=1.0)
+    model.set_stage("student")
+    model.train()
+    batch = next(iter(train))
+    official = model.calculate_loss(batch)
+    official.backward()
+    assert torch.isfinite(official) and all(p.grad is not None for p in model.student.parameters())
+    model.kd_mode = "paper"
+    assert model.calculate_loss(batch).item() != pytest.approx(official.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="kd_mode"):
+        build("PromptMM", mm_toy, kd_mode="bogus")

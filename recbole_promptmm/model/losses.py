@@ -81,3 +81,13 @@ def sce_loss(a: torch.Tensor, b: torch.Tensor, gamma: float = 2.0) -> torch.Tens
     r"""Scaled cosine error: :math:`\mathrm{mean}_i (1 - \cos(a_i, b_i))^\gamma`."""
     cos = F.cosine_similarity(a, b, dim=-1)
     return (1 - cos).clamp_min(0).pow(gamma).mean()
+
+
+def released_kl_loss(student_values: torch.Tensor, teacher_values: torch.Tensor) -> torch.Tensor:
+    r"""The released PromptMM code's KD term (``kd_mode: official``): ``nn.KLDivLoss()(s, t)`` applied to
+    per-sample *loss values* rather than log-probabilities, i.e. :math:`\mathrm{mean}\,t\,(\log t - s)`.
+
+    Reproduced for comparison only: it is not a divergence (it can be negative and is not zero when the two
+    agree), which is why the released KD weights span 1e-2 to 5e9.
+    """
+    return torch.nn.functional.kl_div(student_values, teacher_values, reduction="mean")

@@ -9,15 +9,23 @@ while the prompt keeps adapting through the student's loss (``prompt_tuning_in_s
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from recbole_promptmm.model.graph import TrainingItems
-from recbole_promptmm.model.losses import LIST_KD_WEIGHTS, list_kd_loss, pair_kd_loss, sce_loss
+from recbole_promptmm.model.losses import (
+    LIST_KD_WEIGHTS,
+    list_kd_loss,
+    pair_kd_loss,
+    released_kl_loss,
+    sce_loss,
+)
 from recbole_promptmm.model.student import PromptMMStudent
 from recbole_promptmm.model.teacher import PromptMMTeacher, TeacherOutput, require_modality_features
 
 STAGES = ("teacher", "student")
+KD_MODES = ("paper", "official")
 
 
 class PromptMM(GeneralRecommender):
@@ -43,6 +51,9 @@ class PromptMM(GeneralRecommender):
         self.list_kd_negatives = config["list_kd_negatives"]
         self.sce_gamma = config["sce_gamma"]
         self.prompt_tuning_in_student = config["prompt_tuning_in_student"]
+        self.kd_mode = config["kd_mode"] or "paper"
+        if self.kd_mode not in KD_MODES:
+            raise ValueError(f"kd_mode must be one of {KD_MODES}, got {self.kd_mode!r}")
         if self.list_kd_weighting not in LIST_KD_WEIGHTS:
             raise ValueError(f"list_kd_weighting must be one of {LIST_KD_WEIGHTS}, got {self.list_kd_weighting!r}")
         if self.emb_kd_weight and self.student.embedding_size != self.teacher.embedding_size:
@@ -111,6 +122,8 @@ class PromptMM(GeneralRecommender):
         if not (self.pair_kd_weight or self.list_kd_weight or self.emb_kd_weight):
             return loss
         t = self.teacher_targets()
+        if self.kd_mode == "official":
+            return loss + self.released_kd_terms(u, pos, neg, s_user, s_item, t)
         su = s_user[u]
         if self.pair_kd_weight:
             tu = t.user[u]
@@ -142,6 +155,29 @@ class PromptMM(GeneralRecommender):
     def load_other_parameter(self, para) -> None:
         if para and "stage" in para:
             self.set_stage(para["stage"])
+
+    def released_kd_terms(self, u, pos, neg, s_user, s_item, t: TeacherOutput) -> torch.Tensor:
+        """``kd_mode: official``: the released code's KD formulas (see :func:`released_kl_loss`). Pair term on
+        per-sample BPR losses of the fused teacher; list term on per-item -log softmax values of each modality
+        teacher (no temperature, no decoupling); embedding term: SCE over all items."""
+        loss = s_user.new_zeros(())
+        su = s_user[u]
+        if self.pair_kd_weight:
+            s_bpr = -F.logsigmoid((su * (s_item[pos] - s_item[neg])).sum(-1))
+            t_bpr = -F.logsigmoid((t.user[u] * (t.item[pos] - t.item[neg])).sum(-1))
+            loss = loss + self.pair_kd_weight * released_kl_loss(s_bpr, t_bpr)
+        if self.list_kd_weight:
+            negatives = self.training_items.sample_negatives(u, self.list_kd_negatives)
+            items = torch.cat([pos.view(-1, 1), negatives], dim=1)
+            s_list = -(torch.softmax((su.unsqueeze(1) * s_item[items]).sum(-1), -1) + 1e-8).log()
+            for m in self.teacher.modalities:
+                fu, fi = t.modality_user[m], t.modality_item[m]
+                t_list = -(torch.softmax((fu[u].unsqueeze(1) * fi[items]).sum(-1), -1) + 1e-8).log()
+                loss = loss + self.list_kd_weight * released_kl_loss(s_list, t_list)
+        if self.emb_kd_weight:
+            for m in self.teacher.modalities:
+                loss = loss + self.emb_kd_weight * sce_loss(t.modality_item[m], s_item, self.sce_gamma)
+        return loss
 
     # ---------------------------------------------------------------- inference
     def load_state_dict(self, *args, **kwargs):
