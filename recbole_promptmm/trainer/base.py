@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 from recbole.trainer import Trainer
 
 from recbole_promptmm.compat import load_checkpoint
@@ -17,7 +18,7 @@ class CheckpointMixin:
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         target = kwargs.pop("saved_model_file", self.saved_model_file)
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        tmp = f"{target}.tmp"
+        tmp = f"{target}.{os.getpid()}.tmp"  # unique: two runs started in the same second share a name
         super()._save_checkpoint(epoch, verbose=False, saved_model_file=tmp, **kwargs)
         os.replace(tmp, target)
         if verbose:
@@ -47,6 +48,14 @@ class CheckpointMixin:
         self.best_valid_score = checkpoint["best_valid_score"]
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+
+def save_atomic(state: dict, path: str) -> None:
+    """``torch.save`` through a temporary file in the same folder, so a crash leaves no half-written file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    torch.save(state, tmp, pickle_protocol=4)
+    os.replace(tmp, path)
 
 
 _WRAPPED: dict[type, type] = {}

@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import time
 
-import torch
 from recbole.trainer import Trainer
 
 from recbole_promptmm.compat import load_checkpoint
-from recbole_promptmm.trainer.base import CheckpointMixin
+from recbole_promptmm.trainer.base import CheckpointMixin, save_atomic
 
 
 class TeacherCheckpointError(ValueError):
@@ -57,10 +56,7 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
             "other_parameter": None,
             "optimizer": self.optimizer.state_dict(),
         }
-        tmp = f"{self.teacher_model_file}.tmp"
-        os.makedirs(os.path.dirname(os.path.abspath(tmp)), exist_ok=True)
-        torch.save(state, tmp, pickle_protocol=4)
-        os.replace(tmp, self.teacher_model_file)
+        save_atomic(state, self.teacher_model_file)
         if verbose:
             self.logger.info(f"Saving teacher: {self.teacher_model_file}")
 
@@ -155,9 +151,7 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
         """The student alone (what serving needs), in the layout of a standalone PromptMMStudent checkpoint."""
         state = {"config": self.config, "epoch": None, "cur_step": 0, "best_valid_score": self.best_valid_score,
                  "state_dict": self.model.student.state_dict(), "other_parameter": None, "optimizer": {}}
-        tmp = f"{self.student_model_file}.tmp"
-        torch.save(state, tmp, pickle_protocol=4)
-        os.replace(tmp, self.student_model_file)
+        save_atomic(state, self.student_model_file)
         self.logger.info(f"Saving student: {self.student_model_file}")
 
     # ------------------------------------------------------------------ report
