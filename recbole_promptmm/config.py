@@ -143,14 +143,17 @@ class Config(RecBoleConfig):
 
     def to_dict(self) -> dict:
         """The resolved configuration as plain JSON-able values."""
-        return {k: _plain(v) for k, v in sorted(self.final_config_dict.items())}
+        return {k: plain(v) for k, v in sorted(self.final_config_dict.items())}
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """``value`` as plain yaml/JSON types (lists for tuples, Python numbers for numpy scalars, else ``str``)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
     return str(value)

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from recbole_promptmm.config import load_yaml
+from recbole_promptmm.config import load_yaml, plain
 
 COMPLETED, STOPPED, FAILED, UNFINISHED = "completed", "stopped_early", "failed", "unfinished"
 
@@ -121,19 +121,6 @@ def write_trials_csv(path: str, rows: Sequence[TrialRow], keys: Sequence[str], m
                 row.trial_id, row.status, *[row.params.get(k) for k in keys], row.last_score, row.best_score,
                 row.best_epoch, row.epoch, row.iterations, row.seconds, row.error, row.path)])
     os.replace(tmp, path)
-
-
-def plain(value: Any) -> Any:
-    """``value`` as plain yaml/JSON types (lists for tuples, Python numbers for numpy scalars)."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    return str(value)
 
 
 def best_config_values(model: str, dataset: str, config_files: Sequence[str], fixed: Mapping[str, Any],
