@@ -1,0 +1,89 @@
+"""The analysis scripts of benchmarks/ on a tiny dataset: they run, resume, report failures, and agree with RecBole."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from recbole_promptmm import run
+from tests.conftest import REPO, write_toy_dataset
+
+SEED = 7
+
+
+@pytest.fixture
+def toy_files(tmp_path):
+    """(config yaml, teacher checkpoint glob with {seed}, student-alone checkpoint) of a tiny two-modality dataset."""
+    folder = write_toy_dataset(tmp_path / "data", n_users=40, n_items=50, per_user=10)
+    rng = np.random.default_rng(0)
+    np.save(folder / "image_feat.npy", rng.normal(size=(51, 6)).astype(np.float32))
+    np.save(folder / "audio_feat.npy", rng.normal(size=(51, 5)).astype(np.float32))
+    config = {
+        "data_path": str(tmp_path / "data"), "load_col": {"inter": ["user_id", "item_id"]},
+        "modality_features": {"image": "image_feat.npy", "audio": "audio_feat.npy"},
+        "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "group_by": "user", "order": "RO", "mode": "full"},
+        "metrics": ["Recall", "NDCG"], "topk": [20], "valid_metric": "Recall@20",
+        "embedding_size": 8, "epochs": 1, "train_batch_size": 64, "show_progress": False, "seed": SEED,
+    }
+    config_file = tmp_path / "toy.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    teacher = run("PromptMMTeacher", "toy", config_file_list=[str(config_file)])
+    target = tmp_path / "teachers" / f"seed{SEED}"
+    target.mkdir(parents=True)
+    shutil.copy(teacher["checkpoint"], target / "T-teacher.pth")
+    student = run("PromptMMStudent", "toy", config_file_list=[str(config_file)])
+    return config_file, str(tmp_path / "teachers" / "seed{seed}" / "*-teacher.pth"), student["checkpoint"]
+
+
+def test_stage2_variants_runs_resumes_and_reports_failures(toy_files, tmp_path):
+    config_file, teachers, _ = toy_files
+    out = tmp_path / "variants"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "stage2_variants.py"), "--dataset=toy",
+           f"--config_files={config_file}", f"--teachers={teachers}", f"--seeds={SEED}", f"--out={out}",
+           "--variants=defaults,no_pair_kd,half:pair_kd_weight=0.5;emb_kd_weight=0,bad:kd_mode=nonsense"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "bad seed 7: FAILED" in first.stdout
+    assert not (out / "bad" / f"seed{SEED}.json").exists()
+    results = {name: json.loads((out / name / f"seed{SEED}.json").read_text())
+               for name in ("defaults", "no_pair_kd", "half")}
+    teacher_file = teachers.format(seed=SEED).replace("*", "T")
+    for name, result in results.items():
+        assert result["teacher"]["checkpoint"] == teacher_file and result["teacher"]["best_epoch"] is None
+        assert result["seed"] == SEED
+    assert results["defaults"]["config"]["pair_kd_weight"] == 1.0
+    assert results["no_pair_kd"]["config"]["pair_kd_weight"] == 0.0
+    assert (results["half"]["config"]["pair_kd_weight"], results["half"]["config"]["emb_kd_weight"]) == (0.5, 0.0)
+    table = (out / "table.md").read_text()
+    rows = [line.split("|")[1].strip() for line in table.splitlines() if re.match(r"\| \w", line)]
+    assert rows == ["variant", "defaults", "no_pair_kd", "half", "bad"]
+    assert f"{results['half']['test_result']['recall@20']:.4f}" in table
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0
+    assert again.stdout.count(": cached") == 3 and "bad seed 7: FAILED" in again.stdout
+
+
+def test_teacher_headroom_ensemble_ends_equal_each_model(toy_files):
+    config_file, teachers, student = toy_files
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "teacher_headroom.py"), "--dataset=toy",
+         f"--config_files={config_file}", f"--teacher={teachers.format(seed=SEED)}", f"--other={student}"],
+        capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    values = {}
+    for line in out.stdout.splitlines():
+        parts = re.split(r"\s{2,}", line.strip())
+        if line.startswith(("valid", "test")) and len(parts) >= 3:
+            values[parts[0], parts[1]] = float(parts[2])
+    # a = 0 scores with the other model only, a = 1 with the teacher only (standardising keeps each ranking)
+    assert values["valid", "ensemble a=0.0 (a: teacher weight)"] == values["valid", "PromptMMStudent alone"]
+    assert values["valid", "ensemble a=1.0 (a: teacher weight)"] == values["valid", "teacher alone"]
+    assert 0.0 <= values["test", "top-20 overlap (Jaccard)"] <= 1.0
