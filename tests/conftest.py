@@ -61,6 +61,16 @@ def toy(tmp_path):
     return tmp_path / "data", folder
 
 
+@pytest.fixture
+def mm_toy(tmp_path):
+    """Data path of a toy dataset with random ``image`` (6-d) and ``audio`` (5-d) feature files."""
+    folder = write_toy_dataset(tmp_path / "data", n_users=40, n_items=50, per_user=10)
+    rng = np.random.default_rng(0)
+    np.save(folder / "image_feat.npy", rng.normal(size=(51, 6)).astype(np.float32))
+    np.save(folder / "audio_feat.npy", rng.normal(size=(51, 5)).astype(np.float32))
+    return tmp_path / "data"
+
+
 def toy_config(data_path: Path, **overrides):
     from recbole_promptmm import Config
 

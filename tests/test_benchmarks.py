@@ -8,25 +8,20 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import yaml
 
 from recbole_promptmm import run
-from tests.conftest import REPO, write_toy_dataset
+from tests.conftest import REPO
 
 SEED = 7
 
 
 @pytest.fixture
-def toy_files(tmp_path):
+def toy_files(mm_toy, tmp_path):
     """(config yaml, teacher checkpoint glob with {seed}, student-alone checkpoint) of a tiny two-modality dataset."""
-    folder = write_toy_dataset(tmp_path / "data", n_users=40, n_items=50, per_user=10)
-    rng = np.random.default_rng(0)
-    np.save(folder / "image_feat.npy", rng.normal(size=(51, 6)).astype(np.float32))
-    np.save(folder / "audio_feat.npy", rng.normal(size=(51, 5)).astype(np.float32))
     config = {
-        "data_path": str(tmp_path / "data"), "load_col": {"inter": ["user_id", "item_id"]},
+        "data_path": str(mm_toy), "load_col": {"inter": ["user_id", "item_id"]},
         "modality_features": {"image": "image_feat.npy", "audio": "audio_feat.npy"},
         "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "group_by": "user", "order": "RO", "mode": "full"},
         "metrics": ["Recall", "NDCG"], "topk": [20], "valid_metric": "Recall@20",

@@ -27,15 +27,6 @@ def toy_dict(data_path, **overrides) -> dict:
     return config
 
 
-@pytest.fixture
-def mm_toy(tmp_path):
-    folder = write_toy_dataset(tmp_path / "data", n_users=40, n_items=50, per_user=10)
-    rng = np.random.default_rng(0)
-    np.save(folder / "image_feat.npy", rng.normal(size=(51, 6)).astype(np.float32))
-    np.save(folder / "audio_feat.npy", rng.normal(size=(51, 5)).astype(np.float32))
-    return tmp_path / "data"
-
-
 def build(model_name: str, data_path, **overrides):
     config = Config(model_name, "toy", config_dict=toy_dict(data_path, **overrides))
     dataset = create_dataset(config)
