@@ -76,7 +76,8 @@ def test_table_has_one_row_per_model_and_seed_with_metrics_and_cost(first):
                 assert 0.0 <= float(row[f"{split}_{metric}"]) <= 1.0
         assert int(row["epochs_run"]) == 1 and int(row["best_epoch"]) == 0
         assert float(row["train_seconds_per_epoch"]) > 0 and float(row["scoring_seconds"]) > 0
-        assert int(row["peak_memory_bytes"]) > 0 and int(row["peak_rss_bytes"]) > int(row["peak_memory_bytes"])
+        # the high-water mark after imports may already cover a tiny model's training: 0 is a valid increase
+        assert int(row["peak_memory_bytes"]) >= 0 and int(row["peak_rss_bytes"]) > int(row["peak_memory_bytes"])
         assert row["serving_bytes_source"] == "tensors"
     bpr = [r for r in rows if r["label"] == "BPR"]
     for row in bpr:  # two embedding tables of 64 floats

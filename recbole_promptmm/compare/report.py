@@ -35,8 +35,9 @@ COLUMN_NOTES: Mapping[str, str] = {
     "used_parameters": "model.used_parameters() where defined, else all parameters",
     "serving_bytes": "model.serving_bytes() where defined, else bytes of every tensor the model holds "
     "(parameters, buffers, tensor attributes such as a graph adjacency)",
-    "peak_memory_bytes": "peak RSS of the run's process above its level after imports "
-    "(resource.getrusage ru_maxrss delta): data, training, evaluation and cost measurement",
+    "peak_memory_bytes": "peak RSS of the run's process above its peak after imports "
+    "(resource.getrusage ru_maxrss delta): data, training, evaluation and cost measurement; 0 when the run "
+    "never exceeded the import peak",
     "peak_rss_bytes": "peak RSS of the run's process, imports included (ru_maxrss)",
     "scoring_peak_bytes": "GPU only: memory allocated above the pre-scoring level during one full-sort scoring "
     "pass (torch.cuda.max_memory_allocated delta); empty on CPU",
