@@ -27,13 +27,15 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from recbole_promptmm.compare.ablations import ABLATIONS  # noqa: E402
 from recbole_promptmm.compare.stats import TEST_NAME, paired_test, summarize  # noqa: E402
+from recbole_promptmm.config import load_yaml  # noqa: E402
+from recbole_promptmm.paths import properties_dir  # noqa: E402
 
 METRICS = ("recall@20", "ndcg@20")
 
@@ -55,10 +57,13 @@ def parse_variant(spec: str) -> tuple[str, dict[str, str], bool]:
         if not sep:
             raise SystemExit(f"variant {name}: expected key=value, got {item!r}")
         overrides[key.strip()] = value.strip()
-    stage_one = {"embedding_size", "n_layers", "graph_norm", "dropout", "model_cat_rate", "reg_weight",
-                 "feat_reg_weight", "modality_bpr_weight", "prompt_weight_sp", "prompt_weight_fp",
-                 "prompt_weight_bpr", "teacher_learning_rate", "teacher_epochs"}
-    return name, overrides, not (set(overrides) & stage_one)
+    return name, overrides, not (set(overrides) & stage_one_keys())
+
+
+def stage_one_keys() -> set[str]:
+    """Keys that change stage 1 (teacher + prompt): the teacher's yaml defaults and PromptMM's teacher_* keys."""
+    teacher = load_yaml(properties_dir() / "model" / "PromptMMTeacher.yaml")
+    return set(teacher) - {"learning_rate"} | {"teacher_learning_rate", "teacher_epochs"}
 
 
 def find_teacher(pattern: str, seed: int) -> str:
@@ -155,8 +160,9 @@ def main(argv=None) -> int:
             for seed in seeds:
                 jobs.append((name, overrides, find_teacher(args.teachers, seed) if shares else None, seed))
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for i, msg in enumerate(pool.map(lambda j: run_one(args, *j), jobs), 1):
-                print(f"[{i}/{len(jobs)}] {msg}", flush=True)
+            futures = [pool.submit(run_one, args, *job) for job in jobs]
+            for i, future in enumerate(as_completed(futures), 1):
+                print(f"[{i}/{len(jobs)}] {future.result()}", flush=True)
     text = table(args.out, names, seeds)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "table.md"), "w") as f:

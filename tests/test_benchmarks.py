@@ -42,7 +42,7 @@ def test_stage2_variants_runs_resumes_and_reports_failures(toy_files, tmp_path):
     out = tmp_path / "variants"
     cmd = [sys.executable, str(REPO / "benchmarks" / "stage2_variants.py"), "--dataset=toy",
            f"--config_files={config_file}", f"--teachers={teachers}", f"--seeds={SEED}", f"--out={out}",
-           "--variants=defaults,no_pair_kd,half:pair_kd_weight=0.5;emb_kd_weight=0,bad:kd_mode=nonsense"]
+           "--variants=defaults,no_pair_kd,half:pair_kd_weight=0.5;emb_kd_weight=0,own:dropout=0.1,bad:kd_mode=nonsense"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     assert "bad seed 7: FAILED" in first.stdout
@@ -56,14 +56,17 @@ def test_stage2_variants_runs_resumes_and_reports_failures(toy_files, tmp_path):
     assert results["defaults"]["config"]["pair_kd_weight"] == 1.0
     assert results["no_pair_kd"]["config"]["pair_kd_weight"] == 0.0
     assert (results["half"]["config"]["pair_kd_weight"], results["half"]["config"]["emb_kd_weight"]) == (0.5, 0.0)
+    own = json.loads((out / "own" / f"seed{SEED}.json").read_text())  # a stage-1 key: trains its own teacher
+    assert own["teacher"]["checkpoint"] != teacher_file and own["teacher"]["best_epoch"] is not None
+    assert own["config"]["dropout"] == 0.1
     table = (out / "table.md").read_text()
     rows = [line.split("|")[1].strip() for line in table.splitlines() if re.match(r"\| \w", line)]
-    assert rows == ["variant", "defaults", "no_pair_kd", "half", "bad"]
+    assert rows == ["variant", "defaults", "no_pair_kd", "half", "own", "bad"]
     assert f"{results['half']['test_result']['recall@20']:.4f}" in table
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0
-    assert again.stdout.count(": cached") == 3 and "bad seed 7: FAILED" in again.stdout
+    assert again.stdout.count(": cached") == 4 and "bad seed 7: FAILED" in again.stdout
 
 
 def test_teacher_headroom_ensemble_ends_equal_each_model(toy_files):

@@ -206,3 +206,19 @@ def test_official_kd_mode_trains_the_student(mm_toy):
     assert model.calculate_loss(batch).item() != pytest.approx(official.item(), rel=1e-6)
     with pytest.raises(ValueError, match="kd_mode"):
         build("PromptMM", mm_toy, kd_mode="bogus")
+
+
+def test_checkpoint_writes_are_atomic(tmp_path):
+    from recbole_promptmm.compat import load_checkpoint
+    from recbole_promptmm.trainer.base import atomic_path, save_atomic
+
+    target = tmp_path / "sub" / "x.pth"
+    save_atomic({"epoch": 1}, str(target))
+    assert load_checkpoint(str(target))["epoch"] == 1
+    with pytest.raises(RuntimeError):
+        with atomic_path(str(target)) as tmp:
+            with open(tmp, "w") as f:
+                f.write("half a checkpoint")
+            raise RuntimeError("crash while writing")
+    assert load_checkpoint(str(target))["epoch"] == 1  # the old file is untouched
+    assert [p.name for p in target.parent.iterdir()] == ["x.pth"]  # no temporary left behind

@@ -5,6 +5,8 @@ load files our own trainers wrote)."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from recbole.trainer import Trainer
@@ -17,10 +19,8 @@ class CheckpointMixin:
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         target = kwargs.pop("saved_model_file", self.saved_model_file)
-        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        tmp = f"{target}.{os.getpid()}.tmp"  # unique: two runs started in the same second share a name
-        super()._save_checkpoint(epoch, verbose=False, saved_model_file=tmp, **kwargs)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            super()._save_checkpoint(epoch, verbose=False, saved_model_file=tmp, **kwargs)
         if verbose:
             self.logger.info(f"Saving current: {target}")
 
@@ -50,12 +50,24 @@ class CheckpointMixin:
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
 
-def save_atomic(state: dict, path: str) -> None:
-    """``torch.save`` through a temporary file in the same folder, so a crash leaves no half-written file."""
+@contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """A temporary name in ``path``'s folder to write to; renamed to ``path`` only when the block succeeds, so a
+    crash leaves no half-written file (the name is per process: two runs started in the same second differ)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
-    torch.save(state, tmp, pickle_protocol=4)
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_atomic(state: dict, path: str) -> None:
+    """``torch.save`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp, pickle_protocol=4)
 
 
 _WRAPPED: dict[type, type] = {}
