@@ -130,8 +130,7 @@ class Config(RecBoleConfig):
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         props = properties_dir()
-        parents = getattr(model_class, "inherits_defaults_from", ())
-        model_files = [props / "model" / f"{name}.yaml" for name in (*parents, model)]
+        model_files = [props / "model" / f"{name}.yaml" for name in (*default_sources(model_class, self), model)]
         for file in (props / "overall.yaml", *model_files, props / "dataset" / f"{dataset}.yaml"):
             if file.is_file():
                 values = load_yaml(file)
@@ -144,6 +143,15 @@ class Config(RecBoleConfig):
     def to_dict(self) -> dict:
         """The resolved configuration as plain JSON-able values."""
         return {k: plain(v) for k, v in sorted(self.final_config_dict.items())}
+
+
+def default_sources(model_class: type, config: RecBoleConfig) -> tuple[str, ...]:
+    """Names of the ``properties/model/*.yaml`` files layered below the model's own, lowest first: a model's
+    ``defaults_from(given)`` (given: the user's config files, dict and command line merged), else its
+    ``inherits_defaults_from``."""
+    if hasattr(model_class, "defaults_from"):
+        return tuple(model_class.defaults_from(dict(config.external_config_dict)))
+    return tuple(getattr(model_class, "inherits_defaults_from", ()))
 
 
 def plain(value: Any) -> Any:

@@ -24,6 +24,14 @@ def get_model(name: str) -> type:
         ) from None
 
 
+def multimodal_models() -> list[str]:
+    """Names of our multimodal models (any of them can be PromptMM's ``teacher_model``)."""
+    from recbole_promptmm.model.multimodal import MultimodalRecommender
+
+    ours = importlib.import_module("recbole_promptmm.model")
+    return [n for n in ours.__all__ if issubclass(getattr(ours, n), MultimodalRecommender)]
+
+
 def get_trainer(model_type, model_name: str) -> type:
     """``<Model>Trainer`` from :mod:`recbole_promptmm.trainer` if there is one, else RecBole's choice;
     always with our checkpoint fixes."""

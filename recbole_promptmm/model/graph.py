@@ -85,6 +85,20 @@ def lightgcn_adjacency(inter: sp.spmatrix) -> Propagation:
     return Propagation(d @ adj @ d)
 
 
+def lightgcn_embeddings(adjacency: Propagation, user: torch.Tensor, item: torch.Tensor,
+                        n_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""LightGCN: :math:`E^{(l+1)} = \hat A E^{(l)}` over :math:`E^{(0)} = [E_U; E_I]`, returns the layer mean
+    :math:`\frac{1}{L+1}\sum_{l=0}^{L} E^{(l)}` split into (user [U, d], item [I, d])."""
+    n_users = user.shape[0]
+    layer = torch.cat([user, item])
+    total = layer
+    for _ in range(n_layers):
+        layer = adjacency(layer)
+        total = total + layer
+    out = total / (n_layers + 1)
+    return out[:n_users], out[n_users:]
+
+
 class TrainingItems:
     """Membership test for (user, item) training pairs, vectorised with ``searchsorted``."""
 

@@ -1,12 +1,22 @@
 """PromptMM: multimodal knowledge distillation with prompt-tuning (Wei et al., WWW 2024, arXiv 2402.17188).
 
-A :class:`PromptMMTeacher` (multimodal, with soft prompt) is trained first; then an ID-only
+A multimodal teacher (``teacher_model``: PromptMMTeacher, VBPR, LATTICE, FREEDOM or BM3, any
+:class:`~recbole_promptmm.model.multimodal.Teacher`) is trained first by its own RecBole training; then an ID-only
 :class:`PromptMMStudent` is trained with BPR plus pair KD, disentangled modality-aware list KD and embedding KD,
-while the prompt keeps adapting through the student's loss (``prompt_tuning_in_student``). The stages are run by
-:class:`recbole_promptmm.trainer.PromptMMTrainer`; ``full_sort_predict`` after training uses the student alone.
+while the teacher's prompt (when it wears one) keeps adapting through the student's loss
+(``prompt_tuning_in_student``). The stages are run by :class:`recbole_promptmm.trainer.PromptMMTrainer`;
+``full_sort_predict`` after training uses the student alone.
+
+Naming rule for the teacher's settings: the teacher sees the run's config exactly as a standalone run of
+``teacher_model`` would (its own yaml defaults, unprefixed), except that every ``teacher_<key>`` that is set
+(not ``~``) overrides ``<key>`` for the teacher alone: ``teacher_learning_rate``, ``teacher_epochs``,
+``teacher_n_layers``, ... (``teacher_model`` itself names the model; ``teacher_checkpoint`` is PromptMM's own).
+The student's keys are ``student_<key>`` (properties/model/PromptMMStudent.yaml).
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -21,25 +31,68 @@ from recbole_promptmm.model.losses import (
     released_kl_loss,
     sce_loss,
 )
+from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput, require_modality_features
 from recbole_promptmm.model.student import PromptMMStudent
-from recbole_promptmm.model.teacher import PromptMMTeacher, TeacherOutput, require_modality_features
 
 STAGES = ("teacher", "student")
 KD_MODES = ("paper", "official")
+TEACHER_PREFIX = "teacher_"
+# PromptMM's own keys that carry the prefix but are not teacher settings.
+NOT_TEACHER_SETTINGS = ("teacher_checkpoint",)
+DEFAULT_TEACHER = "PromptMMTeacher"
+
+
+def teacher_model_class(name) -> type:
+    """The multimodal model class called ``name`` (resolved through the model registry), or a clear error."""
+    from recbole_promptmm.utils import get_model, multimodal_models
+
+    cls = get_model(name) if isinstance(name, str) else name
+    if not (isinstance(cls, type) and issubclass(cls, MultimodalRecommender)):
+        raise ValueError(f"teacher_model {name!r} is not a multimodal model; use one of {', '.join(multimodal_models())}")
+    return cls
+
+
+def teacher_config(config):
+    """The config the teacher sees (see the naming rule in the module docstring): a RecBole ``Config``."""
+    final = dict(config.final_config_dict)
+    for key, value in config.final_config_dict.items():
+        if key.startswith(TEACHER_PREFIX) and key not in NOT_TEACHER_SETTINGS and value is not None:
+            final[key[len(TEACHER_PREFIX):]] = value
+    cls = teacher_model_class(final["model"])
+    final["model"] = cls.__name__
+    final["MODEL_TYPE"] = cls.type
+    final["MODEL_INPUT_TYPE"] = cls.input_type
+    tconfig = copy.copy(config)
+    tconfig.final_config_dict = final
+    tconfig.model, tconfig.model_class = cls.__name__, cls
+    return tconfig
 
 
 class PromptMM(GeneralRecommender):
-    """Teacher + student. ``stage`` says which one trains and predicts: ``"teacher"`` in stage 1, ``"student"``
+    """Teacher + student. ``stage`` says which one predicts: ``"teacher"`` until stage 2 starts, ``"student"``
     in stage 2 and after training."""
 
     input_type = InputType.PAIRWISE
     needs_modality_features = True
-    inherits_defaults_from = ("PromptMMTeacher", "PromptMMStudent")
+
+    @classmethod
+    def defaults_from(cls, given: dict) -> tuple[str, ...]:
+        """The yaml defaults a PromptMM run layers below PromptMM.yaml: the student's, then the teacher's."""
+        teacher = given.get("teacher_model")
+        if teacher is None:
+            from recbole_promptmm.config import load_yaml
+            from recbole_promptmm.paths import properties_dir
+
+            teacher = load_yaml(properties_dir() / "model" / "PromptMM.yaml").get("teacher_model", DEFAULT_TEACHER)
+        teacher_class = teacher_model_class(teacher)
+        return ("PromptMMStudent", *teacher_class.inherits_defaults_from, teacher_class.__name__)
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
         require_modality_features(dataset, "PromptMM")
-        self.teacher = PromptMMTeacher(config, dataset)
+        self.teacher_config = teacher_config(config)
+        self.teacher_name = self.teacher_config["model"]
+        self.teacher = self.teacher_config.model_class(self.teacher_config, dataset)
         self.student = PromptMMStudent(config, dataset)
         self.pair_kd_weight = config["pair_kd_weight"]
         self.list_kd_weight = config["list_kd_weight"]
@@ -52,21 +105,31 @@ class PromptMM(GeneralRecommender):
         self.sce_gamma = config["sce_gamma"]
         self.prompt_tuning_in_student = config["prompt_tuning_in_student"]
         self.kd_mode = config["kd_mode"] or "paper"
+        self._check_teacher(config)
+        self.training_items = TrainingItems(dataset.inter_matrix(form="coo"))
+        self.stage = "teacher"
+        self._frozen_targets: TeacherOutput | None = None
+
+    def _check_teacher(self, config) -> None:
+        """Refuse, before any training, a KD term or switch whose inputs this teacher does not have."""
+        name, teacher, student = self.teacher_name, self.teacher, self.student
         if self.kd_mode not in KD_MODES:
             raise ValueError(f"kd_mode must be one of {KD_MODES}, got {self.kd_mode!r}")
         if self.list_kd_weighting not in LIST_KD_WEIGHTS:
             raise ValueError(f"list_kd_weighting must be one of {LIST_KD_WEIGHTS}, got {self.list_kd_weighting!r}")
-        if self.emb_kd_weight and self.student.embedding_size != self.teacher.embedding_size:
+        if self.list_kd_weight and not teacher.has_modality_users:
             raise ValueError(
-                f"emb_kd_weight > 0 compares teacher and student item embeddings: student_embedding_size "
-                f"({self.student.embedding_size}) must equal embedding_size ({self.teacher.embedding_size})")
-        if config["warm_start"] and self.student.embedding_size != self.teacher.embedding_size:
+                f"list_kd_weight={self.list_kd_weight} (list KD) needs per-modality user embeddings, which teacher "
+                f"{name} does not have; set list_kd_weight: 0 or use a teacher that has them (PromptMMTeacher)")
+        if self.emb_kd_weight and student.embedding_size != teacher.embedding_size:
             raise ValueError(
-                f"warm_start copies the teacher's embeddings into the student: student_embedding_size "
-                f"({self.student.embedding_size}) must equal embedding_size ({self.teacher.embedding_size})")
-        self.training_items = TrainingItems(dataset.inter_matrix(form="coo"))
-        self.stage = "teacher"
-        self._frozen_targets: TeacherOutput | None = None
+                f"emb_kd_weight > 0 (embedding KD) compares teacher {name}'s modality item embeddings with the "
+                f"student's item embeddings: student_embedding_size ({student.embedding_size}) must equal "
+                f"{name}'s embedding_size ({teacher.embedding_size})")
+        if config["warm_start"] and student.embedding_size != teacher.fused_size:
+            raise ValueError(
+                f"warm_start copies teacher {name}'s final embeddings (size {teacher.fused_size}) into the "
+                f"student: student_embedding_size ({student.embedding_size}) must equal it")
 
     # ------------------------------------------------------------------ stages
     def set_stage(self, stage: str) -> None:
@@ -82,6 +145,15 @@ class PromptMM(GeneralRecommender):
         else:
             for p in self.teacher.parameters():
                 p.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        """The student follows ``mode``; the teacher too until stage 2, then it stays in eval mode (frozen, no
+        dropout, full graphs, and its per-epoch hook is not run)."""
+        self.training = mode
+        self.student.train(mode)
+        self.teacher.train(mode and self.stage == "teacher")
+        return self
 
     def stage_parameters(self) -> list[torch.nn.Parameter]:
         """What the optimizer of the current stage updates."""
@@ -99,7 +171,8 @@ class PromptMM(GeneralRecommender):
     def teacher_targets(self) -> TeacherOutput:
         """Teacher outputs for KD: eval mode (no dropout); gradient reaches only the prompt, if it is tuned."""
         self.teacher.eval()
-        if self.teacher.prompt.user.weight.requires_grad:
+        prompt = self.teacher.prompt
+        if prompt is not None and prompt.user.weight.requires_grad:
             return self.teacher.forward()
         if self._frozen_targets is None:
             with torch.no_grad():

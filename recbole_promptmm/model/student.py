@@ -9,7 +9,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_promptmm.model.graph import lightgcn_adjacency
+from recbole_promptmm.model.graph import lightgcn_adjacency, lightgcn_embeddings
 from recbole_promptmm.model.losses import bpr_loss, l2_loss
 from recbole_promptmm.model.scoring import CachedDotProductScorer
 
@@ -35,12 +35,8 @@ class PromptMMStudent(CachedDotProductScorer, GeneralRecommender):
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final (user [U, d], item [I, d]) embeddings."""
-        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        layers = [ego]
-        for _ in range(self.n_layers):
-            layers.append(self.adjacency(layers[-1]))
-        out = torch.stack(layers).mean(dim=0)
-        return out[: self.n_users], out[self.n_users:]
+        return lightgcn_embeddings(self.adjacency, self.user_embedding.weight, self.item_embedding.weight,
+                                   self.n_layers)
 
     def loss_terms(self, interaction, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         """BPR + L2 on the batch, given final embeddings (shared with the distillation loss)."""

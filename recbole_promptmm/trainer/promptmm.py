@@ -1,8 +1,11 @@
-"""The two-stage PromptMM trainer: stage 1 trains teacher + prompt, stage 2 distils into the student.
+"""The two-stage PromptMM trainer: stage 1 is the teacher model's own RecBole training, stage 2 distils into the
+student.
 
-Each stage is RecBole's own ``Trainer.fit`` loop (early stopping on validation, best epoch kept) with its own
-optimizer, epoch bound and checkpoint file. The teacher checkpoint has the same layout as one of a standalone
-:class:`PromptMMTeacher`, so either can be reused with ``teacher_checkpoint``.
+Stage 1 runs the trainer that a standalone run of ``teacher_model`` gets (RecBole's ``Trainer`` with our checkpoint
+fixes), on ``model.teacher`` with the teacher's config (its own learning rate and epoch bound, see the naming
+rule in :mod:`recbole_promptmm.model.promptmm`): it writes exactly the checkpoint a standalone run writes, so any
+teacher checkpoint can be reused with ``teacher_checkpoint``. Stage 2 is RecBole's ``Trainer.fit`` loop on the
+student (and the prompt, when tuned) with its own optimizer.
 """
 
 from __future__ import annotations
@@ -20,12 +23,8 @@ class TeacherCheckpointError(ValueError):
     """A teacher checkpoint that does not fit the current dataset or model."""
 
 
-# Keys that change what a trained teacher computes without changing its weights' shapes.
-TEACHER_FORWARD_KEYS = ("n_layers", "graph_norm", "model_cat_rate", "prompt_weight_sp", "prompt_weight_fp")
-
-
 class PromptMMTrainer(CheckpointMixin, Trainer):
-    """Runs stage 1 (teacher, unless ``teacher_checkpoint``) then stage 2 (student with KD).
+    """Runs stage 1 (the teacher's own training, unless ``teacher_checkpoint``) then stage 2 (student with KD).
 
     ``callback_fn`` (Ray Tune) is called for stage-2 evaluations only.
     """
@@ -35,36 +34,30 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
         stem = os.path.splitext(self.saved_model_file)[0]
         self.teacher_model_file = f"{stem}-teacher.pth"
         self.student_model_file = f"{stem}-student.pth"
-        self.teacher_epochs = config["teacher_epochs"] or config["epochs"]
         self.student_epochs = config["student_epochs"] or config["epochs"]
         self.stage_seconds: dict[str, float] = {}
         self.teacher_valid_result = None
         self.teacher_best_epoch: int | None = None
-        self._saving_teacher = False
+        self._teacher_trainer = None
 
-    # ------------------------------------------------------------ checkpoints
-    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        if not self._saving_teacher:
-            return super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
-        # Stage 1: save the teacher alone, laid out like a standalone PromptMMTeacher checkpoint.
-        state = {
-            "config": self.config,
-            "epoch": epoch,
-            "cur_step": self.cur_step,
-            "best_valid_score": self.best_valid_score,
-            "state_dict": self.model.teacher.state_dict(),
-            "other_parameter": None,
-            "optimizer": self.optimizer.state_dict(),
-        }
-        save_atomic(state, self.teacher_model_file)
-        if verbose:
-            self.logger.info(f"Saving teacher: {self.teacher_model_file}")
+    def teacher_trainer(self) -> Trainer:
+        """The trainer a standalone run of the teacher model gets, on ``model.teacher`` (made once)."""
+        if self._teacher_trainer is None:
+            from recbole_promptmm.utils import get_trainer
+
+            tconfig = self.model.teacher_config
+            trainer = get_trainer(tconfig["MODEL_TYPE"], tconfig["model"])(tconfig, self.model.teacher)
+            trainer.saved_model_file = self.teacher_model_file
+            self._teacher_trainer = trainer
+        return self._teacher_trainer
 
     def load_teacher(self, path: str) -> None:
-        """Load a teacher checkpoint into ``model.teacher``, refusing one made for other data or sizes."""
+        """Load a teacher checkpoint into ``model.teacher``, refusing one made for another model, other data or
+        other settings (the teacher's ``forward_keys()``) or sizes."""
         if not os.path.isfile(path):
             raise TeacherCheckpointError(f"teacher_checkpoint {path} does not exist")
         checkpoint = load_checkpoint(path, self.device)
+        teacher, tconfig = self.model.teacher, self.model.teacher_config
         state = checkpoint.get("state_dict", {})
         saved_config = checkpoint.get("config")
         saved_dataset = saved_config["dataset"] if saved_config is not None else None
@@ -72,26 +65,35 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
             raise TeacherCheckpointError(
                 f"teacher_checkpoint {path} was trained on dataset {saved_dataset!r}, this run uses "
                 f"{self.config['dataset']!r}")
-        if saved_config is not None:
-            differing = [f"{k}={saved_config[k]!r} (this run {self.config[k]!r})" for k in TEACHER_FORWARD_KEYS
-                         if saved_config[k] is not None and saved_config[k] != self.config[k]]
-            if differing:
-                raise TeacherCheckpointError(
-                    f"teacher_checkpoint {path} was trained with other teacher settings: {', '.join(differing)}; "
-                    "pass the checkpoint's values (e.g. --" + differing[0].split(" ")[0] + ")")
-        state = {k[len("teacher."):] if k.startswith("teacher.") else k: v for k, v in state.items()
-                 if not k.startswith("student.")}
-        expected = self.model.teacher.state_dict()
+        if saved_config["model"] == "PromptMM":  # a whole PromptMM checkpoint: its teacher part
+            from recbole_promptmm.model.promptmm import teacher_config
+
+            saved_config = teacher_config(saved_config)
+            state = {k[len("teacher."):]: v for k, v in state.items() if k.startswith("teacher.")}
+        saved_model = saved_config["model"]
+        if saved_model != tconfig["model"]:
+            raise TeacherCheckpointError(
+                f"teacher_checkpoint {path} holds a {saved_model} model, this run's teacher_model is "
+                f"{tconfig['model']}; pass --teacher_model={saved_model} or another checkpoint")
+        differing = [f"{k}={saved_config[k]!r} (this run {tconfig[k]!r})" for k in type(teacher).forward_keys()
+                     if saved_config[k] != tconfig[k]]
+        if differing:
+            raise TeacherCheckpointError(
+                f"teacher_checkpoint {path} was trained with other teacher settings: {', '.join(differing)}; "
+                "pass the checkpoint's values (e.g. --" + differing[0].split(" ")[0] + ")")
+        expected = teacher.state_dict()
         problems = [f"missing {k}" for k in expected if k not in state]
         problems += [f"unexpected {k}" for k in state if k not in expected]
         problems += [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
                      for k, v in expected.items() if k in state and state[k].shape != v.shape]
         if problems:
-            modalities = sorted({k.split(".")[1] for k in state if k.startswith("reduce.")})
+            modalities = saved_config["modality_features"]
+            modalities = sorted(modalities) if isinstance(modalities, dict) else modalities
             raise TeacherCheckpointError(
                 f"teacher_checkpoint {path} does not fit this teacher (checkpoint modalities {modalities}, this "
-                f"run {sorted(self.model.teacher.modalities)}): " + "; ".join(problems[:8]))
-        self.model.teacher.load_state_dict(state)
+                f"run {sorted(teacher.modalities)}): " + "; ".join(problems[:8]))
+        teacher.load_state_dict(state)
+        teacher.load_other_parameter(checkpoint.get("other_parameter"))
         self.logger.info(f"Loaded teacher from {path}")
 
     # ------------------------------------------------------------------ stages
@@ -109,20 +111,16 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
         teacher_checkpoint = self.config["teacher_checkpoint"]
         start = time.perf_counter()
         model.set_stage("teacher")
+        teacher_trainer = self.teacher_trainer()
         if teacher_checkpoint:
             self.load_teacher(teacher_checkpoint)
-            self.teacher_model_file = teacher_checkpoint
+            self.teacher_model_file = teacher_trainer.saved_model_file = teacher_checkpoint
             if valid_data:
-                self.teacher_valid_result = self.evaluate(valid_data, load_best_model=False)
+                self.teacher_valid_result = teacher_trainer.evaluate(valid_data, load_best_model=False)
         else:
-            self.logger.info(f"Stage 1: teacher + prompt, up to {self.teacher_epochs} epochs")
-            self._reset_stage(model.stage_parameters(), self.config["teacher_learning_rate"], self.teacher_epochs)
-            self._saving_teacher = True
-            try:
-                _, self.teacher_valid_result = super().fit(
-                    train_data, valid_data, verbose=verbose, saved=True, show_progress=show_progress)
-            finally:
-                self._saving_teacher = False
+            self.logger.info(f"Stage 1: teacher {model.teacher_name}, up to {teacher_trainer.epochs} epochs")
+            _, self.teacher_valid_result = teacher_trainer.fit(
+                train_data, valid_data, verbose=verbose, saved=True, show_progress=show_progress)
             self.teacher_best_epoch = self._best_epoch()
             self.load_teacher(self.teacher_model_file)
         self.stage_seconds["teacher"] = time.perf_counter() - start
@@ -131,7 +129,7 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
         model.set_stage("student")
         if self.config["warm_start"]:
             model.warm_start_student()
-        self.logger.info(f"Stage 2: student with KD, up to {self.student_epochs} epochs")
+        self.logger.info(f"Stage 2: student with KD from {model.teacher_name}, up to {self.student_epochs} epochs")
         self._reset_stage(model.stage_parameters(), self.config["student_learning_rate"], self.student_epochs)
         result = super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
                              callback_fn=callback_fn)
@@ -164,7 +162,7 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
             stage = model.stage
             self.load_teacher(self.teacher_model_file)
             model.set_stage("teacher")
-            teacher_test = self.evaluate(test_data, load_best_model=False)
+            teacher_test = self.teacher_trainer().evaluate(test_data, load_best_model=False)
             model.set_stage(stage)
             if os.path.isfile(self.saved_model_file):
                 self.load_model_file(self.saved_model_file)
@@ -175,6 +173,7 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
                 "test_result": floats(teacher_test),
                 "best_epoch": self.teacher_best_epoch,
                 "checkpoint": self.teacher_model_file,
+                "model": model.teacher_name,
                 "num_parameters": model.teacher.used_parameters(),
             },
             "student_checkpoint": self.student_model_file,

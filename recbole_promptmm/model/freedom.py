@@ -1,0 +1,7 @@
+"""FREEDOM: placeholder, being written."""
+
+from recbole_promptmm.model.multimodal import MultimodalRecommender
+
+
+class FREEDOM(MultimodalRecommender):
+    pass
