@@ -137,7 +137,7 @@ def main() -> None:
     saved_state = {k: v.clone() for k, v in model.state_dict().items()}
     model.set_stage("teacher")
     rows["teacher"]["train epoch s"] = epoch_seconds(model, train_data, model.stage_parameters(),
-                                                      config["teacher_learning_rate"])
+                                                      model.teacher_config["learning_rate"])
     model.set_stage("student")
     rows["student"]["train epoch s"] = epoch_seconds(model, train_data, model.stage_parameters(),
                                                       config["student_learning_rate"])

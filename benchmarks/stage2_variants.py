@@ -34,8 +34,7 @@ sys.path.insert(0, ROOT)
 
 from recbole_promptmm.compare.ablations import ABLATIONS  # noqa: E402
 from recbole_promptmm.compare.stats import TEST_NAME, paired_test, summarize  # noqa: E402
-from recbole_promptmm.config import load_yaml  # noqa: E402
-from recbole_promptmm.paths import properties_dir  # noqa: E402
+from recbole_promptmm.model.promptmm import DEFAULT_TEACHER, stage_one_keys  # noqa: E402
 
 METRICS = ("recall@20", "ndcg@20")
 
@@ -47,7 +46,7 @@ def parse_variant(spec: str) -> tuple[str, dict[str, str], bool]:
         return spec, {}, True
     if spec in known:
         a = known[spec]
-        return spec, {k: str(v) for k, v in a.overrides.items()}, a.shares_teacher
+        return spec, {k: str(v) for k, v in a.overrides.items()}, a.shares_teacher()
     if ":" not in spec:
         raise SystemExit(f"unknown variant {spec!r}: use defaults, one of {', '.join(known)}, or NAME:key=value;...")
     name, _, body = spec.partition(":")
@@ -57,13 +56,7 @@ def parse_variant(spec: str) -> tuple[str, dict[str, str], bool]:
         if not sep:
             raise SystemExit(f"variant {name}: expected key=value, got {item!r}")
         overrides[key.strip()] = value.strip()
-    return name, overrides, not (set(overrides) & stage_one_keys())
-
-
-def stage_one_keys() -> set[str]:
-    """Keys that change stage 1 (teacher + prompt): the teacher's yaml defaults and PromptMM's teacher_* keys."""
-    teacher = load_yaml(properties_dir() / "model" / "PromptMMTeacher.yaml")
-    return set(teacher) - {"learning_rate"} | {"teacher_learning_rate", "teacher_epochs"}
+    return name, overrides, not (set(overrides) & stage_one_keys(DEFAULT_TEACHER))
 
 
 def find_teacher(pattern: str, seed: int) -> str:

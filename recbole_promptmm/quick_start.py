@@ -83,6 +83,8 @@ def run(
     if wrap_trainer is not None:
         trainer_class = wrap_trainer(trainer_class)
     trainer = trainer_class(config, net)
+    if wrap_trainer is not None and hasattr(trainer, "wrap_stage_trainer"):
+        trainer.wrap_stage_trainer = wrap_trainer  # trainers of its stages (PromptMM's teacher) get it too
 
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(

@@ -198,7 +198,7 @@ def test_ablations_become_labelled_variants_with_their_overrides():
     entries, specs, _, _, _ = plan("ml-100k", "", [2020], ablations="no_prompt,no_kd", overrides=FAST)
     assert [e.label for e in entries] == ["PromptMM-no_prompt", "PromptMM-no_kd"]
     assert all(s.error is None for s in specs)
-    assert specs[0].config["prompt_weight_sp"] == 0.0 and specs[0].config["pair_kd_weight"] > 0
+    assert specs[0].config["prompt"] is False and specs[0].config["pair_kd_weight"] > 0
     assert specs[1].config["pair_kd_weight"] == specs[1].config["list_kd_weight"] == 0.0
     assert all(s.teacher_from is None for s in specs)  # PromptMM itself is not compared: nothing to share
     _, specs, _, _, notes = plan("ml-100k", "PromptMM", [2020], ablations="no_prompt,no_kd", overrides=FAST)

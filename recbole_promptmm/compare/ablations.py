@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from recbole_promptmm.model.promptmm import DEFAULT_TEACHER, stage_one_keys
+
 BASE_MODEL = "PromptMM"
 """The model every ablation variant is derived from."""
 
@@ -28,15 +30,16 @@ class Ablation:
     overrides : Mapping[str, Any]
         Config keys and the values that define the variant. They win over every other config layer of the
         variant's runs (shared files, per-model sections, command-line overrides).
-    shares_teacher : bool, default True
-        The overrides leave stage 1 (teacher + prompt) unchanged, so the variant may reuse the teacher that
-        :data:`BASE_MODEL` trained with the same seed instead of training an identical one again.
     """
 
     name: str
     title: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
-    shares_teacher: bool = True
+
+    def shares_teacher(self, teacher_model: str = DEFAULT_TEACHER) -> bool:
+        """Whether the overrides leave stage 1 unchanged (no key of :func:`stage_one_keys`), so the variant may
+        reuse the teacher that :data:`BASE_MODEL` trained with the same seed instead of training it again."""
+        return not set(self.overrides) & stage_one_keys(teacher_model)
 
     def label(self, base: str = BASE_MODEL) -> str:
         """The run label of this variant of ``base``, e.g. ``PromptMM-no_prompt``."""
@@ -45,10 +48,9 @@ class Ablation:
 
 _NO_KD = {"pair_kd_weight": 0.0, "list_kd_weight": 0.0, "emb_kd_weight": 0.0}
 
-# Keys: properties/model/PromptMM.yaml, PromptMMTeacher.yaml (prompt_weight_*) and PromptMMStudent.yaml.
+# Keys: properties/model/PromptMM.yaml, prompt.yaml and PromptMMStudent.yaml.
 ABLATIONS: tuple[Ablation, ...] = (
-    Ablation("no_prompt", "w/o prompt", {"prompt_weight_sp": 0.0, "prompt_weight_fp": 0.0, "prompt_weight_bpr": 0.0},
-             shares_teacher=False),
+    Ablation("no_prompt", "w/o prompt", {"prompt": False}),
     Ablation("no_pair_kd", "w/o pair KD", {"pair_kd_weight": 0.0}),
     Ablation("no_list_kd", "w/o list KD", {"list_kd_weight": 0.0}),
     # The default list_kd_weight is 0 (it lost on TikTok validation), so "w/o list KD" equals the default there;
@@ -103,6 +105,6 @@ def describe_ablations() -> str:
     lines = []
     for a in ABLATIONS:
         keys = ", ".join(f"{k}={v!r}" for k, v in a.overrides.items())
-        teacher = "shares the teacher" if a.shares_teacher else "own teacher"
+        teacher = "shares the teacher" if a.shares_teacher() else "own teacher"
         lines.append(f"{a.label():<26} {a.title:<26} {teacher:<19} {keys}")
     return "\n".join(lines)

@@ -386,7 +386,7 @@ def link_shared_teachers(specs: Sequence[RunSpec]) -> list[str]:
     notes: list[str] = []
     for spec in specs:
         ablation = spec.entry.ablation
-        if ablation is None or not ablation.shares_teacher or spec.config is None:
+        if ablation is None or spec.config is None or not ablation.shares_teacher(spec.config.get("teacher_model")):
             continue
         base = bases.get(spec.seed)
         if base is None:

@@ -184,7 +184,7 @@ def _measure(recorder: Recorder, config: dict[str, Any], repeats: int) -> dict[s
     if not recorder.trainers or recorder.train_data is None:
         return {"cost_error": "the trainer was not seen: cannot measure cost"}
     recorder.set_phase("measuring cost")
-    model = recorder.trainers[-1].model
+    model = recorder.trainers[0].model  # the run's own trainer (stage trainers it makes come later)
     try:
         report = measure_cost(
             model,

@@ -68,6 +68,34 @@ def teacher_config(config):
     return tconfig
 
 
+def stage_one_keys(teacher_model: str) -> set[str]:
+    """Config keys that change what stage 1 (the teacher's training) produces: ``teacher_model``, every key of the
+    teacher's yaml defaults (its own and those it inherits, e.g. the prompt's), the epoch bound, and the
+    ``teacher_<key>`` form of each (derived from the yaml files, never listed by hand)."""
+    from recbole_promptmm.config import load_yaml
+    from recbole_promptmm.paths import properties_dir
+
+    cls = teacher_model_class(teacher_model)
+    keys = {"epochs"}
+    for name in (*cls.inherits_defaults_from, cls.__name__):
+        path = properties_dir() / "model" / f"{name}.yaml"
+        if path.is_file():
+            keys |= set(load_yaml(path))
+    return {"teacher_model", *keys, *(TEACHER_PREFIX + k for k in keys)}
+
+
+def teacher_setting_keys(teacher_model: str) -> tuple[str, ...]:
+    """What a PromptMM run must share with a trained teacher: its model, hidden size and ``forward_keys()``."""
+    return ("teacher_model", "embedding_size", *teacher_model_class(teacher_model).forward_keys())
+
+
+def teacher_settings(teacher_cfg) -> dict:
+    """The :func:`teacher_setting_keys` values of a trained teacher, from its config (e.g. the one stored in its
+    checkpoint), under the names a PromptMM run reads."""
+    values = {k: teacher_cfg[k] for k in teacher_setting_keys(teacher_cfg["model"])[1:]}
+    return {"teacher_model": teacher_cfg["model"], **{k: v for k, v in values.items() if v is not None}}
+
+
 class PromptMM(GeneralRecommender):
     """Teacher + student. ``stage`` says which one predicts: ``"teacher"`` until stage 2 starts, ``"student"``
     in stage 2 and after training."""

@@ -39,6 +39,7 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
         self.teacher_valid_result = None
         self.teacher_best_epoch: int | None = None
         self._teacher_trainer = None
+        self.wrap_stage_trainer = None  # applied to the stage-1 trainer's class too (run(wrap_trainer=...))
 
     def teacher_trainer(self) -> Trainer:
         """The trainer a standalone run of the teacher model gets, on ``model.teacher`` (made once)."""
@@ -46,8 +47,12 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
             from recbole_promptmm.utils import get_trainer
 
             tconfig = self.model.teacher_config
-            trainer = get_trainer(tconfig["MODEL_TYPE"], tconfig["model"])(tconfig, self.model.teacher)
+            trainer_class = get_trainer(tconfig["MODEL_TYPE"], tconfig["model"])
+            if self.wrap_stage_trainer is not None:
+                trainer_class = self.wrap_stage_trainer(trainer_class)
+            trainer = trainer_class(tconfig, self.model.teacher)
             trainer.saved_model_file = self.teacher_model_file
+            trainer.stage = "teacher"
             self._teacher_trainer = trainer
         return self._teacher_trainer
 

@@ -1,6 +1,6 @@
 """The whole command: check everything first, then run one sweep, or two for PromptMM (teacher, then students).
 
-Two-stage PromptMM: without ``--teacher_checkpoint``, stage 1 is a sweep of ``PromptMMTeacher`` in
+Two-stage PromptMM: without ``--teacher_checkpoint``, stage 1 is a sweep of its ``teacher_model`` in
 ``<out>/teacher/`` (one trial with the fixed values, or a search with ``--teacher_search_space``); its best
 trial's best-validation checkpoint becomes ``<out>/teacher/teacher.pth``. Stage 2 sweeps ``PromptMM`` with
 ``teacher_checkpoint`` set to it and the teacher's searched values fixed, so no trial retrains the teacher.
@@ -15,10 +15,11 @@ import shutil
 from dataclasses import dataclass
 
 from recbole_promptmm.compat import load_checkpoint
+from recbole_promptmm.model.promptmm import teacher_config, teacher_setting_keys
+from recbole_promptmm.model.promptmm import teacher_settings as model_teacher_settings
 from recbole_promptmm.quick_start import write_json_atomic
 from recbole_promptmm.tune import report as rep
 from recbole_promptmm.tune.options import SweepOptions
-from recbole_promptmm.trainer.promptmm import TEACHER_FORWARD_KEYS
 from recbole_promptmm.tune.sweep import (EXIT_UNFINISHED, DataCache, Plan, SweepError, SweepResult, build_config,
                                          check_resources, driver_log, make_plan, prepare_out, ray_session, run_plan,
                                          say)
@@ -26,9 +27,7 @@ from recbole_promptmm.tune.trial import BEST_FILE
 
 TEACHER_DIR = "teacher"
 TEACHER_FILE = "teacher.pth"
-TEACHER_MODEL, DISTILLED_MODEL = "PromptMMTeacher", "PromptMM"
-# What a PromptMM run must share with the teacher it loads: the hidden size and the forward settings.
-TEACHER_KEYS = ("embedding_size", *TEACHER_FORWARD_KEYS)
+DISTILLED_MODEL = "PromptMM"
 
 
 def given_teacher(options: SweepOptions) -> str | None:
@@ -43,12 +42,19 @@ def given_teacher(options: SweepOptions) -> str | None:
 
 
 def teacher_settings(path: str) -> dict:
-    """The settings a PromptMM run must share with the teacher checkpoint at ``path`` (hidden size and what
-    changes the teacher's forward pass), read from the config stored in the checkpoint."""
+    """The settings a PromptMM run must share with the teacher checkpoint at ``path`` (its model, hidden size and
+    what changes its forward pass), read from the config stored in the checkpoint."""
     saved = load_checkpoint(path, "cpu").get("config")
     if saved is None:
         return {}
-    return {key: rep.plain(saved[key]) for key in TEACHER_KEYS if saved[key] is not None}
+    if saved["model"] == DISTILLED_MODEL:
+        saved = teacher_config(saved)
+    return rep.plain(model_teacher_settings(saved))
+
+
+def teacher_model(options: SweepOptions) -> str:
+    """The teacher model a PromptMM sweep trains in its stage 1 (``teacher_model`` of its config)."""
+    return build_config(options, {})["teacher_model"]
 
 
 def _teacher_sources(path: str, keys: list[str]) -> dict[str, str]:
@@ -67,9 +73,10 @@ def reuse_teacher(options: SweepOptions, path: str) -> dict:
 
 
 def teacher_stage_options(options: SweepOptions) -> SweepOptions:
-    """The stage-1 sweep of ``--model=PromptMM`` without a teacher checkpoint: PromptMMTeacher in ``out/teacher``."""
+    """The stage-1 sweep of ``--model=PromptMM`` without a teacher checkpoint: its ``teacher_model`` in
+    ``out/teacher``."""
     return dataclasses.replace(
-        options, model=TEACHER_MODEL, out=os.path.join(options.out, TEACHER_DIR),
+        options, model=teacher_model(options), out=os.path.join(options.out, TEACHER_DIR),
         search_space=options.teacher_search_space, num_samples=options.teacher_num_samples,
         teacher_search_space=None, teacher_num_samples=1, evaluate_test=False, max_t=None)
 
@@ -97,7 +104,7 @@ def run_teacher_stage(plan: Plan, data: DataCache) -> tuple[dict | None, SweepRe
         say(f"teacher stage: reusing {done['teacher_checkpoint']} ({record})")
         return done["fixed"], None
     prepare_out(plan.options)
-    say("teacher stage: PromptMMTeacher, trained once for every student trial")
+    say(f"teacher stage: {plan.options.model}, trained once for every student trial")
     result = run_plan(plan, data)
     if result.exit_code == EXIT_UNFINISHED:
         return None, result
@@ -147,7 +154,7 @@ def prepare_sweep(options: SweepOptions) -> PreparedSweep:
         sources = _teacher_sources(teacher, list(extra))
     elif options.model == DISTILLED_MODEL:
         teacher_plan = make_plan(teacher_stage_options(options))
-        sources = {key: "the teacher stage" for key in ("teacher_checkpoint", *TEACHER_KEYS)}
+        sources = {key: "the teacher stage" for key in ("teacher_checkpoint", *teacher_setting_keys(teacher_model(options)))}
         sources.update({key: "the teacher stage (searched there)" for key in teacher_plan.space.keys})
     else:
         sources = {}
