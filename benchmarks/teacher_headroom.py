@@ -4,7 +4,7 @@
         --teacher=results/tiktok/runs/PromptMM/seed2020-*/saved/*-teacher.pth \
         --other=results/tiktok/runs/PromptMMStudent/seed2020-*/saved/PromptMMStudent-*.pth [--key=value ...]
 
-Loads a trained teacher (a ``*-teacher.pth`` of PromptMM, or a PromptMMTeacher checkpoint) and another trained
+Loads a trained teacher (a ``*-teacher.pth`` of PromptMM, or a checkpoint of any multimodal model) and another trained
 model of the same dataset (any RecBole or recbole_promptmm checkpoint; typically the student trained without KD,
 i.e. the model KD must improve on), then prints, for validation and test, through RecBole's evaluator:
 
@@ -83,19 +83,19 @@ def top_overlap(first, second, data, uid_field: str, k: int = 20) -> float:
 
 
 def load_model(path: str, train_data):
-    """The model of a checkpoint, built from the config saved in it; a ``*-teacher.pth`` gives PromptMM's teacher."""
+    """The model of a checkpoint, built from the config saved in it (a teacher file of PromptMM holds its teacher
+    model's own config); the ``-student.pth`` file of PromptMM gives the PromptMM model serving its student."""
     saved = load_checkpoint(path)
     config = saved["config"]
     name = config["model"]
     model = get_model(name)(config, train_data._dataset)
     state = saved["state_dict"]
-    if name == "PromptMM" and not any(k.startswith("teacher.") for k in state):  # a *-teacher.pth file
-        model.teacher.load_state_dict(state)
-        model.set_stage("teacher")
+    if name == "PromptMM" and not any(k.startswith("teacher.") for k in state):  # a *-student.pth file
+        model.student.load_state_dict(state)
+        model.set_stage("student")
     else:
         model.load_state_dict(state)
-        if name == "PromptMM":
-            model.set_stage("student")
+        model.load_other_parameter(saved.get("other_parameter"))
     model.eval()
     return name, model
 

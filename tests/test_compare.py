@@ -125,10 +125,10 @@ def test_changed_config_reruns_and_broken_model_is_reported_as_failed(first, tmp
     assert by_label["Pop"].spec.config_hash != old_pop.spec.config_hash
     assert by_label["BPR"].status == "ok" and by_label["BPR"].cached
     broken = by_label["BPR-broken"]
-    assert broken.status == "failed" and "negative dimension" in broken.error
+    assert broken.status == "failed" and "embedding_size" in broken.error
     assert (Path(broken.run_dir) / "failure.json").is_file()
     rows = {r["label"]: r for r in _rows(out)}
-    assert rows["BPR-broken"]["status"] == "failed" and "negative dimension" in rows["BPR-broken"]["error"]
+    assert rows["BPR-broken"]["status"] == "failed" and "embedding_size" in rows["BPR-broken"]["error"]
     assert rows["BPR"]["status"] == "ok" and rows["Pop"]["status"] == "ok"
     text = (out / "results.md").read_text()
     assert "## Runs without a result" in text and "| BPR-broken | 0/1 |" in text

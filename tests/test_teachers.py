@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recbole_promptmm import run
+from recbole_promptmm import Config, get_model, run
 from recbole_promptmm.compat import load_checkpoint
 from recbole_promptmm.model.multimodal import Teacher
 from recbole_promptmm.model.promptmm import stage_one_keys, teacher_config
@@ -69,7 +69,8 @@ def test_zero_kd_weights_give_the_students_own_loss(mm_toy):
     """With every KD weight 0, PromptMM's stage-2 loss is PromptMMStudent's loss on the same batch."""
     _, model, _, (train, _, _) = build("PromptMM", mm_toy, pair_kd_weight=0.0, list_kd_weight=0.0,
                                        emb_kd_weight=0.0)
-    _, alone, _, _ = build("PromptMMStudent", mm_toy)
+    alone_config = Config("PromptMMStudent", "toy", config_dict=toy_dict(mm_toy))
+    alone = get_model("PromptMMStudent")(alone_config, train._dataset)  # same data split
     alone.load_state_dict(model.student.state_dict())
     model.set_stage("student")
     model.train()

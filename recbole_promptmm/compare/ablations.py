@@ -48,7 +48,7 @@ class Ablation:
 
 _NO_KD = {"pair_kd_weight": 0.0, "list_kd_weight": 0.0, "emb_kd_weight": 0.0}
 
-# Keys: properties/model/PromptMM.yaml, prompt.yaml and PromptMMStudent.yaml.
+# Keys: properties/model/PromptMM.yaml, multimodal.yaml and PromptMMStudent.yaml.
 ABLATIONS: tuple[Ablation, ...] = (
     Ablation("no_prompt", "w/o prompt", {"prompt": False}),
     Ablation("no_pair_kd", "w/o pair KD", {"pair_kd_weight": 0.0}),

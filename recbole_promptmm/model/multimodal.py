@@ -38,6 +38,29 @@ def require_modality_features(dataset, model_name: str) -> dict[str, torch.Tenso
     return features
 
 
+FEATURE_NORMS = ("none", "standardize", "l2")
+
+
+def normalise_features(features: dict[str, torch.Tensor], how: str) -> dict[str, torch.Tensor]:
+    r"""The models' view of :math:`X^m`: as given (``none``), each column standardised to mean 0 and variance 1
+    over the real items (``standardize``: :math:`(x - \mu)/(\sigma + 10^{-8})`), or each row scaled to unit length
+    (``l2``). Row 0 (padding) stays zero. TikTok's visual features, e.g., share a large constant offset (mean 2.7 per
+    dimension, row norms 30-49) that makes every item's projection nearly the same vector."""
+    if how not in FEATURE_NORMS:
+        raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {how!r}")
+    if how == "none":
+        return features
+    out = {}
+    for m, x in features.items():
+        y = x.clone()
+        if how == "standardize":
+            y[1:] = (x[1:] - x[1:].mean(dim=0)) / (x[1:].std(dim=0) + 1e-8)
+        else:
+            y[1:] = torch.nn.functional.normalize(x[1:], dim=-1)
+        out[m] = y
+    return out
+
+
 @dataclass
 class TeacherOutput:
     """All embeddings of one forward pass of a multimodal model.
@@ -90,13 +113,14 @@ class MultimodalRecommender(CachedDotProductScorer, GeneralRecommender):
 
     input_type = InputType.PAIRWISE
     needs_modality_features = True
-    inherits_defaults_from: ClassVar[tuple[str, ...]] = ("prompt",)
+    inherits_defaults_from: ClassVar[tuple[str, ...]] = ("multimodal",)
     has_modality_users: ClassVar[bool] = False
     model_forward_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        features = require_modality_features(dataset, type(self).__name__)
+        features = normalise_features(require_modality_features(dataset, type(self).__name__),
+                                      config["feature_norm"] or "none")
         self.modalities = list(features)
         self.feature_dims = {m: x.shape[1] for m, x in features.items()}
         self.embedding_size = config["embedding_size"]

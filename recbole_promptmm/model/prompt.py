@@ -23,7 +23,7 @@ from torch import nn
 
 from recbole_promptmm.model.losses import bpr_loss
 
-# Config keys of the adapter; defaults in properties/model/prompt.yaml.
+# Config keys of the adapter; defaults in properties/model/multimodal.yaml.
 PROMPT_KEYS = ("prompt", "prompt_weight_sp", "prompt_weight_fp", "prompt_weight_bpr")
 # Those that change what a trained model computes (the BPR weight only changes training).
 PROMPT_FORWARD_KEYS = ("prompt", "prompt_weight_sp", "prompt_weight_fp")

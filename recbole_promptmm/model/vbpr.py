@@ -1,7 +1,67 @@
-"""VBPR: placeholder, being written."""
+r"""VBPR: Visual Bayesian Personalized Ranking (He & McAuley, AAAI 2016, arXiv 1510.01784).
 
-from recbole_promptmm.model.multimodal import MultimodalRecommender
+Written from the paper and ../shared/design/MM_MODELS.md (no third-party implementation was read). The paper's
+single visual feature vector becomes any number of modalities: one linear projection :math:`E_m` per modality,
+summed. The item biases of the paper (:math:`\beta_i` and the visual bias :math:`\beta'^\top f_i`) are left out
+(as in the common modern form): the score stays a plain dot product of the fused embeddings, which PromptMM's
+pair KD reads. (They could come back as one extra column: user side 1, item side the bias.)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recbole_promptmm.model.losses import bpr_loss, l2_loss
+from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
 
 
 class VBPR(MultimodalRecommender):
-    pass
+    r"""Matrix factorisation plus a content term on the (prompted) item features.
+
+    .. math::
+        \hat y_{ui} = \gamma_u^\top \gamma_i + \theta_u^\top \sum_m E_m x_i^m
+        = [\gamma_u; \theta_u]^\top [\gamma_i; \textstyle\sum_m E_m x_i^m]
+
+    with :math:`\gamma_u, \gamma_i \in \mathbb{R}^d` the (prompted) layer-0 ID embeddings, :math:`\theta_u \in
+    \mathbb{R}^d` a second user table, :math:`E_m \in \mathbb{R}^{d \times d_m}` a bias-free linear map per
+    modality. Fused embeddings have size :math:`2d`; the per-modality item embedding (for KD) is :math:`E_m x_i^m`.
+    Loss on the batch's triples :math:`(u, i^+, i^-)`:
+
+    .. math::
+        -\frac{1}{B}\sum \log\sigma(\hat y_{ui^+} - \hat y_{ui^-})
+        + \lambda \frac{1}{2B}\left(\lVert\gamma_u\rVert^2 + \lVert\theta_u\rVert^2 + \lVert\gamma_{i^+}\rVert^2
+        + \lVert\gamma_{i^-}\rVert^2\right)
+
+    (:math:`\lambda` = ``reg_weight``, on the un-prompted layer-0 tables.)
+    """
+
+    has_modality_users = False
+    model_forward_keys = ()
+
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        self.fused_size = 2 * self.embedding_size
+        self.reg_weight = config["reg_weight"]
+        self.theta_user = nn.Embedding(self.n_users, self.embedding_size)
+        self.projection = nn.ModuleDict(
+            {m: nn.Linear(d, self.embedding_size, bias=False) for m, d in self.feature_dims.items()})
+        nn.init.xavier_uniform_(self.theta_user.weight)
+        for module in self.projection.values():
+            nn.init.xavier_uniform_(module.weight)
+
+    def encode(self, features, user, item) -> TeacherOutput:
+        per_modality = {m: self.projection[m](features[m]) for m in self.modalities}
+        content = torch.stack(list(per_modality.values())).sum(dim=0)
+        fused_user = torch.cat([user, self.theta_user.weight], dim=-1)
+        fused_item = torch.cat([item, content], dim=-1)
+        return TeacherOutput(fused_user, fused_item, per_modality)
+
+    def loss(self, interaction, out: TeacherOutput) -> torch.Tensor:
+        u = interaction[self.USER_ID]
+        pos = interaction[self.ITEM_ID]
+        neg = interaction[self.NEG_ITEM_ID]
+        eu = out.user[u]
+        loss = bpr_loss((eu * out.item[pos]).sum(-1), (eu * out.item[neg]).sum(-1))
+        return loss + self.reg_weight * l2_loss(
+            self.user_embedding(u), self.theta_user(u), self.item_embedding(pos), self.item_embedding(neg))

@@ -10,6 +10,7 @@ student (and the prompt, when tuned) with its own optimizer.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 
@@ -151,8 +152,17 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
             return None
 
     def _save_student(self) -> None:
-        """The student alone (what serving needs), in the layout of a standalone PromptMMStudent checkpoint."""
-        state = {"config": self.config, "epoch": None, "cur_step": 0, "best_valid_score": self.best_valid_score,
+        """The student alone (what serving needs), exactly as a standalone PromptMMStudent run saves it: its config
+        names PromptMMStudent (which reads the same ``student_*`` keys), so RecBole's ``load_data_and_model``
+        rebuilds it."""
+        from recbole_promptmm.model.student import PromptMMStudent
+
+        student_config = copy.copy(self.config)
+        student_config.final_config_dict = {**self.config.final_config_dict, "model": "PromptMMStudent",
+                                            "MODEL_TYPE": PromptMMStudent.type,
+                                            "MODEL_INPUT_TYPE": PromptMMStudent.input_type}
+        student_config.model, student_config.model_class = "PromptMMStudent", PromptMMStudent
+        state = {"config": student_config, "epoch": None, "cur_step": 0, "best_valid_score": self.best_valid_score,
                  "state_dict": self.model.student.state_dict(), "other_parameter": None, "optimizer": {}}
         save_atomic(state, self.student_model_file)
         self.logger.info(f"Saving student: {self.student_model_file}")

@@ -1,0 +1,202 @@
+"""VBPR and BM3: BM3's loss by hand, VBPR's score and loss by hand, any number of modalities, the prompt, ml-100k."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recbole_promptmm import Config, create_dataset, data_preparation, get_model, run
+from recbole_promptmm.model.bm3 import bm3_loss
+from tests.conftest import token_features
+
+TINY = {"embedding_size": 8, "epochs": 1, "train_batch_size": 64, "show_progress": False}
+MODELS = ["VBPR", "BM3"]
+
+
+def toy_dict(data_path, **overrides) -> dict:
+    config = {
+        "data_path": str(data_path),
+        "load_col": {"inter": ["user_id", "item_id"]},
+        "modality_features": {"image": "image_feat.npy", "audio": "audio_feat.npy"},
+        "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "group_by": "user", "order": "RO", "mode": "full"},
+        "metrics": ["Recall", "NDCG"], "topk": [5], "valid_metric": "Recall@5", **TINY,
+    }
+    config.update(overrides)
+    return config
+
+
+def build(model_name: str, data_path, **overrides):
+    config = Config(model_name, "toy", config_dict=toy_dict(data_path, **overrides))
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    model = get_model(model_name)(config, train._dataset)
+    return model, train
+
+
+# ------------------------------------------------------------------------------------------------ BM3 loss
+def _bm3_toy(requires_grad: bool = False):
+    t = lambda rows: torch.tensor(rows, dtype=torch.float32, requires_grad=requires_grad)  # noqa: E731
+    return dict(
+        pred_user=t([[1.0, 0.0], [0.0, 1.0]]),
+        pred_item=t([[0.0, 1.0], [3.0, 4.0]]),
+        online_user=t([[2.0, 0.0], [4.0, 3.0]]),
+        online_item=t([[1.0, 1.0], [0.0, 2.0]]),
+        pred_modality=[t([[1.0, 0.0], [1.0, 1.0]])],
+        online_modality=[t([[-1.0, 0.0], [1.0, 1.0]])],
+    )
+
+
+def test_bm3_loss_by_hand():
+    r = 1 / math.sqrt(2)
+    # reconstruction: pred_u vs online_i: cos 1/sqrt2 and 1; pred_i vs online_u: cos 0 and 24/25
+    rec = ((1 - r) + 0.0) / 2 + (1.0 + (1 - 24 / 25)) / 2
+    # alignment pred_f vs online_i: cos 1/sqrt2 and 2/(sqrt2*2) = 1/sqrt2; masking pred_f vs online_f: cos -1 and 1
+    align, mask = (1 - r), (2.0 + 0.0) / 2
+    # regulariser: mean over the batch of |h_u|^2 + |h_i|^2 = ((4 + 2) + (25 + 4)) / 2
+    reg = 17.5
+    got = bm3_loss(**_bm3_toy(), dropout=0.0, cl_weight=2.0, reg_weight=0.01)
+    assert got.item() == pytest.approx(rec + 2.0 * (align + mask) + 0.01 * reg, rel=1e-6)
+    assert rec + 2.0 * (align + mask) + 0.01 * reg == pytest.approx(3.4272330, rel=1e-6)
+    # a second modality adds its own alignment + masking terms
+    toy = _bm3_toy()
+    toy["pred_modality"] = toy["pred_modality"] * 2
+    toy["online_modality"] = toy["online_modality"] * 2
+    got2 = bm3_loss(**toy, dropout=0.0, cl_weight=2.0, reg_weight=0.01)
+    assert got2.item() == pytest.approx(rec + 4.0 * (align + mask) + 0.01 * reg, rel=1e-6)
+
+
+def test_bm3_targets_carry_no_gradient():
+    toy = _bm3_toy(requires_grad=True)
+    bm3_loss(**toy, dropout=0.0, cl_weight=1.0, reg_weight=0.0).backward()
+    # the online vectors enter only as (stop-gradient) targets and the zero-weighted regulariser
+    for name in ("online_user", "online_item"):
+        assert torch.count_nonzero(toy[name].grad) == 0, name
+    assert toy["online_modality"][0].grad is None
+    for name in ("pred_user", "pred_item"):
+        assert toy[name].grad.abs().sum() > 0, name
+    assert toy["pred_modality"][0].grad.abs().sum() > 0
+    # with the regulariser on, the online vectors get exactly its gradient: reg_weight * 2 h / B
+    toy = _bm3_toy(requires_grad=True)
+    bm3_loss(**toy, dropout=0.0, cl_weight=1.0, reg_weight=0.1).backward()
+    assert torch.allclose(toy["online_user"].grad, 0.1 * 2 * toy["online_user"].detach() / 2)
+    assert torch.allclose(toy["online_item"].grad, 0.1 * 2 * toy["online_item"].detach() / 2)
+
+
+def test_bm3_dropout_changes_only_the_targets():
+    toy = _bm3_toy()
+    plain = bm3_loss(**toy, dropout=0.0, cl_weight=1.0, reg_weight=0.1).item()
+    torch.manual_seed(0)
+    first = bm3_loss(**toy, dropout=0.5, cl_weight=1.0, reg_weight=0.1).item()
+    torch.manual_seed(0)
+    assert bm3_loss(**toy, dropout=0.5, cl_weight=1.0, reg_weight=0.1).item() == first  # seeded: reproducible
+    assert math.isfinite(first) and first != pytest.approx(plain, rel=1e-6)
+
+
+def test_bm3_model_loss_uses_its_parts_and_no_negatives(mm_toy):
+    model, train = build("BM3", mm_toy, dropout=0.0, cl_weight=0.5, reg_weight=0.01, n_layers=2)
+    model.train()
+    batch = next(iter(train))
+    u, i = batch[model.USER_ID], batch[model.ITEM_ID]
+    out = model.forward()
+    # online vectors by hand: LightGCN mean over 3 layers, item + layer-0; score embeddings = predictor outputs
+    adj = model.adjacency.matrix.to_dense()
+    e0 = torch.cat([model.user_embedding.weight, model.item_embedding.weight])
+    e1 = adj @ e0
+    mean = (e0 + e1 + adj @ e1) / 3
+    h_u, h_i = mean[:model.n_users], mean[model.n_users:] + model.item_embedding.weight
+    assert torch.allclose(out.extra["online_user"], h_u, atol=1e-6)
+    assert torch.allclose(out.extra["online_item"], h_i, atol=1e-6)
+    assert torch.allclose(out.user, model.predictor(h_u), atol=1e-6)
+    for m in model.modalities:
+        assert torch.allclose(out.modality_item[m], model.predictor(model.projection[m](model.raw_features(m))),
+                              atol=1e-6)
+    expected = bm3_loss(out.user[u], out.item[i], h_u[u], h_i[i], [out.modality_item[m][i] for m in model.modalities],
+                        [model.projection[m](model.raw_features(m))[i] for m in model.modalities], 0.0, 0.5, 0.01)
+    assert model.calculate_loss(batch).item() == pytest.approx(expected.item(), rel=1e-5)
+    batch[model.NEG_ITEM_ID] = torch.ones_like(batch[model.NEG_ITEM_ID])
+    assert model.calculate_loss(batch).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert "n_layers" in type(model).forward_keys()
+
+
+# ---------------------------------------------------------------------------------------------------- VBPR
+def test_vbpr_score_by_hand(mm_toy):
+    model, train = build("VBPR", mm_toy)
+    assert model.fused_size == 2 * model.embedding_size
+    model.eval()
+    users = train._dataset.inter_feat[:4]
+    uid = users[model.USER_ID]
+    gamma_u, gamma_i = model.user_embedding.weight[uid], model.item_embedding.weight
+    theta_u = model.theta_user.weight[uid]
+    content = sum(model.raw_features(m) @ model.projection[m].weight.T for m in model.modalities)
+    expected = gamma_u @ gamma_i.T + theta_u @ content.T
+    with torch.no_grad():
+        got = model.full_sort_predict(users).view(len(uid), -1)
+        pair = model.predict(users)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.allclose(pair, expected[torch.arange(len(uid)), users[model.ITEM_ID]], atol=1e-5)
+    out = model.forward()
+    for m in model.modalities:
+        assert torch.allclose(out.modality_item[m], model.raw_features(m) @ model.projection[m].weight.T, atol=1e-6)
+
+
+def test_vbpr_loss_by_hand(mm_toy):
+    model, train = build("VBPR", mm_toy, reg_weight=0.05)
+    model.train()
+    batch = next(iter(train))
+    u, pos, neg = batch[model.USER_ID], batch[model.ITEM_ID], batch[model.NEG_ITEM_ID]
+    content = sum(model.raw_features(m) @ model.projection[m].weight.T for m in model.modalities)
+    gu, tu = model.user_embedding.weight[u], model.theta_user.weight[u]
+    gp, gn = model.item_embedding.weight[pos], model.item_embedding.weight[neg]
+    s_pos = (gu * gp).sum(-1) + (tu * content[pos]).sum(-1)
+    s_neg = (gu * gn).sum(-1) + (tu * content[neg]).sum(-1)
+    bpr = -F.logsigmoid(s_pos - s_neg).mean()
+    reg = (gu.pow(2).sum() + tu.pow(2).sum() + gp.pow(2).sum() + gn.pow(2).sum()) / (2 * len(u))
+    assert model.calculate_loss(batch).item() == pytest.approx((bpr + 0.05 * reg).item(), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------- both models
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("modalities", [["image"], ["image", "audio"], ["image", "audio", "text"]])
+def test_any_number_of_modalities(mm_toy, model_name, modalities):
+    np.save(mm_toy / "toy" / "text_feat.npy", token_features(51, dim=7))
+    features = {m: f"{m}_feat.npy" for m in modalities}
+    model, train = build(model_name, mm_toy, modality_features=features)
+    assert sorted(model.projection) == sorted(modalities)
+    model.train()
+    out = model.forward()
+    assert sorted(out.modality_item) == sorted(modalities)
+    assert all(x.shape == (model.n_items, model.embedding_size) for x in out.modality_item.values())
+    assert out.user.shape == (model.n_users, model.fused_size) and out.item.shape == (model.n_items, model.fused_size)
+    loss = model.calculate_loss(next(iter(train)))
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, f"parameters without gradient: {missing}"
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_prompt_trains(mm_toy, model_name):
+    model, train = build(model_name, mm_toy, prompt=True)
+    assert model.prompt is not None
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    before = {n: p.detach().clone() for n, p in model.prompt.named_parameters()}
+    loss = model.calculate_loss(next(iter(train)))
+    optimizer.zero_grad()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.prompt.parameters())
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert all(not torch.equal(p, before[n]) for n, p in model.prompt.named_parameters())
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_end_to_end_on_ml100k(tmp_path, model_name):
+    result = run(model_name, "ml-100k", config_dict={"epochs": 1, "show_progress": False},
+                 result_json=str(tmp_path / "r.json"))
+    assert 0 < result["test_result"]["recall@20"] < 1
+    assert result["config"]["modality_features"] == {"text": "builtin:ml-100k/text_feat.npy",
+                                                     "genre": {"item_field": "class"}}
