@@ -4,7 +4,7 @@ RecBole 1.2.1 pins ray<=2.6.3, which cannot be installed beside numpy 2 or a cur
 not listed here. Install it with ``pip install --no-deps recbole==1.2.1`` (see README.md / requirements.txt).
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="recbole_promptmm",
@@ -13,19 +13,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=[
-        "recbole_promptmm",
-        "recbole_promptmm.data",
-        "recbole_promptmm.model",
-        "recbole_promptmm.trainer",
-        "recbole_promptmm.tune",
-        "recbole_promptmm.compare",
-        "recbole_promptmm.properties",
-    ],
+    # every package under recbole_promptmm/ (new subpackages included), plus properties/ installed inside it
+    packages=[*find_packages(include=["recbole_promptmm", "recbole_promptmm.*"]), "recbole_promptmm.properties"],
     package_dir={"recbole_promptmm.properties": "properties"},
     package_data={
-        "recbole_promptmm.properties": ["*.yaml", "*/*.yaml"],
-        "recbole_promptmm.data": ["files/*/*.npy"],
+        "recbole_promptmm.properties": ["*.yaml", "**/*.yaml"],  # recursive (setuptools >= 62.3)
+        "recbole_promptmm.data": ["files/**/*"],
     },
     install_requires=[
         "torch>=2.6",
@@ -45,7 +38,7 @@ setup(
         "texttable",
         "psutil",
         "matplotlib",
+        "faiss-cpu",  # RecBole's NCL
     ],
-    scripts=[],
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["recbole-promptmm = recbole_promptmm.cli:main"]},
 )

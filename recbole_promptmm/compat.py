@@ -4,21 +4,54 @@ Applied once, when :mod:`recbole_promptmm` is imported (so also in every Ray wor
 smallest one that works; see ``../shared/design/RECBOLE.md`` for the breakages they answer.
 
 * numpy 2 removed ``float_``, ``complex_`` and ``unicode_``; RecBole's ``Config`` reads them before it defines
-  the other old aliases itself.
+  the other old aliases itself (``np.float``, ``np.int``, ...; its metrics use ``np.float``). A process that
+  never builds a ``Config`` (``load_data_and_model`` unpickles one) needs those too: they are set here, as
+  RecBole's ``Config.compatibility_settings`` sets them.
 * scipy >= 1.13 removed ``dok_matrix._update``, which RecBole's LightGCN, NGCF, NCL, ... call to build their
   adjacency matrices.
+* torch >= 2.6 loads with ``weights_only=True`` by default, and RecBole's own loaders
+  (``recbole.quick_start.load_data_and_model``, ``Trainer.evaluate(load_best_model=True)``,
+  ``Trainer.resume_checkpoint``) call ``torch.load`` without arguments. Three causes made every checkpoint fail:
 
-Checkpoint loading (torch >= 2.6 defaults to ``weights_only=True``, RecBole pickles its Config) is *not*
-patched globally: our trainers load their own checkpoints with :func:`load_checkpoint`.
+  1. RecBole writes checkpoints with ``pickle_protocol=4``, which torch's safe unpickler cannot read at all
+     ("Unsupported operand 149", the protocol-4 FRAME opcode; pytorch/pytorch#118092). RecBole's
+     ``Trainer._save_checkpoint`` now writes protocol :data:`CHECKPOINT_PROTOCOL` (2, torch's own default; the
+     pickle holds only the Config and tensor metadata, the tensors live in separate records).
+  2. The pickled RecBole ``Config`` held ``model_class``, the model class itself, so every checkpoint named
+     arbitrary code. ``Config`` now pickles without it and finds the class again by its name on unpickling
+     (through :func:`recbole_promptmm.utils.get_model`: ours, then RecBole's).
+  3. What remains is allow-listed with ``torch.serialization.add_safe_globals``, exactly what the checkpoints
+     of our trainers and RecBole's hold (:func:`checkpoint_safe_globals`). torch's safe loading stays on for
+     every other file.
+
+* RecBole's ``recbole.utils.get_model`` (used by its ``Config``, ``run_recbole`` and ``load_data_and_model``)
+  only searches ``recbole.model.<kind>.<name lower-cased>`` modules: each of our model modules is registered
+  under ``recbole.model.general_recommender.<name lower-cased>`` in ``sys.modules``, so it finds ours too.
+  RecBole's ``create_dataset`` takes ``recbole.data.dataset.<Model>Dataset`` when it exists: our models that need
+  modality features get :class:`~recbole_promptmm.data.MultimodalDataset` there.
 """
 
 from __future__ import annotations
+
+import collections
+import importlib
+import os
+import pickle
+import sys
+import zipfile
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 _NUMPY_ALIASES = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_}
+# What RecBole 1.2.1's Config.compatibility_settings sets (only the names numpy does not define any more).
+_RECBOLE_NUMPY_ALIASES = {"bool": np.bool_, "int": np.int_, "float": np.float64, "complex": np.complex128,
+                          "object": np.object_, "str": np.str_, "long": np.int_, "unicode": np.str_}
+
+# torch's default protocol: the only one torch's weights_only unpickler reads (pytorch/pytorch#118092).
+CHECKPOINT_PROTOCOL = 2
 
 
 def _dok_update(self, data) -> None:
@@ -28,13 +61,184 @@ def _dok_update(self, data) -> None:
 
 def apply() -> None:
     """Apply the fixes; idempotent."""
-    for name, value in _NUMPY_ALIASES.items():
+    for name, value in {**_NUMPY_ALIASES, **_RECBOLE_NUMPY_ALIASES}.items():
         if name not in np.__dict__:
             setattr(np, name, value)
     if not hasattr(sp.dok_matrix, "_update"):
         sp.dok_matrix._update = _dok_update
+    _fix_checkpoints()
+    register_models()
 
 
-def load_checkpoint(path: str, device: torch.device | str = "cpu") -> dict:
-    """Load a checkpoint written by our own trainers (it holds a pickled RecBole ``Config``)."""
-    return torch.load(path, map_location=device, weights_only=False)
+# --------------------------------------------------------------------------------------------- checkpoints
+def checkpoint_safe_globals() -> list:
+    """The globals (besides torch's defaults) that checkpoints of our trainers and of RecBole's hold.
+
+    Found by loading real checkpoints (PromptMMStudent, PromptMMTeacher, PromptMM and its teacher file, and RecBole's
+    Pop, ItemKNN, BPR, NeuMF, NGCF, LightGCN, SGL, NCL, EASE, DMF, AsymKNN, SLIMElastic) with
+    ``torch.load(path, weights_only=True)`` and reading the errors:
+
+    * the pickled ``Config`` (ours or RecBole's), the enum values it holds (``MODEL_TYPE``, ``MODEL_INPUT_TYPE``,
+      ``eval_type``) and its ``yaml_loader`` (the class ``yaml.FullLoader``);
+    * numpy scalars and arrays (``best_valid_score`` is a numpy float64; ItemKNN's and EASE's ``pred_mat`` are
+      ``numpy.matrix``, SLIMElastic's sparse matrix holds object arrays): numpy's reconstructors, ``ndarray``,
+      ``matrix``, ``dtype`` and the dtype classes of numbers and objects, as torch's documentation lists them
+      for numpy (the objects inside an object array go through the same allow-list);
+    * scipy sparse matrices (``other_parameter`` of ItemKNN, AsymKNN, EASE, SLIMElastic: csr, csc, coo, lil).
+    """
+    import yaml
+    from recbole.config import Config as RecBoleConfig
+    from recbole.utils.enum_type import EvaluatorType, InputType, ModelType
+
+    from recbole_promptmm.config import Config
+
+    numpy_core = getattr(np, "_core", None) or np.core  # numpy 2: np._core; numpy 1.26: np.core
+    numeric = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+               np.float16, np.float32, np.float64, np.object_)
+    return [
+        RecBoleConfig, Config,
+        ModelType, InputType, EvaluatorType,
+        yaml.FullLoader,
+        numpy_core.multiarray.scalar, numpy_core.multiarray._reconstruct, np.ndarray, np.matrix, np.dtype,
+        *{type(np.dtype(t)) for t in numeric},
+        sp.csr_matrix, sp.csc_matrix, sp.coo_matrix, sp.lil_matrix,
+    ]
+
+
+def _config_getstate(self) -> dict:
+    """A ``Config`` pickles without ``model_class`` (a class: safe loading would have to trust any code)."""
+    state = dict(self.__dict__)
+    state.pop("model_class", None)
+    return state
+
+
+def _config_setstate(self, state: dict) -> None:
+    self.__dict__.update(state)
+    if "model_class" not in state:
+        from recbole_promptmm.utils import get_model
+
+        try:
+            self.model_class = get_model(state["model"])
+        except (KeyError, ValueError, ImportError):  # a model this install does not know: no class
+            self.model_class = None
+
+
+def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+    """RecBole 1.2.1's ``Trainer._save_checkpoint``, with protocol :data:`CHECKPOINT_PROTOCOL` instead of 4."""
+    from recbole.utils import set_color
+
+    if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        return
+    saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+    state = {
+        "config": self.config,
+        "epoch": epoch,
+        "cur_step": self.cur_step,
+        "best_valid_score": self.best_valid_score,
+        "state_dict": self.model.state_dict(),
+        "other_parameter": self.model.other_parameter(),
+        "optimizer": self.optimizer.state_dict(),
+    }
+    torch.save(state, saved_model_file, pickle_protocol=CHECKPOINT_PROTOCOL)
+    if verbose:
+        self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+
+def _fix_checkpoints() -> None:
+    from recbole.config import Config as RecBoleConfig
+    from recbole.trainer import Trainer
+
+    RecBoleConfig.__getstate__ = _config_getstate
+    RecBoleConfig.__setstate__ = _config_setstate
+    Trainer._save_checkpoint = _save_checkpoint
+    torch.serialization.add_safe_globals(checkpoint_safe_globals())
+
+
+# Besides the allow-list: what torch itself pickles into a checkpoint (state dicts, optimizer states, devices).
+_TORCH_GLOBALS = {
+    "collections.OrderedDict": collections.OrderedDict,
+    "torch.device": torch.device,
+    "torch.Size": torch.Size,
+    "torch.nn.parameter.Parameter": torch.nn.Parameter,
+    "builtins.set": set,
+    "builtins.frozenset": frozenset,
+    "_codecs.encode": __import__("codecs").encode,
+    **{f"torch._utils.{name}": getattr(torch._utils, name) for name in (
+        "_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
+        "_rebuild_parameter_with_state") if hasattr(torch._utils, name)},
+}
+_MODEL_MODULES = ("recbole.model.", "recbole_promptmm.model.")
+
+
+def _allowed_global(module: str, name: str) -> Any:
+    """The object ``module.name`` if a checkpoint may name it, else ``None``."""
+    full = f"{module}.{name}"
+    if full in _TORCH_GLOBALS:
+        return _TORCH_GLOBALS[full]
+    for obj in torch.serialization.get_safe_globals():
+        obj, obj_name = obj if isinstance(obj, tuple) else (obj, f"{obj.__module__}.{obj.__qualname__}")
+        if obj_name == full:
+            return obj
+    if module.startswith(_MODEL_MODULES):  # model_class of a Config pickled before the fix above
+        from recbole.model.abstract_recommender import AbstractRecommender
+
+        obj = getattr(importlib.import_module(module), name, None)
+        if isinstance(obj, type) and issubclass(obj, AbstractRecommender):
+            return obj
+    return None
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Python's documented "restricting globals" unpickler: only :func:`_allowed_global` objects."""
+
+    def find_class(self, module, name):
+        obj = _allowed_global(module, name)
+        if obj is None:
+            raise pickle.UnpicklingError(
+                f"checkpoint names the global {module}.{name}, which is not allow-listed; it was not written by "
+                "RecBole or recbole_promptmm (see recbole_promptmm.compat.checkpoint_safe_globals)")
+        return obj
+
+
+class _RestrictedPickle:
+    """A ``pickle_module`` for ``torch.load``: Python's pickle with :class:`_RestrictedUnpickler`."""
+
+    Unpickler = _RestrictedUnpickler
+    load = staticmethod(lambda file, **kw: _RestrictedUnpickler(file, **kw).load())
+    __name__ = "recbole_promptmm.compat._RestrictedPickle"
+
+
+def pickle_protocol(path: str | os.PathLike) -> int | None:
+    """The pickle protocol of a (zip-format) torch checkpoint, ``None`` if it is not one."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl")
+            head = archive.read(name)[:2]
+    except (zipfile.BadZipFile, StopIteration, OSError):
+        return None
+    return head[1] if head[:1] == pickle.PROTO else None
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
+    """Load a checkpoint of our trainers or RecBole's, safely: ``torch.load(weights_only=True)`` with the
+    allow-list above. Files written with pickle protocol > 2 (RecBole before this fix, PromptMM's
+    ``-student.pth``), which torch's safe unpickler cannot read, go through the same allow-list in Python's
+    restricted unpickler instead; a file naming anything else is refused either way."""
+    protocol = pickle_protocol(path)
+    if protocol is not None and protocol > CHECKPOINT_PROTOCOL:
+        return torch.load(path, map_location=device, weights_only=False, pickle_module=_RestrictedPickle)
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def register_models() -> None:
+    """Make RecBole's ``get_model`` and ``create_dataset`` know our models (see the module docstring)."""
+    import recbole.data.dataset as recbole_datasets
+
+    from recbole_promptmm.data.dataset import MultimodalDataset
+
+    ours = importlib.import_module("recbole_promptmm.model")
+    for name in ours.__all__:
+        cls = getattr(ours, name)
+        sys.modules.setdefault(f"recbole.model.general_recommender.{name.lower()}", sys.modules[cls.__module__])
+        if getattr(cls, "needs_modality_features", False) and not hasattr(recbole_datasets, f"{name}Dataset"):
+            setattr(recbole_datasets, f"{name}Dataset", MultimodalDataset)

@@ -86,7 +86,8 @@ def parse_cmd_args(args: Iterable[str]) -> dict[str, str]:
 class Config(RecBoleConfig):
     """RecBole's ``Config``, extended.
 
-    * Models are resolved by :func:`recbole_promptmm.utils.get_model` (ours first, then RecBole's).
+    * Models are resolved by :func:`recbole_promptmm.utils.get_model` (ours first, then RecBole's; a unique
+      case-insensitive match is accepted, so ``model="lightgcn"`` gives ``config["model"] == "LightGCN"``).
     * Our ``properties/`` yaml defaults (``overall.yaml``, ``model/<Model>.yaml``, ``dataset/<dataset>.yaml``)
       are layered over RecBole's internal defaults, below every user-given value.
     * The command line is *not* read from ``sys.argv`` unless asked: pass ``cmd_args`` (a list of
@@ -105,13 +106,28 @@ class Config(RecBoleConfig):
         cmd_args: Sequence[str] | None = None,
     ) -> None:
         self._cmd_args = list(cmd_args or [])
+        self.file_key_sources: dict[str, str] = {}  # key -> the config file that gave it (the last one)
         super().__init__(model, dataset, list(config_file_list or []), config_dict)
 
     def _load_config_files(self, file_list):
         merged: dict = {}
         for file in file_list or []:
-            merged.update(load_yaml(file))
+            values = load_yaml(file)
+            merged.update(values)
+            self.file_key_sources.update({key: os.fspath(file) for key in values})
         return merged
+
+    def key_source(self, key: str) -> str:
+        """Where the user gave ``key``: ``the command line (--key=...)``, ``config_dict`` or ``config file F``
+        (the highest-priority source when several give it); ``defaults`` when no user source does."""
+        if key in getattr(self, "cmd_config_dict", {}):
+            raw = parse_cmd_args(self._cmd_args).get(key)
+            return f"the command line (--{key}={raw})" if raw is not None else "the command line"
+        if key in getattr(self, "variable_config_dict", {}):
+            return "config_dict"
+        if key in getattr(self, "file_config_dict", {}):
+            return f"config file {self.file_key_sources.get(key, '?')}"
+        return "defaults"
 
     def _load_cmd_line(self):
         return self._convert_config_dict(parse_cmd_args(self._cmd_args))

@@ -3,31 +3,123 @@
 RecBole's ``init_logger`` calls ``logging.basicConfig``, which does nothing once the root logger has handlers,
 so a second run in the same process (a comparison, a sweep, a test suite) would keep writing into the first
 run's file. Here the handlers of the previous run are replaced instead.
+
+RecBole names the file ``<Model>-<dataset>-<time>-<md5 of the config>.log`` with a one-second time stamp, so two
+runs of the same config started in the same second would share it (and, since RecBole names the TensorBoard
+folder after it, that folder too). Here the time stamp carries ``-<pid>-<8 hex digits>`` as well.
+
+:func:`buffer_logs` keeps what is logged before the file exists (data loading, model construction) and
+:func:`replay_buffered_logs` writes it to the new run's handlers, so the checks that can fail run before anything is written
+and the log is still complete. :func:`discard_run_log` removes a run's log file (a run that failed early).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
 
+import recbole.utils.logger as recbole_logger
 from recbole.utils import init_logger as recbole_init_logger
+from recbole.utils.utils import get_local_time
 
 _RUN_HANDLERS: list[logging.Handler] = []
+_BUFFERED: list[logging.LogRecord] = []
 
 
-def init_logger(config) -> str | None:
-    """Set up RecBole's console and file logging for this run; returns the log file's absolute path."""
+def unique_time() -> str:
+    """RecBole's local time stamp plus ``-<pid>-<8 hex digits>`` (no dots: RecBole cuts the TensorBoard folder
+    name at the first one)."""
+    return f"{get_local_time()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _close_run_handlers() -> None:
     root = logging.getLogger()
     for handler in _RUN_HANDLERS:
         root.removeHandler(handler)
         handler.close()
+    _RUN_HANDLERS.clear()
+
+
+class _Buffer(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        _BUFFERED.append(record)
+
+
+@contextmanager
+def buffer_logs(level: int = logging.INFO) -> Iterator[None]:
+    """Keep the records logged in the block (the previous run's handlers are closed first), for
+    :func:`replay_buffered_logs` after :func:`init_logger`. Records of a block that raises are dropped."""
+    _close_run_handlers()
+    root = logging.getLogger()
+    old_level = root.level
+    handler = _Buffer(level)
+    root.addHandler(handler)
+    root.setLevel(min(level, old_level) if old_level else level)
+    _BUFFERED.clear()
+    try:
+        yield
+    except BaseException:
+        _BUFFERED.clear()
+        raise
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+
+def init_logger(config) -> str | None:
+    """Set up RecBole's console and file logging for this run (a unique file name, see the module docstring);
+    returns the log file's absolute path."""
+    root = logging.getLogger()
+    _close_run_handlers()
     others = root.handlers[:]
     root.handlers = []
-    recbole_init_logger(config)
+    recbole_logger.get_local_time = unique_time  # what RecBole's init_logger stamps its file name with
+    try:
+        recbole_init_logger(config)
+    finally:
+        recbole_logger.get_local_time = get_local_time
     ours = root.handlers[:]
     root.handlers = others + ours
     _RUN_HANDLERS[:] = ours
-    for handler in ours:
+    return run_log_file()
+
+
+def replay_buffered_logs() -> None:
+    """Write the records :func:`buffer_logs` kept into the current run's handlers (once)."""
+    for record in _BUFFERED:
+        for handler in _RUN_HANDLERS:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+    _BUFFERED.clear()
+
+
+def run_log_file() -> str | None:
+    """The absolute path of the current run's log file (None before :func:`init_logger`)."""
+    for handler in _RUN_HANDLERS:
         if isinstance(handler, logging.FileHandler):
             return os.path.abspath(handler.baseFilename)
     return None
+
+
+def discard_run_log() -> str | None:
+    """Close the current run's handlers and delete its log file (and ``log/<Model>``, ``log/`` when that leaves
+    them empty); returns the deleted file's path."""
+    path = run_log_file()
+    _close_run_handlers()
+    if path and os.path.isfile(path):
+        os.remove(path)
+        remove_empty_dirs(os.path.dirname(path), levels=2)
+    return path
+
+
+def remove_empty_dirs(folder: str, levels: int = 1) -> None:
+    """Remove ``folder`` and up to ``levels - 1`` of its parents while they are empty."""
+    for _ in range(levels):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+        folder = os.path.dirname(folder)

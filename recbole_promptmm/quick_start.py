@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import logging
+import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -15,8 +19,12 @@ from recbole.utils import init_seed
 
 from recbole_promptmm.config import Config
 from recbole_promptmm.data import create_dataset, data_preparation
-from recbole_promptmm.log import init_logger
+from recbole_promptmm.log import buffer_logs, discard_run_log, init_logger, remove_empty_dirs, replay_buffered_logs
+from recbole_promptmm.trainer.base import completed_epochs
 from recbole_promptmm.utils import get_model, get_trainer
+from recbole_promptmm.validate import ConfigError, validate_config
+
+TENSORBOARD_DIR = "log_tensorboard"  # RecBole's get_tensorboard: relative to the working directory
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -26,14 +34,26 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN and +-inf float (numpy's too) replaced by None, in dicts, lists and tuples."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json_atomic(path: str, payload: dict) -> None:
-    """Write JSON to ``path`` through a temporary file, so a failure leaves nothing half-written."""
+    """Write strict JSON to ``path`` through a temporary file, so a failure leaves nothing half-written.
+    Non-finite numbers (e.g. ``best_valid_score`` -inf when no epoch ran) become ``null``."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
+            json.dump(finite_or_none(payload), f, indent=2, sort_keys=True, allow_nan=False)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:
@@ -46,6 +66,46 @@ def _floats(result: Any) -> Any:
     if result is None:
         return None
     return {k: float(v) for k, v in dict(result).items()}
+
+
+def plain_result(result: Any, digits: int = 4) -> Any:
+    """A metrics result for the log: a plain dict of floats rounded to ``digits`` (not an OrderedDict of
+    numpy floats)."""
+    if result is None:
+        return None
+    return {k: round(float(v), digits) for k, v in dict(result).items()}
+
+
+def _log_level(config) -> int:
+    state = config["state"]
+    return logging.DEBUG if isinstance(state, str) and state.lower() == "debug" else logging.INFO
+
+
+def discard_failed_run(config, trainer, log_file: str | None) -> None:
+    """What a run that failed before finishing its first epoch wrote: its log file, its TensorBoard folder, its
+    checkpoints (every file that starts with the trainer's per-run ``run_stem``: never a user's
+    ``teacher_checkpoint``), and the folders that leaves empty."""
+    trainers = [t for t in (trainer, getattr(trainer, "_teacher_trainer", None)) if t is not None]
+    folders = set()
+    if log_file:
+        folders.add(os.path.join(TENSORBOARD_DIR, os.path.basename(log_file).split(".")[0]))
+    for t in trainers:
+        writer = getattr(t, "tensorboard", None)
+        if writer is not None:
+            writer.close()
+            folders.add(writer.log_dir)
+    for folder in folders:
+        if os.path.isdir(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            remove_empty_dirs(os.path.dirname(folder) or ".")
+    stems = {getattr(t, "run_stem", None) for t in trainers} - {None}
+    for stem in stems:
+        for path in glob.glob(glob.escape(stem) + "*"):
+            if os.path.isfile(path):
+                os.remove(path)
+    if config["checkpoint_dir"]:
+        remove_empty_dirs(config["checkpoint_dir"])
+    discard_run_log()
 
 
 def run(
@@ -65,38 +125,52 @@ def run(
     may add their own entries through ``trainer.extra_results(test_data)``. ``wrap_trainer`` receives the trainer
     class before it is instantiated and returns the class to use (e.g. a subclass that records epoch times).
     """
-    config = Config(model, dataset, config_file_list, config_dict, cmd_args)
+    try:
+        config = Config(model, dataset, config_file_list, config_dict, cmd_args)
+    except (TypeError, NotImplementedError) as err:  # RecBole's own checks (topk, metrics, ...)
+        raise ConfigError(f"invalid config: {err}") from err
+    # Every check that can fail runs before the logger creates its file: bad input writes nothing.
+    validate_config(config)
     init_seed(config["seed"], config["reproducibility"])
-    # Load (and so check) the data before the logger creates its file: bad input writes nothing.
-    data = create_dataset(config)
+    with buffer_logs(_log_level(config)):  # what data loading and the model log goes into the log file later
+        data = create_dataset(config)
+        train_data, valid_data, test_data = data_preparation(config, data)
+        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+        net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+
     log_file = init_logger(config)
     logger = getLogger()
-    logger.info(" ".join(sys.argv))
-    logger.info(config)
-    logger.info(data)
-    train_data, valid_data, test_data = data_preparation(config, data)
+    epochs_before = completed_epochs()
+    trainer = None
+    try:
+        logger.info(" ".join(sys.argv))
+        logger.info(config)
+        logger.info(data)
+        replay_buffered_logs()
+        logger.info(net)
+        trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
+        if wrap_trainer is not None:
+            trainer_class = wrap_trainer(trainer_class)
+        trainer = trainer_class(config, net)
+        if wrap_trainer is not None and hasattr(trainer, "wrap_stage_trainer"):
+            trainer.wrap_stage_trainer = wrap_trainer  # trainers of its stages (PromptMM's teacher) get it too
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    logger.info(net)
-    trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
-    if wrap_trainer is not None:
-        trainer_class = wrap_trainer(trainer_class)
-    trainer = trainer_class(config, net)
-    if wrap_trainer is not None and hasattr(trainer, "wrap_stage_trainer"):
-        trainer.wrap_stage_trainer = wrap_trainer  # trainers of its stages (PromptMM's teacher) get it too
-
-    start = time.perf_counter()
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
+        start = time.perf_counter()
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
+    except BaseException:
+        # Failed before its first epoch ended (e.g. a foreign teacher_checkpoint): leave nothing behind.
+        if completed_epochs() == epochs_before:
+            discard_failed_run(config, trainer, log_file)
+        raise
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     eval_seconds = time.perf_counter() - start
 
-    logger.info(f"best valid : {best_valid_result}")
-    logger.info(f"test result: {test_result}")
+    logger.info(f"best valid : {plain_result(best_valid_result)}")
+    logger.info(f"test result: {plain_result(test_result)}")
     result = {
         "model": config["model"],
         "dataset": config["dataset"],

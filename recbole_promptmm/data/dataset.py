@@ -7,6 +7,7 @@ import os
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data.dataset import Dataset
 
+from recbole_promptmm.data.atomic import check_atomic_files
 from recbole_promptmm.data.features import load_modality_features, parse_modality_specs
 
 
@@ -51,6 +52,7 @@ def check_dataset_folder(config) -> None:
 def create_dataset(config):
     """Like RecBole's ``create_dataset``; a :class:`MultimodalDataset` when ``modality_features`` is set."""
     check_dataset_folder(config)
+    check_atomic_files(config)
     from recbole_promptmm.utils import get_model
 
     if not config["modality_features"] and getattr(get_model(config["model"]), "needs_modality_features", False):

@@ -116,6 +116,10 @@ def read_feature_file(path: str) -> np.ndarray:
         raise ModalityFeatureError(
             f"{path}: expected a 2-D array (one row per item), found shape {tuple(raw.shape)}"
         )
+    if raw.shape[1] == 0:
+        raise ModalityFeatureError(
+            f"{path}: expected at least 1 feature column, found shape {tuple(raw.shape)} (0 columns)"
+        )
     data = np.asarray(raw, dtype=np.float32)
     bad = ~np.isfinite(data).all(axis=1)
     if bad.any():
@@ -216,6 +220,11 @@ def load_modality_features(
     for spec in specs:
         if spec.item_field is not None:
             rows = multi_hot_from_item_file(item_file, spec.item_field, item_tokens)
+            if rows.shape[1] == 0:
+                raise ModalityFeatureError(
+                    f"{item_file}: column {spec.item_field!r} holds no values, so modality {spec.name!r} would "
+                    "have 0 feature columns; expected at least 1"
+                )
         else:
             rows = align_rows(read_feature_file(spec.path), item_tokens, spec)
         padded = np.zeros((len(item_tokens) + 1, rows.shape[1]), dtype=np.float32)

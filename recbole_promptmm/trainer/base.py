@@ -1,10 +1,12 @@
 """What every trainer run through recbole_promptmm gets on top of RecBole's: checkpoints written atomically
 and read back on torch >= 2.6 (RecBole pickles its Config into them, so ``weights_only=False``; we only ever
-load files our own trainers wrote)."""
+load files our own trainers wrote), a checkpoint name unique per run, and a count of finished epochs."""
 
 from __future__ import annotations
 
+import glob
 import os
+import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -14,8 +16,37 @@ from recbole.trainer import Trainer
 from recbole_promptmm.compat import load_checkpoint
 
 
+_EPOCHS_COMPLETED = 0
+
+
+def completed_epochs() -> int:
+    """Training epochs finished in this process by any of our trainers (every stage of every run): a run that
+    compares the count before and after knows whether it got past its first epoch."""
+    return _EPOCHS_COMPLETED
+
+
+def unique_stem(stem: str) -> str:
+    """``stem`` (RecBole's ``<checkpoint_dir>/<Model>-<time>``, one-second resolution) made unique per run:
+    ``-<pid>-<8 hex digits>`` appended, so runs started in the same second (in one process, many processes or on
+    many Ray workers) never share a file."""
+    return f"{stem}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 class CheckpointMixin:
     """Mix into a RecBole ``Trainer`` subclass (before it in the bases)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        stem, suffix = os.path.splitext(self.saved_model_file)
+        self.saved_model_file = unique_stem(stem) + (suffix or ".pth")
+        # Files of this run start with this stem (PromptMM's -teacher/-student checkpoints too).
+        self.run_stem = os.path.splitext(self.saved_model_file)[0]
+
+    def _train_epoch(self, *args, **kwargs):
+        global _EPOCHS_COMPLETED
+        result = super()._train_epoch(*args, **kwargs)
+        _EPOCHS_COMPLETED += 1
+        return result
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         target = kwargs.pop("saved_model_file", self.saved_model_file)
@@ -50,11 +81,44 @@ class CheckpointMixin:
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process (or we cannot tell): keep its file
+    return True
+
+
+def remove_stale_temporaries(path: str) -> list[str]:
+    """Remove ``<path>.<pid>.tmp`` files left by a killed save (SIGKILL skips :func:`atomic_path`'s cleanup)
+    whose process is no longer alive on this machine; returns the removed names.
+
+    A temporary whose pid is alive is kept: it may be a save in progress. On a shared file system a pid alive
+    here may be another machine's, but checkpoint names are unique per run (:func:`unique_stem`), so only the
+    run that owns ``path`` ever writes ``path``'s temporaries: what this removes can only be this run's own or a
+    dead earlier writer's."""
+    removed = []
+    for tmp in glob.glob(glob.escape(path) + ".*.tmp"):
+        pid = tmp[len(path) + 1:-len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+            continue
+        try:
+            os.remove(tmp)
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """A temporary name in ``path``'s folder to write to; renamed to ``path`` only when the block succeeds, so a
-    crash leaves no half-written file (the name is per process: two runs started in the same second differ)."""
+    crash leaves no half-written file (the name is per process: two runs started in the same second differ).
+    Stale temporaries of ``path`` from killed processes are removed first (:func:`remove_stale_temporaries`)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         yield tmp

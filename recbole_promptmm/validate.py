@@ -1,0 +1,375 @@
+"""Check a resolved :class:`~recbole_promptmm.config.Config` before anything is loaded or written.
+
+:func:`validate_config` refuses, with one :class:`ConfigError` (a ``ValueError``) that names every problem:
+
+* **unknown keys**: a key the user gave (config files, ``config_dict``, command line) that is none of
+  :func:`known_keys`: the keys of RecBole's own yaml files (``recbole/properties``: overall, model/*, dataset/*,
+  quick_start_config/*), RecBole's argument lists, our yaml files (``properties/``: overall, model/*, dataset/*),
+  the keys RecBole's and our code read (``config["key"]``, found in the installed sources), and the
+  ``teacher_<key>`` form of each (PromptMM's naming rule). The message suggests the closest known keys. A key of
+  your own is let through by listing it in ``extra_keys: [my_key, ...]``.
+* **types**: a user value must have the type of the key's yaml defaults (``int``, ``float``, ``bool``, ``str``, as
+  found in any yaml file or in the ``# (type)`` comment after it; an int is fine where a float is expected);
+  ``teacher_<key>`` takes the type of ``<key>``. Keys whose defaults are lists or dicts are not type-checked.
+* **ranges**: ``learning_rate`` and every ``*_learning_rate`` a number > 0; ``epochs`` and every ``*_epochs`` an
+  integer >= 1; batch sizes and ``embedding_size`` integers >= 1; ``stopping_step`` and ``eval_step`` integers;
+  ``topk`` positive integers (``None`` is accepted for the optional ones, e.g. ``teacher_epochs: ~``).
+* **choices** of our string switches (taken from the code's constants): ``graph_norm``, ``kd_mode``,
+  ``list_kd_weighting``, ``teacher_model`` (a multimodal model, resolved case-insensitively).
+* **files**: a ``teacher_checkpoint`` that does not exist.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import glob
+import math
+import numbers
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+EXTRA_KEYS = "extra_keys"
+TEACHER_PREFIX = "teacher_"
+CHECKED_TYPES = ("int", "float", "bool", "str")
+# Keys that must hold a value (None is refused): RecBole's trainer does arithmetic with them.
+REQUIRED = ("learning_rate", "epochs", "train_batch_size", "eval_batch_size", "stopping_step", "eval_step")
+POSITIVE_INTS = ("train_batch_size", "eval_batch_size", "embedding_size")
+INTS = ("stopping_step", "eval_step")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: unknown keys, wrong types or ranges, missing files."""
+
+
+# ---------------------------------------------------------------------------------------------- known keys
+def recbole_properties_dir() -> Path:
+    import recbole
+
+    return Path(recbole.__file__).resolve().parent / "properties"
+
+
+def recbole_yaml_files() -> list[Path]:
+    """RecBole's own yaml files: overall.yaml, model/*, dataset/*, quick_start_config/*."""
+    root = recbole_properties_dir()
+    files = [root / "overall.yaml"]
+    for sub in ("model", "dataset", "quick_start_config"):
+        files += sorted((root / sub).glob("*.yaml"))
+    return [f for f in files if f.is_file()]
+
+
+def our_yaml_files() -> list[Path]:
+    """Our yaml defaults: properties/overall.yaml, model/*, dataset/* (the tune/ search spaces are no defaults)."""
+    from recbole_promptmm.paths import properties_dir
+
+    root = properties_dir()
+    files = [root / "overall.yaml", *sorted((root / "model").glob("*.yaml")),
+             *sorted((root / "dataset").glob("*.yaml"))]
+    return [f for f in files if f.is_file()]
+
+
+def _is_url_table(values: dict) -> bool:
+    """RecBole's dataset/url.yaml and kg_url.yaml map dataset names to download addresses: no config keys."""
+    return bool(values) and all(isinstance(v, str) and re.match(r"^[a-z]+://", v) for v in values.values())
+
+
+_COMMENT_TYPE = re.compile(r"^([^\s#:][^:#]*?)\s*:.*?#\s*\(([^)]*)\)")
+
+
+def _comment_types(path: Path) -> dict[str, set[str]]:
+    """``key: value  # (int) ...`` -> {key: {"int"}}; ``(list or int or None)`` -> {"list", "int"}."""
+    types: dict[str, set[str]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            match = _COMMENT_TYPE.match(line)
+            if not match:
+                continue
+            words = set()
+            for part in re.split(r"\s+or\s+|,", match.group(2)):
+                word = part.strip().split(" ")[0].lower() if part.strip() else ""
+                words.add({"string": "str", "integer": "int", "boolean": "bool"}.get(word, word))
+            types.setdefault(match.group(1).strip(), set()).update(words)
+    return types
+
+
+def _fast_loader() -> type | None:
+    """libyaml's safe loader with the resolvers of our config loader (RecBole's float rule): ten times faster
+    than the pure-Python one over RecBole's hundred yaml files; None without libyaml."""
+    import yaml
+
+    from recbole_promptmm.config import DuplicateKeyLoader
+
+    if not getattr(yaml, "__with_libyaml__", False):
+        return None
+    loader = type("FastConfigLoader", (yaml.CSafeLoader,), {})
+    loader.yaml_implicit_resolvers = {k: list(v) for k, v in DuplicateKeyLoader.yaml_implicit_resolvers.items()}
+    return loader
+
+
+def _read_defaults(path: Path, loader: type | None) -> dict:
+    from recbole_promptmm.config import load_yaml
+
+    if loader is None:
+        return load_yaml(path)
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = yaml.load(f, Loader=loader)
+    except yaml.YAMLError:
+        return load_yaml(path)  # e.g. a tag the safe loader refuses: read as RecBole does
+    return values if isinstance(values, dict) else {}
+
+
+@functools.lru_cache(maxsize=None)
+def _yaml_index() -> tuple[dict[str, set[str]], frozenset[str]]:
+    """(key -> type names of its non-None defaults and ``# (type)`` comments, every yaml key)."""
+    loader = _fast_loader()
+    types: dict[str, set[str]] = {}
+    keys: set[str] = set()
+    for path in (*recbole_yaml_files(), *our_yaml_files()):
+        values = _read_defaults(path, loader)
+        if _is_url_table(values):
+            continue
+        keys |= {str(k) for k in values}
+        for key, value in values.items():
+            if value is not None:
+                types.setdefault(str(key), set()).add(type(value).__name__)
+        for key, words in _comment_types(path).items():
+            if key in values:
+                types.setdefault(key, set()).update(words)
+    return types, frozenset(keys)
+
+
+_CODE_KEY = re.compile(r"""config(?:_dict)?\s*(?:\[\s*|\.get\(\s*)["']([A-Za-z_][\w\-]*)["']""")
+
+
+def _code_keys(*packages: str) -> set[str]:
+    """Keys the code of ``packages`` reads as ``config["key"]``, ``config.get("key")``, ``final_config_dict[...]``."""
+    import importlib.util
+
+    keys: set[str] = set()
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for root in spec.submodule_search_locations:
+            for path in glob.glob(os.path.join(root, "**", "*.py"), recursive=True):
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    keys.update(_CODE_KEY.findall(f.read()))
+    return keys
+
+
+@functools.lru_cache(maxsize=None)
+def base_keys() -> frozenset[str]:
+    """Known keys without the ``teacher_`` forms: yaml keys (RecBole's and ours), RecBole's argument lists and
+    the keys RecBole's and our code read."""
+    from recbole.utils import argument_list
+
+    keys = set(_yaml_index()[1])
+    for name in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
+        keys.update(getattr(argument_list, name, []))
+    keys |= _code_keys("recbole", "recbole_promptmm")
+    keys |= {"model", "dataset", EXTRA_KEYS}
+    return frozenset(keys)
+
+
+@functools.lru_cache(maxsize=None)
+def known_keys() -> frozenset[str]:
+    """:func:`base_keys` and ``teacher_<key>`` for each (PromptMM overrides any key for its teacher so)."""
+    base = base_keys()
+    return base | {TEACHER_PREFIX + k for k in base}
+
+
+def close_keys(key: str, n: int = 3) -> list[str]:
+    """Up to ``n`` known keys close to ``key`` (plain keys first, then ``teacher_`` forms)."""
+    close = difflib.get_close_matches(key, sorted(base_keys()), n=n)
+    if len(close) < n:
+        close += [k for k in difflib.get_close_matches(key, sorted(known_keys()), n=n) if k not in close]
+    return close[:n]
+
+
+def expected_types(key: str) -> set[str] | None:
+    """Type names a user value of ``key`` may have (from its yaml defaults and comments), or None when the key
+    is not type-checked (no typed default, or a list/dict one)."""
+    types = _yaml_index()[0].get(key)
+    if not types and key.startswith(TEACHER_PREFIX):
+        types = _yaml_index()[0].get(key[len(TEACHER_PREFIX):])
+    if not types:
+        return None
+    types = {t for t in types if t not in ("NoneType", "none")}
+    if not types or not types <= set(CHECKED_TYPES):
+        return None
+    return types
+
+
+# ---------------------------------------------------------------------------------------------- value checks
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or type(value).__name__ == "bool_"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not _is_bool(value)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not _is_bool(value)
+
+
+def _has_type(value: Any, types: set[str]) -> bool:
+    checks: dict[str, Callable[[Any], bool]] = {
+        "int": _is_int,
+        "float": _is_real,
+        "bool": _is_bool,
+        "str": lambda v: isinstance(v, (str, os.PathLike)),
+    }
+    return any(checks[t](value) for t in types)
+
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "True or False", "str": "a string"}
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _user_keys(config) -> dict[str, None]:
+    keys: dict[str, None] = {}
+    for name in ("file_config_dict", "variable_config_dict", "cmd_config_dict"):
+        keys.update(dict.fromkeys(getattr(config, name, None) or {}))
+    return keys
+
+
+def _source(config, key: str) -> str:
+    if hasattr(config, "key_source"):
+        return config.key_source(key)
+    return "the config"
+
+
+def _extra_keys(config, problems: list[str]) -> set[str]:
+    value = config.final_config_dict.get(EXTRA_KEYS)
+    if value is None:
+        return set()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        problems.append(f"{EXTRA_KEYS}={value!r} (from {_source(config, EXTRA_KEYS)}): expected a list of key names")
+        return set()
+    return set(value)
+
+
+def _check_unknown(config, extra: set[str], problems: list[str]) -> None:
+    known = known_keys()
+    for key in _user_keys(config):
+        if key in known or key in extra:
+            continue
+        close = close_keys(str(key))
+        hint = f"; closest known keys: {', '.join(close)}" if close else ""
+        problems.append(
+            f"unknown config key {key!r} from {_source(config, key)}{hint} (to pass a key of your own, list it "
+            f"in {EXTRA_KEYS}: [{key}])"
+        )
+
+
+def _check_types(config, problems: list[str], reported: set[str], extra: set[str]) -> None:
+    final = config.final_config_dict
+    for key in _user_keys(config):
+        if key in extra or key in reported or key not in final:
+            continue
+        value = final[key]
+        types = expected_types(key)
+        if value is None or types is None or _has_type(value, types):
+            continue
+        expected = " or ".join(_TYPE_WORDS[t] for t in CHECKED_TYPES if t in types)
+        problems.append(f"config key {key}={_describe(value)} from {_source(config, key)}: expected {expected}")
+        reported.add(key)
+
+
+def _check_ranges(config, problems: list[str], reported: set[str], extra: set[str]) -> None:
+    final = config.final_config_dict
+
+    def bad(key: str, expected: str) -> None:
+        reported.add(key)
+        problems.append(f"config key {key}={_describe(final[key])} from {_source(config, key)}: expected {expected}")
+
+    for key, value in final.items():
+        if not isinstance(key, str):
+            continue
+        if value is None:
+            if key in REQUIRED:
+                bad(key, "a value, not None")
+            continue
+        if key == "learning_rate" or key.endswith("_learning_rate"):
+            if not _is_real(value) or not math.isfinite(value) or value <= 0:
+                bad(key, "a number > 0")
+        elif key == "epochs" or key.endswith("_epochs"):
+            if not _is_int(value) or value < 1:
+                bad(key, "an integer >= 1")
+        elif key in POSITIVE_INTS or key.startswith(TEACHER_PREFIX) and key[len(TEACHER_PREFIX):] in POSITIVE_INTS:
+            if not _is_int(value) or value < 1:
+                bad(key, "an integer >= 1")
+        elif key in INTS:
+            if not _is_int(value):
+                bad(key, "an integer")
+        elif key == "topk":
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if not values or not all(_is_int(k) and k >= 1 for k in values):
+                bad(key, "a positive integer or a list of positive integers")
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    from recbole_promptmm.model.graph import GRAPH_NORMS
+    from recbole_promptmm.model.losses import LIST_KD_WEIGHTS
+    from recbole_promptmm.model.promptmm import KD_MODES
+
+    return {"graph_norm": tuple(GRAPH_NORMS), "kd_mode": tuple(KD_MODES), "list_kd_weighting": tuple(LIST_KD_WEIGHTS)}
+
+
+def _check_choices(config, problems: list[str], reported: set[str], extra: set[str]) -> None:
+    final = config.final_config_dict
+    for base, allowed in _choices().items():
+        for key in (base, TEACHER_PREFIX + base):
+            value = final.get(key)
+            if value is not None and value not in allowed and key not in reported:
+                problems.append(f"config key {key}={_describe(value)} from {_source(config, key)}: expected one of "
+                                f"{', '.join(allowed)}")
+    teacher = final.get("teacher_model")
+    if teacher is not None and "teacher_model" not in reported:
+        from recbole_promptmm.utils import multimodal_models, resolve_model_name
+
+        allowed = multimodal_models()
+        name = resolve_model_name(teacher) if isinstance(teacher, str) else teacher
+        if name not in allowed:
+            problems.append(f"config key teacher_model={_describe(teacher)} from {_source(config, 'teacher_model')}: "
+                            f"expected a multimodal model, one of {', '.join(allowed)}")
+        else:
+            final["teacher_model"] = name  # the model's own spelling (freedom -> FREEDOM)
+
+
+def _check_files(config, problems: list[str]) -> None:
+    path = config.final_config_dict.get("teacher_checkpoint")
+    if path is None:
+        return
+    source = _source(config, "teacher_checkpoint")
+    if not isinstance(path, (str, os.PathLike)):
+        problems.append(f"config key teacher_checkpoint={_describe(path)} from {source}: expected a file path")
+    elif not os.path.isfile(path):
+        problems.append(f"teacher_checkpoint {os.fspath(path)} (from {source}) does not exist"
+                        + (" (it is a folder)" if os.path.isdir(path) else ""))
+
+
+def validate_config(config) -> None:
+    """Raise one :class:`ConfigError` naming every problem of ``config`` (see the module docstring)."""
+    problems: list[str] = []
+    extra = _extra_keys(config, problems)
+    _check_unknown(config, extra, problems)
+    reported: set[str] = set()
+    for check in (_check_ranges, _check_types, _check_choices):
+        found: list[str] = []
+        check(config, found, reported, extra)
+        problems += found
+    _check_files(config, problems)
+    if problems:
+        raise ConfigError("; ".join(problems))
