@@ -87,3 +87,19 @@ def toy_config(data_path: Path, **overrides):
     }
     config.update(overrides)
     return Config("BPR", "toy", config_dict=config)
+
+
+TINY = {"embedding_size": 8, "epochs": 1, "train_batch_size": 64, "show_progress": False}
+
+
+def toy_dict(data_path, **overrides) -> dict:
+    """config_dict of a tiny run on the ``mm_toy`` dataset (two modalities, random 80/10/10 split)."""
+    config = {
+        "data_path": str(data_path),
+        "load_col": {"inter": ["user_id", "item_id"]},
+        "modality_features": {"image": "image_feat.npy", "audio": "audio_feat.npy"},
+        "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "group_by": "user", "order": "RO", "mode": "full"},
+        "metrics": ["Recall", "NDCG"], "topk": [5], "valid_metric": "Recall@5", **TINY,
+    }
+    config.update(overrides)
+    return config

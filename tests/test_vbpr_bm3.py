@@ -11,22 +11,11 @@ import torch.nn.functional as F
 
 from recbole_promptmm import Config, create_dataset, data_preparation, get_model, run
 from recbole_promptmm.model.bm3 import bm3_loss
-from tests.conftest import token_features
+from tests.conftest import token_features, toy_dict
 
-TINY = {"embedding_size": 8, "epochs": 1, "train_batch_size": 64, "show_progress": False}
 MODELS = ["VBPR", "BM3"]
 
 
-def toy_dict(data_path, **overrides) -> dict:
-    config = {
-        "data_path": str(data_path),
-        "load_col": {"inter": ["user_id", "item_id"]},
-        "modality_features": {"image": "image_feat.npy", "audio": "audio_feat.npy"},
-        "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "group_by": "user", "order": "RO", "mode": "full"},
-        "metrics": ["Recall", "NDCG"], "topk": [5], "valid_metric": "Recall@5", **TINY,
-    }
-    config.update(overrides)
-    return config
 
 
 def build(model_name: str, data_path, **overrides):

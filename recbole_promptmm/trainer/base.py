@@ -1,6 +1,6 @@
 """What every trainer run through recbole_promptmm gets on top of RecBole's: checkpoints written atomically
-and read back on torch >= 2.6 (RecBole pickles its Config into them, so ``weights_only=False``; we only ever
-load files our own trainers wrote), a checkpoint name unique per run, and a count of finished epochs."""
+and read back on torch >= 2.6 with torch's safe loader (``weights_only=True`` and the allow-list of
+:mod:`recbole_promptmm.compat`), a checkpoint name unique per run, and a count of finished epochs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 from recbole.trainer import Trainer
 
-from recbole_promptmm.compat import load_checkpoint
+from recbole_promptmm.compat import CHECKPOINT_PROTOCOL, load_checkpoint
 
 
 _EPOCHS_COMPLETED = 0
@@ -129,9 +129,9 @@ def atomic_path(path: str) -> Iterator[str]:
 
 
 def save_atomic(state: dict, path: str) -> None:
-    """``torch.save`` through :func:`atomic_path`."""
+    """``torch.save`` through :func:`atomic_path`, in the pickle protocol torch's safe loader reads."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp, pickle_protocol=4)
+        torch.save(state, tmp, pickle_protocol=CHECKPOINT_PROTOCOL)
 
 
 _WRAPPED: dict[type, type] = {}
