@@ -62,6 +62,10 @@ class BM3(MultimodalRecommender):
     :math:`\dot h = W_p h + b_p` (``Linear(d, d)``). Loss: :func:`bm3_loss`. Score
     :math:`\hat y_{ui} = \dot h_u^\top \dot h_i`, so the fused user / item embeddings are the predictor outputs;
     the per-modality item embedding (for KD) is :math:`\dot h_i^m`.
+
+    The regulariser acts per batch occurrence, so it shrinks popular users and items most; since the cosine terms
+    leave norms free, a large ``reg_weight`` turns the dot-product ranking against popularity (0.1 takes ml-100k
+    validation Recall@20 from 0.16 after 5 epochs to under 0.01 by epoch 15), hence the small default (1e-3).
     """
 
     has_modality_users = False
