@@ -1,7 +1,7 @@
 """Recall@20 on the users whose held-out item has no training interaction (prints figures; not a test).
 
     python benchmarks/cold_items.py --dataset=tiktok --data_path=../shared/data --checkpoints='A.pth,B*.pth' \
-        [--split=test] [--k=20] [--key=value ...]
+        [--config_files=a.yaml] [--split=test] [--k=20] [--key=value ...]
 
 For each checkpoint (any of ours or RecBole's; PromptMM's ``-teacher.pth`` / ``-student.pth`` files too; globs
 allowed), scores every user of the split with the model's own ``full_sort_predict``, masks the user's training
@@ -59,12 +59,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="tiktok")
     parser.add_argument("--checkpoints", required=True, help="comma-separated checkpoint paths or globs")
+    parser.add_argument("--config_files", default=None, help="yaml files of the dataset, comma-separated")
     parser.add_argument("--split", choices=("valid", "test"), default="test")
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     args, overrides = parser.parse_known_args()
     torch.set_num_threads(args.threads)
-    config = Config("PromptMM", args.dataset, config_dict={"show_progress": False}, cmd_args=overrides)
+    files = args.config_files.split(",") if args.config_files else None
+    config = Config("PromptMM", args.dataset, config_file_list=files, config_dict={"show_progress": False},
+                    cmd_args=overrides)
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     data = valid_data if args.split == "valid" else test_data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from typing import Any, Iterable, Sequence
@@ -159,6 +160,18 @@ class Config(RecBoleConfig):
     def to_dict(self) -> dict:
         """The resolved configuration as plain JSON-able values."""
         return {k: plain(v) for k, v in sorted(self.final_config_dict.items())}
+
+
+def config_for_model(config: RecBoleConfig, model_class: type, values: dict | None = None) -> RecBoleConfig:
+    """A copy of ``config`` as a run of ``model_class`` would see it: ``model``, ``MODEL_TYPE`` and
+    ``MODEL_INPUT_TYPE`` of that class, plus ``values`` (used for the teacher and the student of PromptMM, whose
+    checkpoints must look like those of standalone runs)."""
+    final = {**config.final_config_dict, **(values or {}), "model": model_class.__name__,
+             "MODEL_TYPE": model_class.type, "MODEL_INPUT_TYPE": model_class.input_type}
+    derived = copy.copy(config)
+    derived.final_config_dict = final
+    derived.model, derived.model_class = model_class.__name__, model_class
+    return derived
 
 
 def default_sources(model_class: type, config: RecBoleConfig) -> tuple[str, ...]:

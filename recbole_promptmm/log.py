@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -25,14 +24,15 @@ import recbole.utils.logger as recbole_logger
 from recbole.utils import init_logger as recbole_init_logger
 from recbole.utils.utils import get_local_time
 
+from recbole_promptmm.paths import run_suffix
+
 _RUN_HANDLERS: list[logging.Handler] = []
 _BUFFERED: list[logging.LogRecord] = []
 
 
 def unique_time() -> str:
-    """RecBole's local time stamp plus ``-<pid>-<8 hex digits>`` (no dots: RecBole cuts the TensorBoard folder
-    name at the first one)."""
-    return f"{get_local_time()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    """RecBole's local time stamp plus :func:`~recbole_promptmm.paths.run_suffix`."""
+    return get_local_time() + run_suffix()
 
 
 def _close_run_handlers() -> None:

@@ -1,7 +1,10 @@
-"""Where the package finds its yaml defaults and shipped data, installed or run from a source checkout."""
+"""Where the package finds its yaml defaults and shipped data (installed or run from a source checkout), and how a
+run names what it writes."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -20,3 +23,10 @@ def properties_dir() -> Path:
 def builtin_data_dir() -> Path:
     """Small data files that ship inside the package (made by the scripts in ``scripts/``)."""
     return PACKAGE_DIR / "data" / "files"
+
+
+def run_suffix() -> str:
+    """``-<pid>-<8 hex digits>``: appended to RecBole's one-second time stamp in checkpoint and log names, so runs
+    started in the same second (in one process, many processes or on many Ray workers) never share a file. No
+    dots: RecBole cuts the TensorBoard folder name at the first one."""
+    return f"-{os.getpid()}-{uuid.uuid4().hex[:8]}"

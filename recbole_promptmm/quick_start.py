@@ -85,7 +85,7 @@ def discard_failed_run(config, trainer, log_file: str | None) -> None:
     """What a run that failed before finishing its first epoch wrote: its log file, its TensorBoard folder, its
     checkpoints (every file that starts with the trainer's per-run ``run_stem``: never a user's
     ``teacher_checkpoint``), and the folders that leaves empty."""
-    trainers = [t for t in (trainer, getattr(trainer, "_teacher_trainer", None)) if t is not None]
+    trainers = [] if trainer is None else [trainer, *getattr(trainer, "stage_trainers", list)()]
     folders = set()
     if log_file:
         folders.add(os.path.join(TENSORBOARD_DIR, os.path.basename(log_file).split(".")[0]))

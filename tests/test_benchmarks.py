@@ -85,3 +85,41 @@ def test_teacher_headroom_ensemble_ends_equal_each_model(toy_files):
     assert values["valid", "ensemble a=0.0 (a: teacher weight)"] == values["valid", "PromptMMStudent alone"]
     assert values["valid", "ensemble a=1.0 (a: teacher weight)"] == values["valid", "teacher alone"]
     assert 0.0 <= values["test", "top-20 overlap (Jaccard)"] <= 1.0
+
+
+def test_cold_items_counts_cold_users_and_matches_recboles_recall(tmp_path):
+    """A fixed split whose test holds items without any training interaction: the script finds exactly the users
+    holding one, and its all-users Recall@20 is RecBole's."""
+    import numpy as np
+
+    folder = tmp_path / "data" / "cold"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    header = "user_id:token\titem_id:token\n"
+    train, valid, test = [header], [header], [header]
+    for u in range(1, 31):
+        items = rng.choice(np.arange(1, 41), size=8, replace=False)
+        train += [f"{u}\t{i}\n" for i in items[:6]]
+        valid.append(f"{u}\t{items[6]}\n")
+        # users 1-5 hold a test item (41..45) that nobody has in training
+        test.append(f"{u}\t{40 + u if u <= 5 else items[7]}\n")
+    for name, lines in (("train", train), ("valid", valid), ("test", test)):
+        (folder / f"cold.{name}.inter").write_text("".join(lines))
+    np.save(folder / "image_feat.npy", rng.normal(size=(46, 6)).astype(np.float32))
+    config = {"data_path": str(tmp_path / "data"), "load_col": {"inter": ["user_id", "item_id"]},
+              "benchmark_filename": ["train", "valid", "test"], "modality_features": {"image": "image_feat.npy"},
+              "eval_args": {"group_by": "user", "order": "RO", "mode": "full"},
+              "metrics": ["Recall"], "topk": [20], "valid_metric": "Recall@20",
+              "embedding_size": 8, "epochs": 2, "train_batch_size": 64, "show_progress": False}
+    config_file = tmp_path / "cold.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    result = run("LATTICE", "cold", config_file_list=[str(config_file)])
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "cold_items.py"), "--dataset=cold", f"--config_files={config_file}",
+         f"--checkpoints={result['checkpoint']}"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("LATTICE"))
+    all_users, cold, count = re.match(r"LATTICE\s+([\d.]+) ([\d.na]+) \(cold users: (\d+)\)", line).groups()
+    assert int(count) == 5
+    assert float(all_users) == pytest.approx(result["test_result"]["recall@20"], abs=5e-5)
+    assert 0.0 <= float(cold) <= 1.0

@@ -21,6 +21,15 @@ def test_every_multimodal_model_is_a_teacher():
     assert set(TEACHERS) == {"PromptMMTeacher", "VBPR", "LATTICE", "FREEDOM", "BM3"}
 
 
+@pytest.mark.parametrize("model_name", [t for t in TEACHERS if t != "PromptMMTeacher"])  # that one: test_promptmm
+def test_multimodal_model_end_to_end_on_ml100k(tmp_path, model_name):
+    result = run(model_name, "ml-100k", config_dict={"epochs": 1, "show_progress": False},
+                 result_json=str(tmp_path / "r.json"))
+    assert 0 < result["test_result"]["recall@20"] < 1
+    assert result["config"]["modality_features"] == {"text": "builtin:ml-100k/text_feat.npy",
+                                                     "genre": {"item_field": "class"}}
+
+
 @pytest.mark.parametrize("teacher", TEACHERS)
 @pytest.mark.parametrize("prompt", [True, False])
 def test_promptmm_distils_each_teacher(mm_toy, teacher, prompt):

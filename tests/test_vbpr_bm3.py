@@ -9,13 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recbole_promptmm import Config, create_dataset, data_preparation, get_model, run
+from recbole_promptmm import Config, create_dataset, data_preparation, get_model
 from recbole_promptmm.model.bm3 import bm3_loss
 from tests.conftest import token_features, toy_dict
 
 MODELS = ["VBPR", "BM3"]
-
-
 
 
 def build(model_name: str, data_path, **overrides):
@@ -180,12 +178,3 @@ def test_prompt_trains(mm_toy, model_name):
     optimizer.step()
     assert torch.isfinite(loss)
     assert all(not torch.equal(p, before[n]) for n, p in model.prompt.named_parameters())
-
-
-@pytest.mark.parametrize("model_name", MODELS)
-def test_end_to_end_on_ml100k(tmp_path, model_name):
-    result = run(model_name, "ml-100k", config_dict={"epochs": 1, "show_progress": False},
-                 result_json=str(tmp_path / "r.json"))
-    assert 0 < result["test_result"]["recall@20"] < 1
-    assert result["config"]["modality_features"] == {"text": "builtin:ml-100k/text_feat.npy",
-                                                     "genre": {"item_field": "class"}}

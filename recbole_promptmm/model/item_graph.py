@@ -73,9 +73,3 @@ def knn_graph(x: torch.Tensor, k: int, weighted: bool) -> sp.csr_matrix:
     r"""The normalised kNN graph :math:`D^{-1/2} S D^{-1/2}` of the features ``x`` as a sparse [I, I] matrix."""
     indices, sims = knn_neighbours(x, k)
     return knn_matrix(indices, knn_values(indices, sims, weighted))
-
-
-def gather_matmul(indices: torch.Tensor, values: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-    r""":math:`(A e)_i = \sum_j A_{ij} e_j` for a graph stored as ``indices``/``values`` [I, k] (autograd through
-    both ``values`` and ``e``; for graphs whose edge values are learned)."""
-    return (values.unsqueeze(-1) * e[indices]).sum(dim=1)

@@ -10,7 +10,7 @@ edge weights on those neighbours are recomputed, with gradient, at every forward
 Speed: the learned graph has a fixed sparsity pattern within an epoch but values that change every batch. Its two
 per-batch products (the cosine similarities on the kept edges, and :math:`\hat A^m E`) are computed by
 :func:`pair_dots` and :func:`pattern_matmul`, which give what the gather form
-(:func:`~recbole_promptmm.model.item_graph.gather_matmul`) gives, values and gradients to rounding (tested), but do their
+(:math:`(A e)_i = \sum_j A_{ij} e_j` by gathering neighbour rows) gives, values and gradients to rounding (tested), but do their
 backward passes as sparse CSR products (and sampled dense products, ``torch.sparse.sampled_addmm``) over a per-epoch
 :class:`KnnPattern`, never materialising [I, k, d] gathers: several times cheaper per batch on TikTok.
 """
@@ -102,7 +102,7 @@ def pair_dots(u: torch.Tensor, pattern: KnnPattern) -> torch.Tensor:
 
 def pattern_matmul(values: torch.Tensor, e: torch.Tensor, pattern: KnnPattern) -> torch.Tensor:
     r""":math:`A e` for :math:`A_{i, \mathrm{indices}[i, j]} = \mathrm{values}[i, j]`, as
-    ``gather_matmul(pattern.indices, values, e)``; backward :math:`A^\top g` and the sampled products
+    gathering ``e[pattern.indices]``; backward :math:`A^\top g` and the sampled products
     :math:`g_i^\top e_{\mathrm{indices}[i, j]}`."""
     return _PatternMatmul.apply(values, e, pattern)
 
@@ -152,12 +152,10 @@ class LATTICE(MultimodalRecommender):
         self._learned_knn: dict[str, KnnPattern] | None = None
 
     # ------------------------------------------------------- learned-graph cache
-    def new_epoch(self) -> None:
-        self._learned_knn = None
-
     def train(self, mode: bool = True):
-        if not mode:
-            self._learned_knn = None  # evaluation uses the neighbours of the current projections
+        """Drop the learned neighbours on every switch: each training epoch (RecBole calls ``train()`` once per
+        epoch) and each evaluation rebuild them from the current projections."""
+        self._learned_knn = None
         return super().train(mode)
 
     def load_state_dict(self, *args, **kwargs):

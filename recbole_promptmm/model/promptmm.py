@@ -16,13 +16,12 @@ The student's keys are ``student_<key>`` (properties/model/PromptMMStudent.yaml)
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
+from recbole_promptmm.config import config_for_model
 from recbole_promptmm.model.graph import TrainingItems
 from recbole_promptmm.model.losses import (
     LIST_KD_WEIGHTS,
@@ -54,18 +53,10 @@ def teacher_model_class(name) -> type:
 
 def teacher_config(config):
     """The config the teacher sees (see the naming rule in the module docstring): a RecBole ``Config``."""
-    final = dict(config.final_config_dict)
-    for key, value in config.final_config_dict.items():
-        if key.startswith(TEACHER_PREFIX) and key not in NOT_TEACHER_SETTINGS and value is not None:
-            final[key[len(TEACHER_PREFIX):]] = value
-    cls = teacher_model_class(final["model"])
-    final["model"] = cls.__name__
-    final["MODEL_TYPE"] = cls.type
-    final["MODEL_INPUT_TYPE"] = cls.input_type
-    tconfig = copy.copy(config)
-    tconfig.final_config_dict = final
-    tconfig.model, tconfig.model_class = cls.__name__, cls
-    return tconfig
+    overrides = {key[len(TEACHER_PREFIX):]: value for key, value in config.final_config_dict.items()
+                 if key.startswith(TEACHER_PREFIX) and key not in NOT_TEACHER_SETTINGS and value is not None}
+    cls = teacher_model_class(overrides.pop("model", config["model"]))
+    return config_for_model(config, cls, overrides)
 
 
 def stage_one_keys(teacher_model: str) -> set[str]:

@@ -31,11 +31,9 @@ class PromptMMTeacher(MultimodalRecommender):
     model_forward_keys = ("n_layers", "graph_norm", "model_cat_rate")
 
     def __init__(self, config, dataset) -> None:
-        inter = dataset.inter_matrix(form="coo").astype("float32")
-        self._graphs = bipartite_propagation(inter, config["graph_norm"])
         super().__init__(config, dataset)
-        self.a_ui, self.a_iu = self._graphs
-        del self._graphs
+        if self.prompt is None:
+            self.a_ui, self.a_iu = bipartite_propagation(dataset.inter_matrix(form="coo"), config["graph_norm"])
         self.n_layers = config["n_layers"]
         self.reg_weight = config["reg_weight"]
         self.feat_reg_weight = config["feat_reg_weight"]
@@ -47,7 +45,9 @@ class PromptMMTeacher(MultimodalRecommender):
             nn.init.xavier_uniform_(module.weight)
 
     def prompt_graph(self, dataset, config):
-        return self._graphs[0]
+        """The teacher's own graphs (``graph_norm``), built here when the prompt needs them first."""
+        self.a_ui, self.a_iu = bipartite_propagation(dataset.inter_matrix(form="coo"), config["graph_norm"])
+        return self.a_ui
 
     def encode(self, features, user, item) -> TeacherOutput:
         f_user, f_item = {}, {}

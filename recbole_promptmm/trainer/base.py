@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import glob
 import os
-import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -14,6 +13,7 @@ import torch
 from recbole.trainer import Trainer
 
 from recbole_promptmm.compat import CHECKPOINT_PROTOCOL, load_checkpoint
+from recbole_promptmm.paths import run_suffix
 
 
 _EPOCHS_COMPLETED = 0
@@ -25,22 +25,19 @@ def completed_epochs() -> int:
     return _EPOCHS_COMPLETED
 
 
-def unique_stem(stem: str) -> str:
-    """``stem`` (RecBole's ``<checkpoint_dir>/<Model>-<time>``, one-second resolution) made unique per run:
-    ``-<pid>-<8 hex digits>`` appended, so runs started in the same second (in one process, many processes or on
-    many Ray workers) never share a file."""
-    return f"{stem}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
 class CheckpointMixin:
     """Mix into a RecBole ``Trainer`` subclass (before it in the bases)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         stem, suffix = os.path.splitext(self.saved_model_file)
-        self.saved_model_file = unique_stem(stem) + (suffix or ".pth")
+        self.saved_model_file = stem + run_suffix() + (suffix or ".pth")  # RecBole's stem: one-second stamp
         # Files of this run start with this stem (PromptMM's -teacher/-student checkpoints too).
         self.run_stem = os.path.splitext(self.saved_model_file)[0]
+
+    def stage_trainers(self) -> list:
+        """The trainers this one made for its stages (PromptMM's stage 1), for cleaning up after a failed run."""
+        return []
 
     def _train_epoch(self, *args, **kwargs):
         global _EPOCHS_COMPLETED
@@ -96,7 +93,7 @@ def remove_stale_temporaries(path: str) -> list[str]:
     whose process is no longer alive on this machine; returns the removed names.
 
     A temporary whose pid is alive is kept: it may be a save in progress. On a shared file system a pid alive
-    here may be another machine's, but checkpoint names are unique per run (:func:`unique_stem`), so only the
+    here may be another machine's, but checkpoint names are unique per run (:func:`~recbole_promptmm.paths.run_suffix`), so only the
     run that owns ``path`` ever writes ``path``'s temporaries: what this removes can only be this run's own or a
     dead earlier writer's."""
     removed = []

@@ -10,13 +10,13 @@ student (and the prompt, when tuned) with its own optimizer.
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 
 from recbole.trainer import Trainer
 
 from recbole_promptmm.compat import load_checkpoint
+from recbole_promptmm.config import config_for_model
 from recbole_promptmm.trainer.base import CheckpointMixin, save_atomic
 
 
@@ -56,6 +56,9 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
             trainer.stage = "teacher"
             self._teacher_trainer = trainer
         return self._teacher_trainer
+
+    def stage_trainers(self) -> list:
+        return [self._teacher_trainer] if self._teacher_trainer is not None else []
 
     def load_teacher(self, path: str) -> None:
         """Load a teacher checkpoint into ``model.teacher``, refusing one made for another model, other data or
@@ -157,12 +160,7 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
         rebuilds it."""
         from recbole_promptmm.model.student import PromptMMStudent
 
-        student_config = copy.copy(self.config)
-        student_config.final_config_dict = {**self.config.final_config_dict, "model": "PromptMMStudent",
-                                            "MODEL_TYPE": PromptMMStudent.type,
-                                            "MODEL_INPUT_TYPE": PromptMMStudent.input_type}
-        student_config.model, student_config.model_class = "PromptMMStudent", PromptMMStudent
-        state = {"config": student_config, "epoch": None, "cur_step": 0, "best_valid_score": self.best_valid_score,
+        state = {"config": config_for_model(self.config, PromptMMStudent), "epoch": None, "cur_step": 0, "best_valid_score": self.best_valid_score,
                  "state_dict": self.model.student.state_dict(), "other_parameter": None, "optimizer": {}}
         save_atomic(state, self.student_model_file)
         self.logger.info(f"Saving student: {self.student_model_file}")
