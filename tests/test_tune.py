@@ -305,7 +305,10 @@ def test_resume_continues_an_interrupted_sweep(tmp_path, ray_session):
     def interrupt_after_first_checkpoint() -> None:
         deadline = time.monotonic() + 180
         while not returned.is_set() and time.monotonic() < deadline:
-            if list(out.glob("trials/trial_*/checkpoint_*/progress.json")):
+            # Ray's controller writes result.json after it has registered the report's checkpoint: interrupting as
+            # soon as the checkpoint folder appears can beat that registration (the trial then starts over)
+            results = [p for p in out.glob("trials/trial_*/result.json") if p.stat().st_size > 0]
+            if results and list(out.glob("trials/trial_*/checkpoint_*/progress.json")):
                 os.kill(os.getpid(), signal.SIGINT)  # Ray Tune's handler stops the sweep and saves its state
                 return
             time.sleep(0.2)
