@@ -21,6 +21,8 @@ from recbole_promptmm.config import Config
 from recbole_promptmm.data import create_dataset, data_preparation
 from recbole_promptmm.log import buffer_logs, discard_run_log, init_logger, remove_empty_dirs, replay_buffered_logs
 from recbole_promptmm.trainer.base import completed_epochs
+from recbole_promptmm.trainer.resume import (ResumeError, RunInterrupted, config_differences, interrupted,
+                                             read_resume_file)
 from recbole_promptmm.utils import get_model, get_trainer
 from recbole_promptmm.validate import ConfigError, validate_config
 
@@ -117,6 +119,7 @@ def run(
     saved: bool = True,
     result_json: str | None = None,
     wrap_trainer: Callable[[type], type] | None = None,
+    resume: str | None = None,
 ) -> dict:
     """Train ``model`` on ``dataset`` (ours or a RecBole built-in), early-stop on validation, test once.
 
@@ -124,13 +127,28 @@ def run(
     parameters, best validation result, test result and train/eval seconds. Models that train in stages
     may add their own entries through ``trainer.extra_results(test_data)``. ``wrap_trainer`` receives the trainer
     class before it is instantiated and returns the class to use (e.g. a subclass that records epoch times).
+
+    ``resume`` is the ``-resume.pth`` file of an interrupted run (:mod:`recbole_promptmm.trainer.resume`): the run
+    continues with the inputs it started with (give none, or the same) and ends with the metrics an uninterrupted
+    run would have. Ctrl-C raises :class:`~recbole_promptmm.trainer.resume.RunInterrupted`, which says what was
+    saved.
     """
+    resumed = None
+    if resume:
+        resumed = read_resume_file(resume)
+        model, dataset, config_file_list, config_dict, cmd_args, result_json = _resume_inputs(
+            resumed, resume, model, dataset, config_file_list, config_dict, cmd_args, result_json)
     try:
         config = Config(model, dataset, config_file_list, config_dict, cmd_args)
     except (TypeError, NotImplementedError) as err:  # RecBole's own checks (topk, metrics, ...)
         raise ConfigError(f"invalid config: {err}") from err
     # Every check that can fail runs before the logger creates its file: bad input writes nothing.
     validate_config(config)
+    if resumed is not None:
+        saved_config = resumed["config"] if resumed["stage"] != "teacher" else None
+        if saved_config is not None and config_differences(saved_config, config):
+            raise ResumeError(f"--resume: the config differs from the interrupted run's (a config file or the data "
+                              f"changed?): {'; '.join(config_differences(saved_config, config)[:5])}")
     init_seed(config["seed"], config["reproducibility"])
     with buffer_logs(_log_level(config)):  # what data loading and the model log goes into the log file later
         data = create_dataset(config)
@@ -154,15 +172,24 @@ def run(
         trainer = trainer_class(config, net)
         if wrap_trainer is not None and hasattr(trainer, "wrap_stage_trainer"):
             trainer.wrap_stage_trainer = wrap_trainer  # trainers of its stages (PromptMM's teacher) get it too
+        trainer.run_inputs = {"model": model, "dataset": dataset, "result_json": result_json,
+                              "config_file_list": [os.path.abspath(f) for f in config_file_list or []],
+                              "config_dict": dict(config_dict or {}), "cmd_args": list(cmd_args or [])}
+        if resumed is not None:
+            trainer.resume_from(resumed)
+            logger.info(f"resuming {resume}: stage {resumed['stage'] or 'training'}, epoch {resumed['epoch']}")
 
         start = time.perf_counter()
         best_valid_score, best_valid_result = trainer.fit(
             train_data, valid_data, saved=saved, show_progress=config["show_progress"]
         )
-    except BaseException:
-        # Failed before its first epoch ended (e.g. a foreign teacher_checkpoint): leave nothing behind.
-        if completed_epochs() == epochs_before:
+    except BaseException as err:
+        # Failed before its first epoch ended (e.g. a foreign teacher_checkpoint): leave nothing behind (a
+        # resumed run's files are the interrupted run's: they stay).
+        if completed_epochs() == epochs_before and resumed is None:
             discard_failed_run(config, trainer, log_file)
+        if isinstance(err, KeyboardInterrupt) and not isinstance(err, RunInterrupted):
+            raise interrupted(trainer.resume_file if trainer is not None and saved else None) from None
         raise
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
@@ -191,5 +218,25 @@ def run(
     if result_json:
         write_json_atomic(result_json, result)
         logger.info(f"result written to {result_json}")
+    if trainer.resume_file and os.path.isfile(trainer.resume_file):
+        os.remove(trainer.resume_file)  # finished: nothing left to resume
     return result
+
+
+def _resume_inputs(state: dict, path: str, model, dataset, config_file_list, config_dict, cmd_args, result_json):
+    """The inputs of the interrupted run in ``state``; any given input must be the same."""
+    saved = state.get("run_inputs")
+    if not saved:
+        raise ResumeError(f"--resume: {path} was written outside run() (a sweep trial?); it holds no run inputs")
+    given = {"model": model, "dataset": dataset, "config_dict": config_dict or None,
+             "cmd_args": list(cmd_args) if cmd_args else None,
+             "config_file_list": [os.path.abspath(f) for f in config_file_list] if config_file_list else None}
+    # Given and different (a model or dataset equal but for case is the same run).
+    different = [k for k, v in given.items() if v is not None and v != saved[k]
+                 and not (isinstance(v, str) and v.lower() == str(saved[k]).lower())]
+    if different:
+        raise ResumeError(f"--resume continues the run with the inputs it started with; leave out "
+                          f"{', '.join(different)} (then: {', '.join(f'{k}={saved[k]!r}' for k in different)})")
+    return (saved["model"], saved["dataset"], saved["config_file_list"] or None, saved["config_dict"] or None,
+            saved["cmd_args"] or None, result_json or saved["result_json"])
 

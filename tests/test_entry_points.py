@@ -158,7 +158,11 @@ def test_ctrl_c_ends_run_with_130_and_one_line(mm_toy, tmp_path):
     err = err_file.read_text()
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1] == "python -m recbole_promptmm run: interrupted (Ctrl-C)"
+    last = err.strip().splitlines()[-1]
+    resume_files = list((tmp_path / "saved").glob("BPR-*-resume.pth"))
+    assert len(resume_files) == 1
+    assert last.startswith("python -m recbole_promptmm run: interrupted (Ctrl-C) at epoch "), last
+    assert last.endswith(f"; resume with: python -m recbole_promptmm run --resume=saved/{resume_files[0].name}")
 
 
 def test_console_script_of_a_regular_install(tmp_path):

@@ -1,6 +1,7 @@
 """What every trainer run through recbole_promptmm gets on top of RecBole's: checkpoints written atomically
 and read back on torch >= 2.6 with torch's safe loader (``weights_only=True`` and the allow-list of
-:mod:`recbole_promptmm.compat`), a checkpoint name unique per run, and a count of finished epochs."""
+:mod:`recbole_promptmm.compat`), a checkpoint name unique per run, a count of finished epochs, and a resume file
+written at the start of every epoch (:mod:`recbole_promptmm.trainer.resume`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from recbole.trainer import Trainer
 
 from recbole_promptmm.compat import CHECKPOINT_PROTOCOL, load_checkpoint
 from recbole_promptmm.paths import run_suffix
+from recbole_promptmm.trainer.resume import RESUME_FORMAT, capture_rng, restore_rng, resume_file_for
 
 
 _EPOCHS_COMPLETED = 0
@@ -28,20 +30,102 @@ def completed_epochs() -> int:
 class CheckpointMixin:
     """Mix into a RecBole ``Trainer`` subclass (before it in the bases)."""
 
+    resume_stage: str | None = None
+    """The stage a resume file of this trainer names (PromptMM's ``teacher`` / ``student``; None: one stage)."""
+    resume_at_first_epoch = False
+    """Whether the state before this trainer's first epoch is worth a resume file (it is not for a run's first
+    stage: continuing from it is starting over; it is for a later stage, which skips the earlier ones)."""
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         stem, suffix = os.path.splitext(self.saved_model_file)
-        self.saved_model_file = stem + run_suffix() + (suffix or ".pth")  # RecBole's stem: one-second stamp
-        # Files of this run start with this stem (PromptMM's -teacher/-student checkpoints too).
-        self.run_stem = os.path.splitext(self.saved_model_file)[0]
+        self.adopt_run_files(stem + run_suffix() + (suffix or ".pth"))  # RecBole's stem: one-second stamp
+        self.run_inputs: dict | None = None  # what run() was called with: a resumed run starts from them
+        # The trainer whose run this one is a stage of (PromptMM's teacher trainer points to PromptMM's): its
+        # resume file, files and inputs are the run's.
+        self.resume_owner = self
+        self._write_resume = False
+        self._pending_resume: dict | None = None
+
+    def adopt_run_files(self, saved_model_file: str) -> None:
+        """Name this run's files after ``saved_model_file`` (a resumed run keeps the interrupted run's names)."""
+        self.saved_model_file = saved_model_file
+        # Files of this run start with this stem (PromptMM's -teacher/-student checkpoints, the resume file too).
+        self.run_stem = os.path.splitext(saved_model_file)[0]
+        self.resume_file: str | None = resume_file_for(self.run_stem)
+
+    def run_files(self) -> dict:
+        """The run's file names a resume file records (a resumed run adopts them)."""
+        return {"saved_model_file": self.saved_model_file}
+
+    def resume_extra(self) -> dict:
+        """What a multi-stage trainer keeps across stages (e.g. stage-1 results), saved in the resume file."""
+        return {}
+
+    # ------------------------------------------------------------------ resume
+    def resume_state(self, train_data, epoch_idx: int) -> dict:
+        """Everything needed to continue training at ``epoch_idx`` exactly as an uninterrupted run would."""
+        owner = self.resume_owner
+        best = self.best_valid_result
+        return {
+            "resume_format": RESUME_FORMAT,
+            "stage": self.resume_stage,
+            "epoch": epoch_idx,
+            "config": self.config,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "cur_step": self.cur_step,
+            "best_valid_score": float(self.best_valid_score),
+            "best_valid_result": None if best is None else {k: float(v) for k, v in dict(best).items()},
+            "train_loss_dict": {int(k): float(v) for k, v in self.train_loss_dict.items()},
+            "rng": capture_rng(_generators(train_data)),
+            "run_files": owner.run_files(),
+            "run_inputs": owner.run_inputs,
+            "owner": owner.resume_extra(),
+        }
+
+    def resume_from(self, state: dict, adopt_files: bool = True) -> None:
+        """Continue from a :meth:`resume_state` when ``fit`` starts; ``adopt_files`` also takes the interrupted run's
+        file names (its best-model checkpoint goes on being updated), as a resumed ``run`` does."""
+        if adopt_files:
+            self.adopt_run_files(state["run_files"]["saved_model_file"])
+        self._pending_resume = state
+
+    def _apply_resume(self, state: dict, train_data) -> None:
+        self.model.load_state_dict(state["state_dict"])
+        self.model.load_other_parameter(state.get("other_parameter"))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch = int(state["epoch"])
+        self.cur_step = state["cur_step"]
+        self.best_valid_score = state["best_valid_score"]
+        self.best_valid_result = state["best_valid_result"]
+        self.train_loss_dict = dict(state["train_loss_dict"])
+        restore_rng(state["rng"], _generators(train_data))
+        self.logger.info(f"Resuming at epoch {self.start_epoch} (best valid score so far {self.best_valid_score:.4f})")
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        """RecBole's ``fit``, writing the resume file at the start of every epoch when ``saved`` (and continuing a
+        pending :meth:`resume_from`)."""
+        if self._pending_resume is not None:
+            state, self._pending_resume = self._pending_resume, None
+            self._apply_resume(state, train_data)
+        self._write_resume = saved and self.resume_owner.resume_file is not None
+        try:
+            return super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
+                               callback_fn=callback_fn)
+        finally:
+            self._write_resume = False
 
     def stage_trainers(self) -> list:
         """The trainers this one made for its stages (PromptMM's stage 1), for cleaning up after a failed run."""
         return []
 
-    def _train_epoch(self, *args, **kwargs):
+    def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
         global _EPOCHS_COMPLETED
-        result = super()._train_epoch(*args, **kwargs)
+        if self._write_resume and (epoch_idx > 0 or self.resume_at_first_epoch):
+            save_atomic(self.resume_state(train_data, epoch_idx), self.resume_owner.resume_file)
+        result = super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
         _EPOCHS_COMPLETED += 1
         return result
 
@@ -76,6 +160,12 @@ class CheckpointMixin:
         self.best_valid_score = checkpoint["best_valid_score"]
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+
+def _generators(train_data) -> list:
+    """The training loader's shuffling generator (RecBole's loaders have one)."""
+    generator = getattr(train_data, "generator", None)
+    return [generator] if generator is not None else []
 
 
 def _pid_alive(pid: int) -> bool:

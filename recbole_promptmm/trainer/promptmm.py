@@ -20,6 +20,10 @@ from recbole_promptmm.config import config_for_model
 from recbole_promptmm.trainer.base import CheckpointMixin, save_atomic
 
 
+def _floats(result) -> dict | None:
+    return None if result is None else {k: float(v) for k, v in dict(result).items()}
+
+
 class TeacherCheckpointError(ValueError):
     """A teacher checkpoint that does not fit the current dataset or model."""
 
@@ -30,17 +34,33 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
     ``callback_fn`` (Ray Tune) is called for stage-2 evaluations only.
     """
 
+    resume_stage = "student"
+    resume_at_first_epoch = True  # stage 2's first epoch: resuming there skips stage 1
+
     def __init__(self, config, model) -> None:
         super().__init__(config, model)
-        stem = os.path.splitext(self.saved_model_file)[0]
-        self.teacher_model_file = f"{stem}-teacher.pth"
-        self.student_model_file = f"{stem}-student.pth"
         self.student_epochs = config["student_epochs"] or config["epochs"]
         self.stage_seconds: dict[str, float] = {}
         self.teacher_valid_result = None
         self.teacher_best_epoch: int | None = None
         self._teacher_trainer = None
+        self._resume_teacher: dict | None = None
         self.wrap_stage_trainer = None  # applied to the stage-1 trainer's class too (run(wrap_trainer=...))
+
+    def adopt_run_files(self, saved_model_file: str) -> None:
+        super().adopt_run_files(saved_model_file)
+        self.teacher_model_file = f"{self.run_stem}-teacher.pth"
+        self.student_model_file = f"{self.run_stem}-student.pth"
+        if getattr(self, "_teacher_trainer", None) is not None:
+            self._teacher_trainer.saved_model_file = self.teacher_model_file
+
+    def run_files(self) -> dict:
+        return {**super().run_files(), "teacher_model_file": self.teacher_model_file}
+
+    def resume_extra(self) -> dict:
+        """Stage 1's outcome, which stage 2 and the report need."""
+        return {"teacher_model_file": self.teacher_model_file, "teacher_valid_result": _floats(self.teacher_valid_result),
+                "teacher_best_epoch": self.teacher_best_epoch, "stage_seconds": dict(self.stage_seconds)}
 
     def teacher_trainer(self) -> Trainer:
         """The trainer a standalone run of the teacher model gets, on ``model.teacher`` (made once)."""
@@ -54,6 +74,7 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
             trainer = trainer_class(tconfig, self.model.teacher)
             trainer.saved_model_file = self.teacher_model_file
             trainer.stage = "teacher"
+            trainer.resume_stage, trainer.resume_owner = "teacher", self  # its epochs go into this run's resume file
             self._teacher_trainer = trainer
         return self._teacher_trainer
 
@@ -115,18 +136,39 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
         self.best_valid_result = None
         self.train_loss_dict = {}
 
+    def resume_from(self, state: dict, adopt_files: bool = True) -> None:
+        """Continue in the stage the state names: stage 1 through the teacher's trainer, stage 2 here."""
+        if state["stage"] == "teacher":
+            if adopt_files:
+                self.adopt_run_files(state["run_files"]["saved_model_file"])
+            self._resume_teacher = state
+        else:
+            super().resume_from(state, adopt_files)
+
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         model = self.model
         teacher_checkpoint = self.config["teacher_checkpoint"]
         start = time.perf_counter()
         model.set_stage("teacher")
         teacher_trainer = self.teacher_trainer()
-        if teacher_checkpoint:
+        resumed = self._pending_resume
+        if resumed is not None:  # interrupted in stage 2: stage 1's outcome is in the resume file
+            done = resumed["owner"]
+            self.teacher_model_file = teacher_trainer.saved_model_file = done["teacher_model_file"]
+            self.teacher_valid_result = done["teacher_valid_result"]
+            self.teacher_best_epoch = done["teacher_best_epoch"]
+            self.stage_seconds.update(done["stage_seconds"])
+            start -= self.stage_seconds.get("teacher", 0.0)
+            self.logger.info(f"Stage 1 done before the interruption (teacher {self.teacher_model_file})")
+        elif teacher_checkpoint:
             self.load_teacher(teacher_checkpoint)
             self.teacher_model_file = teacher_trainer.saved_model_file = teacher_checkpoint
             if valid_data:
                 self.teacher_valid_result = teacher_trainer.evaluate(valid_data, load_best_model=False)
         else:
+            if self._resume_teacher is not None:
+                teacher_trainer.resume_from(self._resume_teacher, adopt_files=False)
+                self._resume_teacher = None
             self.logger.info(f"Stage 1: teacher {model.teacher_name}, up to {teacher_trainer.epochs} epochs")
             _, self.teacher_valid_result = teacher_trainer.fit(
                 train_data, valid_data, verbose=verbose, saved=True, show_progress=show_progress)
@@ -134,9 +176,9 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
             self.load_teacher(self.teacher_model_file)
         self.stage_seconds["teacher"] = time.perf_counter() - start
 
-        start = time.perf_counter()
+        start = time.perf_counter() - self.stage_seconds.get("student", 0.0)
         model.set_stage("student")
-        if self.config["warm_start"]:
+        if self.config["warm_start"] and resumed is None:
             model.warm_start_student()
         self.logger.info(f"Stage 2: student with KD from {model.teacher_name}, up to {self.student_epochs} epochs")
         self._reset_stage(model.stage_parameters(), self.config["student_learning_rate"], self.student_epochs)
@@ -179,7 +221,7 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
             model.set_stage(stage)
             if os.path.isfile(self.saved_model_file):
                 self.load_model_file(self.saved_model_file)
-        floats = (lambda r: None if r is None else {k: float(v) for k, v in dict(r).items()})
+        floats = _floats
         return {
             "teacher": {
                 "best_valid_result": floats(self.teacher_valid_result),

@@ -6,8 +6,10 @@
 What a checkpoint folder holds:
 
 ``state.pth``
-    The trainer's state after the reported epoch (RecBole's checkpoint format: weights, optimizer, epoch,
-    early-stopping counter, best score), read back by ``trainer.resume_checkpoint``.
+    The trainer's resume state after the reported epoch (:mod:`recbole_promptmm.trainer.resume`: weights,
+    optimizer, early-stopping counter, best score, random-number states, and PromptMM's stage), read back by
+    ``trainer.resume_from``: a restarted trial continues where it stopped, PromptMM's mid-stage 2 too, and ends
+    with the metrics of an uninterrupted trial.
 ``best.pth``
     The weights of the best validation epoch so far (the trainer's own ``saved_model_file``): a RecBole
     checkpoint usable with ``trainer.load_model_file`` or as a PromptMM teacher.
@@ -27,12 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
-from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import init_seed
 
 from recbole_promptmm.config import Config
 from recbole_promptmm.log import init_logger
 from recbole_promptmm.quick_start import write_json_atomic
+from recbole_promptmm.trainer.base import CheckpointMixin, save_atomic
+from recbole_promptmm.trainer.resume import read_resume_file
 from recbole_promptmm.utils import get_model, get_trainer
 
 Report = Callable[[dict, str], None]
@@ -153,35 +156,35 @@ class TrialRun:
         init_logger(self.config)
         init_seed(self.config["seed"], self.config["reproducibility"])
         train_data.update_config(self.config)
+        # The loader is shared by the trials of one process: its shuffling starts from the seed in each of them.
+        train_data.generator.manual_seed(self.config["seed"])
         self.train_data, self.valid_data = train_data, valid_data
         init_seed(self.config["seed"] + self.config["local_rank"], self.config["reproducibility"])
         model = get_model(self.config["model"])(self.config, train_data._dataset).to(self.config["device"])
         trainer_class = recording_trainer(get_trainer(self.config["MODEL_TYPE"], self.config["model"]))
         self.trainer = trainer_class(self.config, model)
+        self.trainer.resume_file = None  # the Ray checkpoint (state.pth) is this trial's resume file
         self.best_epoch: int | None = None
         self.best_valid_result: dict[str, float] | None = None
         self._report: Report | None = None
 
     def resumable(self) -> bool:
-        """Whether the trainer can continue from a checkpoint.
-
-        RecBole's own ``fit`` loop continues from ``start_epoch``; a trainer with its own ``fit`` (PromptMM's two
-        stages) resets its stage state when ``fit`` starts, so its trials restart from scratch instead.
-        """
-        return type(self.trainer).fit is RecBoleTrainer.fit
+        """Whether the trainer can continue from a checkpoint (every trainer with our checkpoint fixes can, in
+        any stage; a trainer outside RecBole's ``Trainer`` family cannot, and its trials start over)."""
+        return isinstance(self.trainer, CheckpointMixin)
 
     def restore(self, folder: str) -> int:
         """Continue from a checkpoint folder written by this class; returns the epoch it had reached (0 when
         the trainer cannot resume and the trial starts over)."""
         if not self.resumable():
-            self.trainer.logger.warning(f"tune: {type(self.trainer).__name__} cannot resume inside fit(); "
+            self.trainer.logger.warning(f"tune: {type(self.trainer).__name__} cannot resume; "
                                         f"the trial starts over instead of continuing from {folder}")
             return 0
         with open(os.path.join(folder, PROGRESS_FILE), encoding="utf-8") as f:
             progress = json.load(f)
         own_best_file = self.trainer.saved_model_file
-        self.trainer.resume_checkpoint(os.path.join(folder, STATE_FILE))
-        self.trainer.saved_model_file = own_best_file  # resume_checkpoint points it at the (read-only) checkpoint
+        # This trial's own file names stay (a restarted trial may run on another node, under another name).
+        self.trainer.resume_from(read_resume_file(os.path.join(folder, STATE_FILE)), adopt_files=False)
         if os.path.isfile(os.path.join(folder, BEST_FILE)):
             os.makedirs(os.path.dirname(own_best_file), exist_ok=True)
             shutil.copyfile(os.path.join(folder, BEST_FILE), own_best_file)
@@ -224,8 +227,8 @@ class TrialRun:
 
     def write_checkpoint(self, folder: str, epoch_idx: int) -> None:
         """Write ``state.pth``, ``best.pth`` and ``progress.json`` into ``folder``."""
-        # RecBole's own checkpoint writer, pointed at the folder (its documented saved_model_file argument).
-        self.trainer._save_checkpoint(epoch_idx, verbose=False, saved_model_file=os.path.join(folder, STATE_FILE))
+        # The state at the start of the next epoch: what the trainer's resume file would hold then.
+        save_atomic(self.trainer.resume_state(self.train_data, epoch_idx + 1), os.path.join(folder, STATE_FILE))
         if os.path.isfile(self.trainer.saved_model_file):
             shutil.copyfile(self.trainer.saved_model_file, os.path.join(folder, BEST_FILE))
         write_json_atomic(os.path.join(folder, PROGRESS_FILE), {
