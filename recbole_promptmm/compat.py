@@ -68,6 +68,25 @@ def apply() -> None:
         sp.dok_matrix._update = _dok_update
     _fix_checkpoints()
     register_models()
+    _filter_known_warnings()
+
+
+KNOWN_WARNINGS = (
+    # RecBole 1.2.1's Trainer builds torch.cuda.amp.GradScaler every epoch (deprecated name; same behaviour)
+    (FutureWarning, r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated"),
+    # RecBole's Dataset fills missing numeric features with fillna(inplace=True) on a column (pandas 2.2 warns
+    # that this stops working in pandas 3; we pin pandas < 3)
+    (FutureWarning, r"A value is trying to be set on a copy of a DataFrame or Series through chained assignment"),
+)
+"""Library warnings that every run printed and that say nothing about the user's run; each is filtered by its
+exact message (and category) only, so any other warning still shows."""
+
+
+def _filter_known_warnings() -> None:
+    import warnings
+
+    for category, message in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
 
 
 # --------------------------------------------------------------------------------------------- checkpoints

@@ -108,12 +108,23 @@ class Config(RecBoleConfig):
     ) -> None:
         self._cmd_args = list(cmd_args or [])
         self.file_key_sources: dict[str, str] = {}  # key -> the config file that gave it (the last one)
+        self._requested_model = model if isinstance(model, str) else getattr(model, "__name__", None)
         super().__init__(model, dataset, list(config_file_list or []), config_dict)
 
     def _load_config_files(self, file_list):
+        """The files' keys, later files winning. A compare config file's ``models:`` section
+        (:mod:`recbole_promptmm.compare.plan`) contributes the entry of the model being run, on top of that file's
+        other keys, so one file serves ``run`` and ``compare`` alike."""
         merged: dict = {}
         for file in file_list or []:
             values = load_yaml(file)
+            sections = values.pop("models", None)
+            if isinstance(sections, dict) and self._requested_model:
+                section = sections.get(self._requested_model) or {}
+                if not isinstance(section, dict):
+                    raise ValueError(f"config file {file}: models: {self._requested_model}: must be a mapping of "
+                                     f"keys, found {section!r}")
+                values.update({k: v for k, v in section.items() if k != "model"})
             merged.update(values)
             self.file_key_sources.update({key: os.fspath(file) for key in values})
         return merged

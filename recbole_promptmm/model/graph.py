@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -14,7 +16,11 @@ def _to_torch(m: sp.spmatrix) -> torch.Tensor:
     m = m.tocoo()
     indices = torch.from_numpy(np.vstack([m.row, m.col]).astype(np.int64))
     values = torch.from_numpy(m.data.astype(np.float32))
-    return torch.sparse_coo_tensor(indices, values, m.shape).coalesce().to_sparse_csr()
+    # scipy's coo is valid by construction: no invariant checks (saying so silences torch's warning about them)
+    coo = torch.sparse_coo_tensor(indices, values, m.shape, check_invariants=False).coalesce()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
+        return coo.to_sparse_csr()
 
 
 class _SparseMatmul(torch.autograd.Function):
