@@ -5,6 +5,9 @@
                          [--result_json=out.json] [--key=value ...]
     recbole-promptmm compare --dataset=ml-100k --models=BPR,LightGCN,PromptMM --out=DIR [...]
     recbole-promptmm tune --model=BPR --dataset=ml-100k --num_samples=4 [...]
+    recbole-promptmm recommend --checkpoint=saved/X.pth --out=top20.csv [--users=1,2] [--k=20] [--include_seen]
+    recbole-promptmm export --checkpoint=saved/X-student.pth --out=artefact/ [--result_json=r.json]
+    recbole-promptmm serve --artefact=artefact/ [--host=127.0.0.1] [--port=8000]
 
 ``run`` trains and evaluates one model (ours or any RecBole built-in); ``compare`` is
 ``python -m recbole_promptmm.compare`` and ``tune`` is ``python -m recbole_promptmm.tune`` (same options:
@@ -25,6 +28,8 @@ EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 RUN_DESCRIPTION = """Train and evaluate one model on one dataset: ours (PromptMM, ...) or any RecBole built-in.
 
 Every other --key=value overrides a RecBole config key (e.g. --epochs=5 --data_path=../shared/data).
+Ctrl-C stops a run with one line naming its resume file; --resume=FILE continues it (stage and epoch where it
+stopped, the same final metrics as an uninterrupted run).
 Exit status: 0 done, 2 bad input (one line says what), 130 interrupted (Ctrl-C).
 """
 
@@ -39,6 +44,8 @@ def build_run_parser(prog: str = f"{PROG} run") -> argparse.ArgumentParser:
                         help=f"dataset name (default: dataset: of a config file, else {DEFAULT_DATASET})")
     parser.add_argument("--config_files", default=None, help="yaml config files, separated by spaces or commas")
     parser.add_argument("--result_json", default=None, help="write the run's results to this JSON file")
+    parser.add_argument("--resume", default=None, metavar="FILE",
+                        help="continue the interrupted run whose resume file (saved/<...>-resume.pth) this is")
     return parser
 
 
@@ -54,8 +61,11 @@ def run_main(argv: Sequence[str] | None = None, prog: str = f"{PROG} run") -> in
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+    except KeyboardInterrupt as err:
+        from recbole_promptmm.trainer.resume import RunInterrupted
+
+        line = err.describe(prog) if isinstance(err, RunInterrupted) else f"{prog}: interrupted (Ctrl-C)"
+        print(line, file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     return 0
 
@@ -68,10 +78,70 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> dict:
     from_files: dict = {}
     for file in files or []:
         from_files.update(load_yaml(file))
+    if args.resume:  # the interrupted run's inputs; run() refuses different ones
+        return recbole_promptmm.run(args.model, args.dataset, config_file_list=files, cmd_args=overrides,
+                                    result_json=args.result_json, resume=args.resume)
     model = args.model or from_files.get("model") or DEFAULT_MODEL
     dataset = args.dataset or from_files.get("dataset") or DEFAULT_DATASET
     return recbole_promptmm.run(model, dataset, config_file_list=files, cmd_args=overrides,
                                 result_json=args.result_json)
+
+
+def _serving_parser(command: str, prog: str) -> argparse.ArgumentParser:
+    descriptions = {
+        "recommend": "Top-k items of every user (or --users) from any checkpoint, to CSV or JSON lines (external "
+                     "tokens, training items excluded unless --include_seen). Rebuilds the model from its data.",
+        "export": "Write the numpy-only serving artefact of a dot-product model's checkpoint (the PromptMM student, "
+                  "LightGCN, BPR, the multimodal teachers, ...): Recommender.load(OUT).recommend([...]).",
+        "serve": "Answer GET /recommend?user=...&k=20 and GET /health over an artefact (loopback by default).",
+    }
+    parser = argparse.ArgumentParser(prog=f"{prog} {command}", description=descriptions[command],
+                                     allow_abbrev=False)
+    if command in ("recommend", "export"):
+        parser.add_argument("--checkpoint", required=True, help="a checkpoint (saved/*.pth; PromptMM's -student.pth)")
+        parser.add_argument("--out", required=True,
+                            help="output file (.csv or .jsonl)" if command == "recommend" else "artefact folder")
+    if command == "recommend":
+        parser.add_argument("--users", default=None, help="user tokens, comma-separated (default: every user)")
+        parser.add_argument("--k", type=int, default=20)
+        parser.add_argument("--include_seen", action="store_true", help="keep the users' training items")
+        parser.add_argument("--format", choices=("csv", "jsonl"), default=None, help="default: by --out's extension")
+    if command == "export":
+        parser.add_argument("--result_json", default=None,
+                            help="the run's result JSON: its validation and test metrics go into the metadata")
+    if command == "serve":
+        parser.add_argument("--artefact", required=True, help="folder written by export")
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+    return parser
+
+
+def _serving_main(command: str, argv: Sequence[str], prog: str = PROG) -> int:
+    args = _serving_parser(command, prog).parse_args(list(argv))
+    try:
+        if command == "recommend":
+            from recbole_promptmm.serving.recommend import recommend
+
+            users = [u for u in args.users.split(",") if u] if args.users else None
+            n = recommend(args.checkpoint, args.out, users, args.k, args.include_seen, args.format)
+            print(f"top-{args.k} of {n} users written to {args.out}")
+        elif command == "export":
+            from recbole_promptmm.serving.export import export
+
+            meta = export(args.checkpoint, args.out, args.result_json)
+            print(f"artefact of {meta['model']} on {meta['dataset']} written to {args.out}")
+        else:
+            from recbole_promptmm.serving.http import serve
+
+            serve(args.artefact, args.host, args.port)
+    except (ValueError, FileNotFoundError, KeyError, OSError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"{prog} {command}: error: {message}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog} {command}: interrupted (Ctrl-C); nothing half-written was kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
 
 
 def _compare_main(argv: Sequence[str]) -> int:
@@ -90,11 +160,14 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "run": (run_main, "train and evaluate one model on one dataset"),
     "compare": (_compare_main, "multi-seed comparison of models (python -m recbole_promptmm.compare)"),
     "tune": (_tune_main, "Ray Tune hyper-parameter sweep (python -m recbole_promptmm.tune)"),
+    "recommend": (lambda argv: _serving_main("recommend", argv), "top-k lists of every user from a checkpoint"),
+    "export": (lambda argv: _serving_main("export", argv), "numpy-only serving artefact of a dot-product model"),
+    "serve": (lambda argv: _serving_main("serve", argv), "HTTP endpoint over an artefact"),
 }
 
 
 def usage(prog: str = PROG) -> str:
-    commands = "\n".join(f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items())
+    commands = "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items())
     return (f"usage: {prog} {{{','.join(COMMANDS)}}} [options]\n\ncommands:\n{commands}\n\n"
             f"'{prog} COMMAND -h' lists the options of COMMAND.\n")
 

@@ -1,0 +1,173 @@
+"""From a checkpoint to what serves it: the model with its data (:func:`load_run`), its final embeddings
+(:func:`dot_product_embeddings`), and the numpy-only artefact (:func:`export`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from recbole_promptmm.serving.artefact import write_artefact
+
+
+class NotDotProductError(ValueError):
+    """A model whose scores are not ``user @ item.T`` of two embedding tables (it cannot be exported)."""
+
+
+@dataclass
+class LoadedRun:
+    """A checkpoint's model in eval mode, with its config and RecBole's loaders (rebuilt from the data files)."""
+
+    config: Any
+    model: torch.nn.Module
+    train_data: Any
+    valid_data: Any
+    test_data: Any
+
+
+def load_run(checkpoint_file: str) -> LoadedRun:
+    """Rebuild the model of a checkpoint (ours or a RecBole built-in; PromptMM's ``-student.pth`` too) with its
+    dataset, as RecBole's ``load_data_and_model`` does, but without creating a log file."""
+    import os
+
+    from recbole.utils import init_seed
+
+    from recbole_promptmm.compat import load_checkpoint
+    from recbole_promptmm.data import create_dataset, data_preparation
+    from recbole_promptmm.utils import get_model
+
+    if not os.path.isfile(checkpoint_file):
+        raise FileNotFoundError(f"checkpoint {checkpoint_file} does not exist")
+    checkpoint = load_checkpoint(checkpoint_file, "cpu")
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "config" not in checkpoint:
+        raise ValueError(f"{checkpoint_file} is not a model checkpoint (no state_dict/config)")
+    config = checkpoint["config"]
+    config["device"] = torch.device("cpu") if not torch.cuda.is_available() else config["device"]
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    model.eval()
+    return LoadedRun(config, model, train_data, valid_data, test_data)
+
+
+@torch.no_grad()
+def dot_product_embeddings(model: torch.nn.Module, n_users: int, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final user [U, d] and item [I, d] embeddings whose dot products are the model's full-sort scores.
+
+    Ours: the cached forward of :class:`~recbole_promptmm.model.scoring.CachedDotProductScorer` (PromptMM: the
+    active stage's model). RecBole's graph models (LightGCN, NGCF, SGL, NCL, ...): ``forward()`` without
+    arguments. Matrix factorisation (BPR, ...): the ``user_embedding`` / ``item_embedding`` tables. The result
+    is checked against ``full_sort_predict``; a model it does not match is a :class:`NotDotProductError`.
+    """
+    from recbole_promptmm.model.scoring import CachedDotProductScorer
+
+    model.eval()
+    inner = model.active() if hasattr(model, "active") else model
+    found = None
+    if isinstance(inner, CachedDotProductScorer):
+        found = inner.user_item(inner.cached_forward())
+    else:
+        try:
+            out = inner.forward()
+        except TypeError:  # forward(user, item, ...): matrix factorisation
+            out = None
+        if isinstance(out, tuple) and len(out) >= 2 and all(torch.is_tensor(t) for t in out[:2]):
+            found = out[:2]
+        elif hasattr(inner, "user_embedding") and hasattr(inner, "item_embedding"):
+            found = inner.user_embedding.weight, inner.item_embedding.weight
+    name = type(inner).__name__
+    if found is None or found[0].shape[0] != n_users or found[1].shape[0] != n_items \
+            or found[0].dim() != 2 or found[0].shape[1] != found[1].shape[1]:
+        raise NotDotProductError(f"{name} has no user and item embedding tables that score by dot product; "
+                                 f"export needs one (recbole-promptmm recommend works with any model)")
+    user, item = (t.detach().float().cpu() for t in found)
+    _check_scores(model, user, item, name)
+    return user, item
+
+
+def _check_scores(model, user: torch.Tensor, item: torch.Tensor, name: str, sample: int = 64) -> None:
+    from recbole.data.interaction import Interaction
+
+    ids = torch.linspace(1, user.shape[0] - 1, min(sample, user.shape[0] - 1)).long().unique()
+    expected = model.full_sort_predict(Interaction({model.USER_ID: ids.to(model.device)})).view(len(ids), -1).cpu()
+    got = user[ids] @ item.T
+    scale = float(expected.abs().max()) or 1.0
+    if not torch.allclose(got, expected.float(), rtol=1e-4, atol=1e-5 * scale):
+        raise NotDotProductError(f"{name}'s full-sort scores are not user @ item.T of its embeddings (max "
+                                 f"difference {float((got - expected).abs().max()):.3g}); it cannot be exported")
+
+
+def config_hash(config) -> str:
+    """sha256 (12 hex digits) of the resolved config's JSON form: the same training setup, the same hash."""
+    text = json.dumps({k: repr(v) for k, v in sorted(config.final_config_dict.items())}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _versions() -> dict:
+    import recbole
+    import scipy
+
+    from recbole_promptmm import __version__
+
+    return {"recbole_promptmm": __version__, "recbole": recbole.__version__, "torch": torch.__version__,
+            "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
+
+
+def serving_arrays(loaded: LoadedRun, embeddings: bool = True) -> dict[str, np.ndarray]:
+    """Everything an artefact holds, from a loaded run (without the embeddings: what any model's scores need)."""
+    dataset = loaded.train_data._dataset
+    seen = dataset.inter_matrix(form="csr")
+    seen.data[:] = 1
+    seen.sum_duplicates()
+    out = {}
+    if embeddings:
+        user, item = dot_product_embeddings(loaded.model, dataset.user_num, dataset.item_num)
+        out = {"user": user.numpy().astype(np.float32), "item": item.numpy().astype(np.float32)}
+    return {
+        **out,
+        "user_tokens": np.asarray(dataset.field2id_token[dataset.uid_field]).astype(str),
+        "item_tokens": np.asarray(dataset.field2id_token[dataset.iid_field]).astype(str),
+        "seen_indptr": seen.indptr.astype(np.int64), "seen_indices": seen.indices.astype(np.int32),
+        "popularity": np.asarray(seen.sum(axis=0)).ravel().astype(np.int64),
+    }
+
+
+def _metrics(checkpoint_file: str, result_json: str | None) -> dict:
+    """The run's validation/test figures: from its result JSON when given (RecBole's numbers, as the run reported
+    them), else the best validation score the checkpoint holds."""
+    from recbole_promptmm.compat import load_checkpoint
+
+    if result_json:
+        with open(result_json, encoding="utf-8") as f:
+            result = json.load(f)
+        return {"valid": result.get("best_valid_result"), "test": result.get("test_result"), "from": result_json}
+    score = load_checkpoint(checkpoint_file, "cpu").get("best_valid_score")
+    return {"best_valid_score": None if score is None else float(score), "from": checkpoint_file}
+
+
+def export(checkpoint_file: str, out: str, result_json: str | None = None) -> dict:
+    """Write the artefact of a checkpoint's dot-product model to the folder ``out``; returns its metadata.
+
+    ``result_json``: the run's result file, whose validation and test metrics go into the metadata.
+    """
+    loaded = load_run(checkpoint_file)
+    arrays = serving_arrays(loaded)
+    config = loaded.config
+    meta = {
+        "model": type(loaded.model.active() if hasattr(loaded.model, "active") else loaded.model).__name__,
+        "checkpoint_model": config["model"], "dataset": config["dataset"], "checkpoint": checkpoint_file,
+        "config_hash": config_hash(config), "seed": config["seed"],
+        "metrics": _metrics(checkpoint_file, result_json), "versions": _versions(),
+        "seen": "training interactions (RecBole's train split)",
+        "cold_user_fallback": "popularity (training interactions per item)",
+    }
+    write_artefact(out, arrays, meta)
+    return meta
