@@ -24,7 +24,7 @@ from recbole_promptmm.trainer.base import completed_epochs
 from recbole_promptmm.trainer.resume import (ResumeError, RunInterrupted, config_differences, interrupted,
                                              read_resume_file)
 from recbole_promptmm.utils import get_model, get_trainer
-from recbole_promptmm.validate import ConfigError, validate_config
+from recbole_promptmm.validate import ConfigError, validate_against_data, validate_config
 
 TENSORBOARD_DIR = "log_tensorboard"  # RecBole's get_tensorboard: relative to the working directory
 
@@ -152,6 +152,7 @@ def run(
     init_seed(config["seed"], config["reproducibility"])
     with buffer_logs(_log_level(config)):  # what data loading and the model log goes into the log file later
         data = create_dataset(config)
+        validate_against_data(config, data)
         train_data, valid_data, test_data = data_preparation(config, data)
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         net = get_model(config["model"])(config, train_data._dataset).to(config["device"])

@@ -17,6 +17,10 @@
 * **choices** of our string switches (taken from the code's constants): ``graph_norm``, ``kd_mode``,
   ``list_kd_weighting``, ``teacher_model`` (a multimodal model, resolved case-insensitively).
 * **files**: a ``teacher_checkpoint`` that does not exist.
+
+:func:`validate_against_data` runs once the dataset is loaded (still before anything is written): values that must
+fit the data, e.g. NCL's ``num_clusters`` (k-means needs at least that many users and items; RecBole's default
+1000 exceeds ml-100k's 943 users).
 """
 
 from __future__ import annotations
@@ -373,3 +377,20 @@ def validate_config(config) -> None:
     _check_files(config, problems)
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+# (model, key) -> (what the key counts, the largest value the dataset allows): values that must fit the data
+DATA_LIMITS: dict[tuple[str, str], tuple[str, Callable[[Any], int]]] = {
+    ("NCL", "num_clusters"): ("k-means clusters over the rows of its user and item embedding tables, padding row "
+                              "included", lambda dataset: min(dataset.user_num, dataset.item_num)),
+}
+
+
+def validate_against_data(config, dataset) -> None:
+    """Raise a :class:`ConfigError` for a value that cannot work with this dataset (:data:`DATA_LIMITS`)."""
+    for (model, key), (what, limit) in DATA_LIMITS.items():
+        value = config.final_config_dict.get(key)
+        if config["model"] == model and isinstance(value, int) and value > limit(dataset):
+            raise ConfigError(f"config key {key}={value} from {_source(config, key)}: {model} needs at most "
+                              f"{limit(dataset)} ({what}; {config['dataset']} has {dataset.user_num - 1} users and "
+                              f"{dataset.item_num - 1} items); pass e.g. --{key}={max(1, limit(dataset) // 10)}")

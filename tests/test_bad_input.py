@@ -100,6 +100,8 @@ BAD_INPUTS = {
                                    ["teacher_checkpoint", "no/such/teacher.pth", "does not exist"]),
     "empty_feature_matrix": (_empty_features, ["empty_feat.npy", "0 columns"]),
     "bad_inter_line": (_bad_inter_line, ["toy.inter line 8", "expected 2", "found 3"]),
+    # the toy data has 30 users: RecBole's NCL default (1000 clusters) cannot work, and k-means would say so late
+    "ncl_too_many_clusters": (["--model=NCL"], ["num_clusters=1000", "NCL needs at most 31", "30 users"]),
 }
 
 
@@ -227,3 +229,16 @@ def test_atomic_file_check_skips_blank_lines_and_respects_quotes(tmp_path):
     with pytest.raises(AtomicFileError, match=r"a.inter line 3: expected 2 tab-separated fields .* found 1; "
                                               r"2 bad line\(s\): line 3 has 1, line 4 has 3"):
         check_atomic_file(str(path))
+
+
+def test_run_reads_the_models_entry_of_a_compare_config_file(tmp_path):
+    """A compare config file (shared keys plus models: {MODEL: {...}}) works for run: the entry of the model being
+    run applies, the others do not."""
+    (tmp_path / "cmp.yaml").write_text("embedding_size: 16\nmodels:\n  BPR: {embedding_size: 12}\n"
+                                       "  LightGCN: {embedding_size: 24}\n")
+    data = _data(tmp_path)
+    cfg = {k: v for k, v in TOY_DICT.items() if k != "embedding_size"}
+    result = run("BPR", "toy", config_file_list=[str(tmp_path / "cmp.yaml")], config_dict={**cfg, "data_path": str(data)})
+    assert result["config"]["embedding_size"] == 12
+    result = run("Pop", "toy", config_file_list=[str(tmp_path / "cmp.yaml")], config_dict={**cfg, "data_path": str(data)})
+    assert result["config"]["embedding_size"] == 16
