@@ -77,6 +77,8 @@ KNOWN_WARNINGS = (
     # RecBole's Dataset fills missing numeric features with fillna(inplace=True) on a column (pandas 2.2 warns
     # that this stops working in pandas 3; we pin pandas < 3)
     (FutureWarning, r"A value is trying to be set on a copy of a DataFrame or Series through chained assignment"),
+    # torch, on the first CSR tensor of a process (our graphs and LATTICE's kNN graphs are CSR: the fast layout)
+    (UserWarning, r"Sparse CSR tensor support is in beta state"),
 )
 """Library warnings that every run printed and that say nothing about the user's run; each is filtered by its
 exact message (and category) only, so any other warning still shows."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -17,10 +15,7 @@ def _to_torch(m: sp.spmatrix) -> torch.Tensor:
     indices = torch.from_numpy(np.vstack([m.row, m.col]).astype(np.int64))
     values = torch.from_numpy(m.data.astype(np.float32))
     # scipy's coo is valid by construction: no invariant checks (saying so silences torch's warning about them)
-    coo = torch.sparse_coo_tensor(indices, values, m.shape, check_invariants=False).coalesce()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
-        return coo.to_sparse_csr()
+    return torch.sparse_coo_tensor(indices, values, m.shape, check_invariants=False).coalesce().to_sparse_csr()
 
 
 class _SparseMatmul(torch.autograd.Function):

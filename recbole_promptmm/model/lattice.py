@@ -49,10 +49,11 @@ class KnnPattern:
         self.cols_t = rows[self.perm]
 
     def matrix(self, values: torch.Tensor) -> torch.Tensor:
-        return torch.sparse_csr_tensor(self.crow, self.cols, values.reshape(-1), self.shape)
+        return torch.sparse_csr_tensor(self.crow, self.cols, values.reshape(-1), self.shape, check_invariants=False)
 
     def matrix_t(self, values: torch.Tensor) -> torch.Tensor:
-        return torch.sparse_csr_tensor(self.crow_t, self.cols_t, values.reshape(-1)[self.perm], self.shape)
+        return torch.sparse_csr_tensor(self.crow_t, self.cols_t, values.reshape(-1)[self.perm], self.shape,
+                                       check_invariants=False)
 
     def sampled_dots(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         r""":math:`a_i^\top b_{\mathrm{indices}[i, j]}` [I, k], i.e. :math:`a b^\top` on the pattern only (SDDMM)."""
