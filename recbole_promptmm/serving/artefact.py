@@ -23,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -83,8 +84,6 @@ def write_artefact(folder: str, arrays: dict[str, np.ndarray], meta: dict) -> No
 
 
 def _remove_tree(path: str) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -248,12 +247,6 @@ class Recommender(Catalogue):
         else:
             items, scores = self.top_k(self.scores(ids), ids, k, include_seen)
         return self.recommendations(users, ids, items, scores)
-
-    def iter_all(self, k: int = 20, include_seen: bool = False, batch: int = 4096) -> Iterator[list[Recommendation]]:
-        """Every user's top-k, ``batch`` users at a time."""
-        tokens = self.user_tokens[1:]
-        for start in range(0, len(tokens), batch):
-            yield self.recommend(tokens[start:start + batch].tolist(), k, include_seen)
 
     def health(self) -> dict:
         """What ``/health`` answers: the model, dataset and sizes."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +34,6 @@ class LoadedRun:
 def load_run(checkpoint_file: str) -> LoadedRun:
     """Rebuild the model of a checkpoint (ours or a RecBole built-in; PromptMM's ``-student.pth`` too) with its
     dataset, as RecBole's ``load_data_and_model`` does, but without creating a log file."""
-    import os
-
     from recbole.utils import init_seed
 
     from recbole_promptmm.compat import load_checkpoint

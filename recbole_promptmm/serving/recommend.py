@@ -9,7 +9,6 @@ import sys
 import tempfile
 from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 
 from recbole_promptmm.serving.artefact import Catalogue, Recommendation

@@ -176,7 +176,7 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
             self.load_teacher(self.teacher_model_file)
         self.stage_seconds["teacher"] = time.perf_counter() - start
 
-        start = time.perf_counter() - self.stage_seconds.get("student", 0.0)
+        start = time.perf_counter()  # a resumed stage 2 counts this session's seconds only
         model.set_stage("student")
         if self.config["warm_start"] and resumed is None:
             model.warm_start_student()
