@@ -145,15 +145,15 @@ def _serving_main(command: str, argv: Sequence[str], prog: str = PROG) -> int:
 
 
 def _compare_main(argv: Sequence[str]) -> int:
-    from recbole_promptmm.compare.cli import main
+    from recbole_promptmm.experiments.cli import compare_main
 
-    return main(argv)
+    return compare_main(argv)
 
 
 def _tune_main(argv: Sequence[str]) -> int:
-    from recbole_promptmm.tune.cli import main
+    from recbole_promptmm.experiments.cli import tune_main
 
-    return main(argv)
+    return tune_main(argv)
 
 
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {

@@ -113,7 +113,7 @@ class Config(RecBoleConfig):
 
     def _load_config_files(self, file_list):
         """The files' keys, later files winning. A compare config file's ``models:`` section
-        (:mod:`recbole_promptmm.compare.plan`) contributes the entry of the model being run, on top of that file's
+        (:mod:`recbole_promptmm.experiments.plan`) contributes the entry of the model being run, on top of that file's
         other keys, so one file serves ``run`` and ``compare`` alike."""
         merged: dict = {}
         for file in file_list or []:

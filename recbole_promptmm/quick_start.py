@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import glob
-import json
 import logging
-import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from logging import getLogger
 from typing import Any, Callable, Sequence
 
-import torch
 from recbole.utils import init_seed
 
 from recbole_promptmm.config import Config
 from recbole_promptmm.data import create_dataset, data_preparation
+from recbole_promptmm.experiments.cost import count_parameters
+from recbole_promptmm.files import write_json_atomic
 from recbole_promptmm.log import buffer_logs, discard_run_log, init_logger, remove_empty_dirs, replay_buffered_logs
 from recbole_promptmm.trainer.base import completed_epochs
 from recbole_promptmm.trainer.resume import (ResumeError, RunInterrupted, config_differences, interrupted,
@@ -27,41 +25,6 @@ from recbole_promptmm.utils import get_model, get_trainer
 from recbole_promptmm.validate import ConfigError, validate_against_data, validate_config
 
 TENSORBOARD_DIR = "log_tensorboard"  # RecBole's get_tensorboard: relative to the working directory
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    """Parameters the model uses: ``used_parameters()`` where a model defines it, else all of them."""
-    if hasattr(model, "used_parameters"):
-        return int(model.used_parameters())
-    return sum(p.numel() for p in model.parameters())
-
-
-def finite_or_none(value: Any) -> Any:
-    """``value`` with every NaN and +-inf float (numpy's too) replaced by None, in dicts, lists and tuples."""
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json_atomic(path: str, payload: dict) -> None:
-    """Write strict JSON to ``path`` through a temporary file, so a failure leaves nothing half-written.
-    Non-finite numbers (e.g. ``best_valid_score`` -inf when no epoch ran) become ``null``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(finite_or_none(payload), f, indent=2, sort_keys=True, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _floats(result: Any) -> Any:
@@ -118,15 +81,16 @@ def run(
     cmd_args: Sequence[str] | None = None,
     saved: bool = True,
     result_json: str | None = None,
-    wrap_trainer: Callable[[type], type] | None = None,
+    after_fit: Callable[[Any, Any], dict] | None = None,
     resume: str | None = None,
 ) -> dict:
     """Train ``model`` on ``dataset`` (ours or a RecBole built-in), early-stop on validation, test once.
 
     Returns (and writes to ``result_json`` when given) model, dataset, resolved config, seed, number of
     parameters, best validation result, test result and train/eval seconds. Models that train in stages
-    may add their own entries through ``trainer.extra_results(test_data)``. ``wrap_trainer`` receives the trainer
-    class before it is instantiated and returns the class to use (e.g. a subclass that records epoch times).
+    may add their own entries through ``trainer.extra_results(test_data)``; ``stages`` holds every training stage's
+    epochs and seconds (``trainer.timing()``). ``after_fit(trainer, train_data)``, when given, runs after the test
+    and its dict joins the result (a comparison measures the trained model's cost there).
 
     ``resume`` is the ``-resume.pth`` file of an interrupted run (:mod:`recbole_promptmm.trainer.resume`): the run
     continues with the inputs it started with (give none, or the same) and ends with the metrics an uninterrupted
@@ -167,12 +131,7 @@ def run(
         logger.info(data)
         replay_buffered_logs()
         logger.info(net)
-        trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
-        if wrap_trainer is not None:
-            trainer_class = wrap_trainer(trainer_class)
-        trainer = trainer_class(config, net)
-        if wrap_trainer is not None and hasattr(trainer, "wrap_stage_trainer"):
-            trainer.wrap_stage_trainer = wrap_trainer  # trainers of its stages (PromptMM's teacher) get it too
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
         trainer.run_inputs = {"model": model, "dataset": dataset, "result_json": result_json,
                               "config_file_list": [os.path.abspath(f) for f in config_file_list or []],
                               "config_dict": dict(config_dict or {}), "cmd_args": list(cmd_args or [])}
@@ -216,6 +175,10 @@ def run(
     }
     if hasattr(trainer, "extra_results"):
         result.update(trainer.extra_results(test_data=test_data))
+    if hasattr(trainer, "timing"):
+        result["stages"] = [t.timing() for t in (*trainer.stage_trainers(), trainer) if t is trainer or t.epoch_seconds]
+    if after_fit is not None:
+        result.update(after_fit(trainer, train_data))
     if result_json:
         write_json_atomic(result_json, result)
         logger.info(f"result written to {result_json}")

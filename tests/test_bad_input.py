@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from recbole_promptmm import run
-from recbole_promptmm.quick_start import write_json_atomic
+from recbole_promptmm.files import write_json_atomic
 from recbole_promptmm.validate import ConfigError
 from tests.conftest import REPO, write_toy_dataset
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import io
 import re
 import shutil
 import subprocess
@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from recbole_promptmm import run
+from recbole_promptmm.compare import compare
 from tests.conftest import REPO
 
 SEED = 7
@@ -37,36 +38,35 @@ def toy_files(mm_toy, tmp_path):
     return config_file, str(tmp_path / "teachers" / "seed{seed}" / "*-teacher.pth"), student["checkpoint"]
 
 
-def test_stage2_variants_runs_resumes_and_reports_failures(toy_files, tmp_path):
+def test_variants_against_the_teachers_of_an_earlier_run(toy_files, tmp_path):
+    """compare --variants with teacher_checkpoint as a {seed} pattern: every run distils the given teacher of its
+    seed (stage 2 only), a broken variant fails alone, and a second invocation is served from the cache."""
     config_file, teachers, _ = toy_files
-    out = tmp_path / "variants"
-    cmd = [sys.executable, str(REPO / "benchmarks" / "stage2_variants.py"), "--dataset=toy",
-           f"--config_files={config_file}", f"--teachers={teachers}", f"--seeds={SEED}", f"--out={out}",
-           "--variants=defaults,no_pair_kd,half:pair_kd_weight=0.5;emb_kd_weight=0,own:dropout=0.1,bad:kd_mode=nonsense"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr
-    assert "bad seed 7: FAILED" in first.stdout
-    assert not (out / "bad" / f"seed{SEED}.json").exists()
-    results = {name: json.loads((out / name / f"seed{SEED}.json").read_text())
-               for name in ("defaults", "no_pair_kd", "half")}
-    teacher_file = teachers.format(seed=SEED).replace("*", "T")
-    for name, result in results.items():
-        assert result["teacher"]["checkpoint"] == teacher_file and result["teacher"]["best_epoch"] is None
-        assert result["seed"] == SEED
-    assert results["defaults"]["config"]["pair_kd_weight"] == 1.0
-    assert results["no_pair_kd"]["config"]["pair_kd_weight"] == 0.0
-    assert (results["half"]["config"]["pair_kd_weight"], results["half"]["config"]["emb_kd_weight"]) == (0.5, 0.0)
-    own = json.loads((out / "own" / f"seed{SEED}.json").read_text())  # a stage-1 key: trains its own teacher
-    assert own["teacher"]["checkpoint"] != teacher_file and own["teacher"]["best_epoch"] is not None
-    assert own["config"]["dropout"] == 0.1
-    table = (out / "table.md").read_text()
-    rows = [line.split("|")[1].strip() for line in table.splitlines() if re.match(r"\| \w", line)]
-    assert rows == ["variant", "defaults", "no_pair_kd", "half", "own", "bad"]
-    assert f"{results['half']['test_result']['recall@20']:.4f}" in table
+    shared = yaml.safe_load(config_file.read_text())
+    shared.pop("seed")  # the comparison sets it
+    config_file = tmp_path / "compare.yaml"
+    config_file.write_text(yaml.safe_dump(shared))
 
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0
-    assert again.stdout.count(": cached") == 4 and "bad seed 7: FAILED" in again.stdout
+    def variants():
+        return compare("toy", "PromptMM", str(tmp_path / "v"), [SEED], config_files=[str(config_file)],
+                       variants="no_pair_kd,half:pair_kd_weight=0.5;emb_kd_weight=0,bad:kd_mode=nonsense",
+                       overrides=[f"--teacher_checkpoint={teachers}"], cost_repeats=1, stream=io.StringIO())
+
+    result = variants()
+    by = {o.spec.label: o for o in result.outcomes}
+    assert [o.status for o in result.outcomes] == ["ok", "ok", "ok", "failed"]
+    assert "kd_mode" in by["PromptMM-bad"].error
+    teacher_file = teachers.format(seed=SEED).replace("*", "T")
+    for label in ("PromptMM", "PromptMM-no_pair_kd", "PromptMM-half"):
+        res = by[label].result
+        assert res["teacher"]["checkpoint"] == teacher_file and res["teacher"]["best_epoch"] is None
+        assert by[label].spec.teacher_from is None  # a given teacher: nothing to share
+    config = {label: by[label].result["config"] for label in by if by[label].result}
+    assert config["PromptMM"]["pair_kd_weight"] == 1.0 and config["PromptMM-no_pair_kd"]["pair_kd_weight"] == 0.0
+    assert (config["PromptMM-half"]["pair_kd_weight"], config["PromptMM-half"]["emb_kd_weight"]) == (0.5, 0.0)
+    table = (tmp_path / "v" / "results.md").read_text()
+    assert f"{by['PromptMM-half'].result['test_result']['recall@20']:.4f}" in table
+    assert [o.cached for o in variants().outcomes] == [True, True, True, False]
 
 
 def test_teacher_headroom_ensemble_ends_equal_each_model(toy_files):

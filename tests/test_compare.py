@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +17,12 @@ import numpy as np
 import pytest
 import yaml
 
-from recbole_promptmm.compare.ablations import ABLATIONS, BASE_MODEL, select_ablations
-from recbole_promptmm.compare.cli import main as cli_main
-from recbole_promptmm.compare.comparison import compare, plan
-from recbole_promptmm.compare.plan import VOLATILE_KEYS, PlanError, config_hash
-from recbole_promptmm.compare.stats import paired_test
+from recbole_promptmm.experiments import compare as comparison
+from recbole_promptmm.experiments.cli import compare_main as cli_main
+from recbole_promptmm.experiments.compare import compare
+from recbole_promptmm.experiments.options import CompareOptions
+from recbole_promptmm.experiments.plan import ABLATIONS, BASE_MODEL, VOLATILE_KEYS, PlanError, config_hash, parse_variants
+from recbole_promptmm.experiments.report import paired_test
 from tests.conftest import REPO, token_features, write_toy_dataset
 
 SEEDS = [2020, 2021]
@@ -30,9 +32,12 @@ ML100K_USERS, ML100K_ITEMS = 944, 1683  # RecBole ids, padding 0 included
 
 def _compare(out: Path, models: str, seeds=SEEDS, **kwargs):
     stream = io.StringIO()
-    result = compare("ml-100k", models, str(out), seeds, overrides=FAST, threads=1, cost_repeats=1,
-                     progress_interval=0, stream=stream, **kwargs)
+    result = compare("ml-100k", models, str(out), seeds, overrides=FAST, cost_repeats=1, stream=stream, **kwargs)
     return result, stream.getvalue()
+
+
+def plan(dataset, models, seeds, **kwargs):
+    return comparison.plan(CompareOptions(dataset=dataset, models=models, seeds=",".join(map(str, seeds)), **kwargs))
 
 
 def _rows(out: Path) -> list[dict]:
@@ -61,7 +66,9 @@ def test_comparison_writes_every_file(first):
         assert config["epochs"] == 1 and config_hash(config) == outcome.spec.config_hash
         assert list((run_dir / "log").rglob("*.log")), "RecBole's log belongs in the run folder"
         assert list((run_dir / "saved").glob("*.pth")), "checkpoints belong in the run folder"
-    assert "[1/4] Pop seed 2020: started" in log and "[4/4] BPR seed 2021: ok" in log
+    finished = sorted(line.split("] ", 1)[1].split(":")[0] for line in log.splitlines() if line.startswith("["))
+    assert finished == ["BPR seed 2020", "BPR seed 2021", "Pop seed 2020", "Pop seed 2021"]
+    assert "[4/4]" in log and all(r["node"] for r in result.rows)  # each run says which Ray node ran it
 
 
 def test_table_has_one_row_per_model_and_seed_with_metrics_and_cost(first):
@@ -91,10 +98,10 @@ def test_table_has_one_row_per_model_and_seed_with_metrics_and_cost(first):
 def test_markdown_reports_mean_std_best_and_the_paired_test(first):
     out, _, _ = first
     text = (out / "results.md").read_text()
-    assert "| Pop | 2/2 |" in text and "| BPR | 2/2 |" in text
+    assert re.search(r"\| Pop +\| 2/2 +\|", text) and re.search(r"\| BPR +\| 2/2 +\|", text)
     assert "±" in text and "**" in text
     assert "paired two-sided t-test over seeds (scipy.stats.ttest_rel)" in text
-    assert "| BPR | recall@20 | 2 |" in text and "only 2 seeds" in text
+    assert re.search(r"\| BPR +\| recall@20 +\| 2 +\|", text) and "only 2 seeds" in text
     summary = json.loads((out / "results.json").read_text())
     assert summary["reference"] == "Pop" and summary["summary"]["BPR"]["test_recall@20"]["n"] == 2
 
@@ -104,7 +111,7 @@ def test_resume_reuses_finished_runs(first):
     stamps = {o.run_dir: os.path.getmtime(Path(o.run_dir) / "result.json") for o in result.outcomes}
     again, log = _compare(out, "Pop,BPR")
     assert all(o.cached and o.status == "ok" for o in again.outcomes)
-    assert "started" not in log
+    assert log.count("ok (cached)") == 4
     assert {o.run_dir: os.path.getmtime(Path(o.run_dir) / "result.json") for o in again.outcomes} == stamps
     assert [float(r["test_recall@20"]) for r in _rows(out)] == [o.result["test_result"]["recall@20"]
                                                                  for o in result.outcomes]
@@ -131,8 +138,10 @@ def test_changed_config_reruns_and_broken_model_is_reported_as_failed(first, tmp
     assert rows["BPR-broken"]["status"] == "failed" and "embedding_size" in rows["BPR-broken"]["error"]
     assert rows["BPR"]["status"] == "ok" and rows["Pop"]["status"] == "ok"
     text = (out / "results.md").read_text()
-    assert "## Runs without a result" in text and "| BPR-broken | 0/1 |" in text
-    assert "[3/3] BPR-broken seed 2020: failed" in log
+    assert "## Runs without a result" in text and re.search(r"\| BPR-broken +\| 0/1 +\|", text)
+    assert any(line.endswith(broken.error) or broken.error in line for line in log.splitlines()
+               if "BPR-broken seed 2020:" in line)
+    assert json.loads((Path(broken.run_dir) / "failure.json").read_text())["traceback"]
 
 
 def test_report_only_runs_nothing_and_marks_missing_runs(first):
@@ -140,7 +149,7 @@ def test_report_only_runs_nothing_and_marks_missing_runs(first):
     result, log = _compare(out, "Pop,BPR", seeds=[2020, 2021, 2022], report_only=True)
     status = {(o.spec.label, o.spec.seed): (o.status, o.cached) for o in result.outcomes}
     assert status[("BPR", 2021)] == ("ok", True) and status[("Pop", 2022)][0] == "missing"
-    assert "started" not in log
+    assert "ray:" not in log and "Trial status" not in log
     assert not any((out / "runs" / "Pop").glob("seed2022-*"))
 
 
@@ -192,9 +201,15 @@ def test_ablation_keys_are_keys_of_promptmm():
 
 
 def test_ablations_become_labelled_variants_with_their_overrides():
-    assert [a.name for a in select_ablations("all")] == [a.name for a in ABLATIONS]
-    with pytest.raises(ValueError, match="unknown ablation"):
-        select_ablations("no_such")
+    assert [a.name for a in parse_variants("all")] == [a.name for a in ABLATIONS]
+    with pytest.raises(PlanError, match="unknown ablation"):
+        parse_variants("no_such")
+    custom = parse_variants("no_kd", "no_emb_kd,half:pair_kd_weight=0.5;emb_kd_weight=0")
+    assert [v.label for v in custom] == ["PromptMM-no_kd", "PromptMM-no_emb_kd", "PromptMM-half"]
+    assert dict(custom[2].overrides) == {"pair_kd_weight": "0.5", "emb_kd_weight": "0"} and custom[2].shares_teacher()
+    assert not parse_variants(variants="own:dropout=0.1")[0].shares_teacher()  # a stage-1 key
+    with pytest.raises(PlanError, match="key=value"):
+        parse_variants(variants="bad:pair_kd_weight")
     entries, specs, _, _, _ = plan("ml-100k", "", [2020], ablations="no_prompt,no_kd", overrides=FAST)
     assert [e.label for e in entries] == ["PromptMM-no_prompt", "PromptMM-no_kd"]
     assert all(s.error is None for s in specs)
@@ -221,7 +236,7 @@ def test_ablations_reuse_the_teacher_of_promptmm_with_the_same_seed(tmp_path):
 
     def run_toy():
         return compare("toy", "PromptMM", str(tmp_path / "out"), [2020], config_files=[str(config)],
-                       ablations="no_pair_kd", threads=1, cost_repeats=1, stream=io.StringIO())
+                       ablations="no_pair_kd", cost_repeats=1, stream=io.StringIO())
 
     result = run_toy()
     by = {o.spec.label: o for o in result.outcomes}
@@ -234,7 +249,7 @@ def test_ablations_reuse_the_teacher_of_promptmm_with_the_same_seed(tmp_path):
     assert rows["PromptMM"]["teacher_epochs_run"] == 1 and rows["PromptMM-no_pair_kd"]["teacher_from"] == "PromptMM"
     assert "teacher_epochs_run" not in rows["PromptMM-no_pair_kd"]
     assert rows["PromptMM-no_pair_kd"]["student_epochs_run"] == 1
-    assert "reusing the stage-1 teacher of PromptMM with the same seed" in (tmp_path / "out" / "results.md").read_text()
+    assert "reusing the stage-1 teacher of another run with the same seed" in (tmp_path / "out" / "results.md").read_text()
     again = run_toy()
     assert all(o.cached for o in again.outcomes)
     assert {o.spec.label: o.spec.config_hash for o in again.outcomes} == {
@@ -246,24 +261,24 @@ def test_paired_t_test_matches_a_hand_computation():
     # differences 0.2, 0.3, 0.1: mean 0.2, sd 0.1, t = 0.2 / (0.1 / sqrt 3); df 2: p = 1 - t / sqrt(t^2 + 2)
     test = paired_test("recall@20", "A", "B", {1: 0.3, 2: 0.5, 3: 0.4, 9: 1.0}, {1: 0.1, 2: 0.2, 3: 0.3})
     t = 0.2 / (0.1 / math.sqrt(3))
-    assert test.n == 3 and test.mean_diff == pytest.approx(0.2)
-    assert test.t == pytest.approx(t) and test.p == pytest.approx(1 - t / math.sqrt(t * t + 2))
+    assert test["n"] == 3 and test["mean_diff"] == pytest.approx(0.2)
+    assert test["t"] == pytest.approx(t) and test["p"] == pytest.approx(1 - t / math.sqrt(t * t + 2))
     half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t_{0.975, 2}
-    assert (test.ci_low, test.ci_high) == pytest.approx((0.2 - half, 0.2 + half))
-    assert not test.significant and "little power" in test.note
+    assert (test["ci_low"], test["ci_high"]) == pytest.approx((0.2 - half, 0.2 + half))
+    assert test["p"] > 0.05 and "little power" in test["note"]
 
 
 def test_paired_test_says_when_it_cannot_test():
     one = paired_test("m", "A", "B", {1: 0.5}, {1: 0.4, 2: 0.3})
-    assert one.n == 1 and one.p is None and "too few" in one.note
-    same = paired_test("m", "A", "B", {1: 0.5, 2: 0.6}, {1: 0.4, 2: 0.5})
-    assert same.p is None and "zero variance" in same.note
+    assert one["n"] == 1 and one["p"] is None and "too few" in one["note"]
+    same = paired_test("m", "A", "B", {1: 0.5, 2: 0.75}, {1: 0.25, 2: 0.5})
+    assert same["p"] is None and "zero variance" in same["note"]
 
 
 # --------------------------------------------------------------------------------------------------- cost
 def test_cost_of_a_real_lightgcn_counts_its_graph_and_recomputes_the_forward():
     from recbole_promptmm import Config, create_dataset, data_preparation, get_model
-    from recbole_promptmm.compare.cost import measure_cost
+    from recbole_promptmm.experiments.cost import measure_cost
 
     config = Config("LightGCN", "ml-100k", config_dict={"show_progress": False})
     train, _, _ = data_preparation(config, create_dataset(config))
@@ -293,5 +308,4 @@ def test_command_line_entry_point_and_errors(tmp_path, capsys):
     assert cli_main(["--models=BPR", f"--out={tmp_path}", "--seed=1"]) == 2
     assert "use --seeds" in capsys.readouterr().err
     assert cli_main(["--models=BPR", f"--out={tmp_path}", "--epochs", "1"]) == 2
-    with pytest.raises(SystemExit):
-        cli_main(["--models=BPR"])  # no --out
+    assert cli_main(["--models=BPR"]) == 2 and "--out=DIR is required" in capsys.readouterr().err

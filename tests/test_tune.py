@@ -18,9 +18,9 @@ import pytest
 
 from recbole_promptmm import Config, create_dataset, data_preparation
 from recbole_promptmm.config import load_yaml
-from recbole_promptmm.tune.cli import main
-from recbole_promptmm.tune.space import Dimension, SearchSpaceError, check_search_space, load_search_space
-from recbole_promptmm.tune.trial import TrialRun, TrialSetup
+from recbole_promptmm.experiments.cli import tune_main as main
+from recbole_promptmm.experiments.space import Dimension, SearchSpaceError, check_search_space, load_search_space
+from recbole_promptmm.experiments.trial import TrialRun, TrialSetup
 from recbole_promptmm.utils import get_model
 from tests.conftest import REPO
 
@@ -423,9 +423,8 @@ def test_reused_teacher_fixes_its_settings(promptmm_sweep, tmp_path, capsys):
 
 
 def test_unschedulable_trials_are_refused():
-    from recbole_promptmm.tune.options import SweepOptions
-    from recbole_promptmm.tune.sweep import SweepError, check_resources
+    from recbole_promptmm.experiments.cluster import ResourceError, check_resources
 
-    check_resources(SweepOptions("BPR", "ml-100k", "out", cpus_per_trial=2), {"CPU": 2.0})
-    with pytest.raises(SweepError, match="--gpus_per_trial=1, but the Ray cluster has 0 GPU"):
-        check_resources(SweepOptions("BPR", "ml-100k", "out", gpus_per_trial=1), {"CPU": 2.0})
+    check_resources(2, 0, {"CPU": 2.0})
+    with pytest.raises(ResourceError, match="--gpus_per_trial=1, but the Ray cluster has 0 GPU"):
+        check_resources(1, 1, {"CPU": 2.0})

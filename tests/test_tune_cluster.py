@@ -1,4 +1,4 @@
-"""A sweep against a real Ray cluster: a head and one more node on 127.0.0.1, joined through ``--address``.
+"""A sweep and a comparison against a real Ray cluster: a head and one more node on 127.0.0.1, joined through ``--address``.
 
 The cluster is started with ``ray start --block`` (one process per node, each in its own process group) and
 stopped by signalling exactly those processes in the teardown, whatever happens: ``ray stop`` would also stop
@@ -75,8 +75,8 @@ def stop_node(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-@pytest.fixture
-def local_cluster(tmp_path):
+@pytest.fixture(scope="module")
+def local_cluster(tmp_path_factory):
     """``(address, env)`` of a 2-node Ray cluster (1 CPU each) on 127.0.0.1; stopped in the teardown."""
     ports = free_ports(16)
     head_port = ports.pop()
@@ -88,6 +88,7 @@ def local_cluster(tmp_path):
             "--include-dashboard=false", f"--dashboard-port={ports.pop()}", f"--temp-dir={temp_dir}",
             *node_ports(ports), *common]
     worker = [str(RAY), "start", f"--address=127.0.0.1:{head_port}", *node_ports(ports), *common]
+    tmp_path = tmp_path_factory.mktemp("cluster")
     nodes: list[subprocess.Popen] = []
     try:
         nodes.append(start_node(head, tmp_path / "head.log", env))
@@ -114,4 +115,36 @@ def test_two_trial_sweep_on_a_two_node_cluster(local_cluster, tmp_path):
     with open(out / "trials.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
+    assert len({r["node"] for r in rows}) == 2, "with one CPU per node the two trials run on both nodes"
     assert (out / "best_config.yaml").is_file() and (out / "best_result.json").is_file()
+    local = tmp_path / "local"
+    done = subprocess.run([*cmd[:3], *cmd[4:-1], f"--out={local}", "--num_cpus=1"], cwd=tmp_path,
+                          env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    with open(local / "trials.csv", newline="") as f:
+        by_lr = {r["config/learning_rate"]: r["best_valid_recall@20"] for r in csv.DictReader(f)}
+    assert {r["config/learning_rate"]: r["best_valid_recall@20"] for r in rows} == by_lr
+
+
+def _comparison(out: Path, env: dict, *extra: str) -> list[dict]:
+    cmd = [sys.executable, "-m", "recbole_promptmm.compare", "--models=Pop,BPR", "--seeds=2020,2021", f"--out={out}",
+           "--epochs=1", "--train_batch_size=4096", "--cost_repeats=1", *extra]
+    done = subprocess.run(cmd, cwd=out.parent, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=SWEEP_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    with open(out / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_comparison_on_a_two_node_cluster_equals_a_local_one(local_cluster, tmp_path):
+    """A 2-model x 2-seed comparison through --address spreads its runs over both nodes (one CPU each, so two
+    runs at once can only be on two nodes) and gets the results of the same comparison run locally."""
+    address, env = local_cluster
+    remote = _comparison(tmp_path / "remote", env, f"--address={address}")
+    assert len({row["node"] for row in remote}) == 2, [row["node"] for row in remote]
+    local = _comparison(tmp_path / "local", env, "--max_concurrent=1")
+    metrics = [k for k in remote[0] if k.startswith(("valid_", "test_")) and "@" in k]
+    assert len(metrics) > 10
+    for a, b in zip(remote, local):
+        assert (a["label"], a["seed"], a["config_hash"]) == (b["label"], b["seed"], b["config_hash"])
+        assert {k: a[k] for k in metrics} == {k: b[k] for k in metrics}, a["label"]

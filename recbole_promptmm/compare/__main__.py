@@ -1,8 +1,5 @@
-"""``python -m recbole_promptmm.compare``: see :mod:`recbole_promptmm.compare.cli`."""
-
 import sys
 
-from recbole_promptmm.compare.cli import main
+from recbole_promptmm.experiments.cli import compare_main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(compare_main())

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
-import tempfile
 from typing import Iterable, Sequence
 
 import torch
 
+from recbole_promptmm.files import atomic_path
 from recbole_promptmm.serving.artefact import Catalogue, Recommendation
 from recbole_promptmm.serving.export import LoadedRun, load_run, serving_arrays
 
@@ -47,28 +46,19 @@ def write_recommendations(batches: Iterable[list[Recommendation]], path: str, fm
     """Write recommendation batches to ``path`` (through a temporary file: a failure leaves nothing); returns the
     number of users written. CSV: ``user,rank,item,score,fallback`` (rank from 1); JSON lines: one object per
     user with ``user``, ``items``, ``scores``, ``fallback``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="." + fmt)
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f) if fmt == "csv" else None
-            if writer:
-                writer.writerow(["user", "rank", "item", "score", "fallback"])
-            for batch in batches:
-                for rec in batch:
-                    if writer:
-                        writer.writerows([rec.user, r + 1, item, repr(float(score)), rec.fallback or ""]
-                                         for r, (item, score) in enumerate(zip(rec.items, rec.scores)))
-                    else:
-                        f.write(json.dumps(rec.to_dict()) + "\n")
-                    count += 1
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f) if fmt == "csv" else None
+        if writer:
+            writer.writerow(["user", "rank", "item", "score", "fallback"])
+        for batch in batches:
+            for rec in batch:
+                if writer:
+                    writer.writerows([rec.user, r + 1, item, repr(float(score)), rec.fallback or ""]
+                                     for r, (item, score) in enumerate(zip(rec.items, rec.scores)))
+                else:
+                    f.write(json.dumps(rec.to_dict()) + "\n")
+                count += 1
     return count
 
 

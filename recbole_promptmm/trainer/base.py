@@ -5,20 +5,33 @@ written at the start of every epoch (:mod:`recbole_promptmm.trainer.resume`)."""
 
 from __future__ import annotations
 
-import glob
 import os
+import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from recbole.trainer import Trainer
 
 from recbole_promptmm.compat import CHECKPOINT_PROTOCOL, load_checkpoint
+from recbole_promptmm.files import atomic_path
 from recbole_promptmm.paths import run_suffix
 from recbole_promptmm.trainer.resume import RESUME_FORMAT, capture_rng, restore_rng, resume_file_for
 
 
 _EPOCHS_COMPLETED = 0
+_LISTENERS: list[Callable] = []
+
+
+@contextmanager
+def listening(listener: Callable[[object, str], None]) -> Iterator[None]:
+    """Within the block, ``listener(trainer, event)`` is called by every trainer of this process after each
+    training epoch (``"epoch"``) and each validation (``"valid"``): progress reports of a comparison's trials."""
+    _LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _LISTENERS.remove(listener)
 
 
 def completed_epochs() -> int:
@@ -46,6 +59,10 @@ class CheckpointMixin:
         self.resume_owner = self
         self._write_resume = False
         self._pending_resume: dict | None = None
+        self.epoch_seconds: list[float] = []  # this session's training epochs (validation excluded)
+        self.valid_seconds: list[float] = []
+        self.valid_scores: list[tuple[int, float]] = []  # (epoch, validation score)
+        self.last_valid_result: dict | None = None
 
     def adopt_run_files(self, saved_model_file: str) -> None:
         """Name this run's files after ``saved_model_file`` (a resumed run keeps the interrupted run's names)."""
@@ -125,9 +142,41 @@ class CheckpointMixin:
         global _EPOCHS_COMPLETED
         if self._write_resume and (epoch_idx > 0 or self.resume_at_first_epoch):
             save_atomic(self.resume_state(train_data, epoch_idx), self.resume_owner.resume_file)
+        start = time.perf_counter()
         result = super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+        self.epoch_seconds.append(time.perf_counter() - start)
+        self.last_epoch = epoch_idx
         _EPOCHS_COMPLETED += 1
+        self._tell("epoch")
         return result
+
+    def _valid_epoch(self, *args, **kwargs):
+        start = time.perf_counter()
+        score, result = super()._valid_epoch(*args, **kwargs)
+        self.valid_seconds.append(time.perf_counter() - start)
+        self.valid_scores.append((getattr(self, "last_epoch", -1), float(score)))
+        self.last_valid_result = {k: float(v) for k, v in dict(result).items()}
+        self._tell("valid")
+        return score, result
+
+    def _tell(self, event: str) -> None:
+        for listener in list(_LISTENERS):
+            listener(self, event)
+
+    def best_epoch(self) -> int | None:
+        """The (0-based) epoch of the best validation score, by RecBole's rule (a tie counts as an improvement)."""
+        best = None
+        for epoch, score in self.valid_scores:
+            if best is None or (score >= best[1] if self.valid_metric_bigger else score <= best[1]):
+                best = (epoch, score)
+        return None if best is None else best[0]
+
+    def timing(self) -> dict:
+        """This trainer's epochs and seconds (one entry of a run result's ``stages``)."""
+        mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+        return {"stage": self.resume_stage, "epochs_run": len(self.epoch_seconds),
+                "train_epoch_seconds": list(self.epoch_seconds), "train_seconds_per_epoch": mean(self.epoch_seconds),
+                "valid_seconds_per_eval": mean(self.valid_seconds), "best_epoch": self.best_epoch()}
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         target = kwargs.pop("saved_model_file", self.saved_model_file)
@@ -166,53 +215,6 @@ def _generators(train_data) -> list:
     """The training loader's shuffling generator (RecBole's loaders have one)."""
     generator = getattr(train_data, "generator", None)
     return [generator] if generator is not None else []
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # another user's process (or we cannot tell): keep its file
-    return True
-
-
-def remove_stale_temporaries(path: str) -> list[str]:
-    """Remove ``<path>.<pid>.tmp`` files left by a killed save (SIGKILL skips :func:`atomic_path`'s cleanup)
-    whose process is no longer alive on this machine; returns the removed names.
-
-    A temporary whose pid is alive is kept: it may be a save in progress. On a shared file system a pid alive
-    here may be another machine's, but checkpoint names are unique per run (:func:`~recbole_promptmm.paths.run_suffix`), so only the
-    run that owns ``path`` ever writes ``path``'s temporaries: what this removes can only be this run's own or a
-    dead earlier writer's."""
-    removed = []
-    for tmp in glob.glob(glob.escape(path) + ".*.tmp"):
-        pid = tmp[len(path) + 1:-len(".tmp")]
-        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
-            continue
-        try:
-            os.remove(tmp)
-            removed.append(tmp)
-        except FileNotFoundError:
-            pass
-    return removed
-
-
-@contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """A temporary name in ``path``'s folder to write to; renamed to ``path`` only when the block succeeds, so a
-    crash leaves no half-written file (the name is per process: two runs started in the same second differ).
-    Stale temporaries of ``path`` from killed processes are removed first (:func:`remove_stale_temporaries`)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    remove_stale_temporaries(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_atomic(state: dict, path: str) -> None:

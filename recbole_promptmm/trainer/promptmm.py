@@ -45,7 +45,6 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
         self.teacher_best_epoch: int | None = None
         self._teacher_trainer = None
         self._resume_teacher: dict | None = None
-        self.wrap_stage_trainer = None  # applied to the stage-1 trainer's class too (run(wrap_trainer=...))
 
     def adopt_run_files(self, saved_model_file: str) -> None:
         super().adopt_run_files(saved_model_file)
@@ -68,12 +67,8 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
             from recbole_promptmm.utils import get_trainer
 
             tconfig = self.model.teacher_config
-            trainer_class = get_trainer(tconfig["MODEL_TYPE"], tconfig["model"])
-            if self.wrap_stage_trainer is not None:
-                trainer_class = self.wrap_stage_trainer(trainer_class)
-            trainer = trainer_class(tconfig, self.model.teacher)
+            trainer = get_trainer(tconfig["MODEL_TYPE"], tconfig["model"])(tconfig, self.model.teacher)
             trainer.saved_model_file = self.teacher_model_file
-            trainer.stage = "teacher"
             trainer.resume_stage, trainer.resume_owner = "teacher", self  # its epochs go into this run's resume file
             self._teacher_trainer = trainer
         return self._teacher_trainer

@@ -1,8 +1,5 @@
-"""``python -m recbole_promptmm.tune --model=M --dataset=D ...``: see :mod:`recbole_promptmm.tune.cli`."""
-
 import sys
 
-from recbole_promptmm.tune.cli import main
+from recbole_promptmm.experiments.cli import tune_main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(tune_main())

@@ -33,7 +33,7 @@ from recbole.utils import init_seed
 
 from recbole_promptmm.config import Config
 from recbole_promptmm.log import init_logger
-from recbole_promptmm.quick_start import write_json_atomic
+from recbole_promptmm.files import write_json_atomic
 from recbole_promptmm.trainer.base import CheckpointMixin, save_atomic
 from recbole_promptmm.trainer.resume import read_resume_file
 from recbole_promptmm.utils import get_model, get_trainer
@@ -105,27 +105,6 @@ def ray_assigned_device(gpus_per_trial: float) -> dict:
     return {"gpu_id": "", "use_gpu": False}
 
 
-class _RecordsEvaluations:
-    """Trainer mixin: keeps the result of the latest ``evaluate`` call in ``last_eval_result``."""
-
-    last_eval_result: dict | None = None
-
-    def evaluate(self, *args, **kwargs):
-        result = super().evaluate(*args, **kwargs)
-        self.last_eval_result = result
-        return result
-
-
-_RECORDING: dict[type, type] = {}
-
-
-def recording_trainer(trainer_class: type) -> type:
-    """``trainer_class`` that also remembers its latest evaluation result (``last_eval_result``)."""
-    if trainer_class not in _RECORDING:
-        _RECORDING[trainer_class] = type(trainer_class.__name__, (_RecordsEvaluations, trainer_class), {})
-    return _RECORDING[trainer_class]
-
-
 def _floats(result: Mapping[str, Any] | None) -> dict[str, float]:
     return {str(k): float(v) for k, v in dict(result or {}).items()}
 
@@ -161,8 +140,7 @@ class TrialRun:
         self.train_data, self.valid_data = train_data, valid_data
         init_seed(self.config["seed"] + self.config["local_rank"], self.config["reproducibility"])
         model = get_model(self.config["model"])(self.config, train_data._dataset).to(self.config["device"])
-        trainer_class = recording_trainer(get_trainer(self.config["MODEL_TYPE"], self.config["model"]))
-        self.trainer = trainer_class(self.config, model)
+        self.trainer = get_trainer(self.config["MODEL_TYPE"], self.config["model"])(self.config, model)
         self.trainer.resume_file = None  # the Ray checkpoint (state.pth) is this trial's resume file
         self.best_epoch: int | None = None
         self.best_valid_result: dict[str, float] | None = None
@@ -210,7 +188,7 @@ class TrialRun:
     def _on_evaluation(self, epoch_idx: int, valid_score: float) -> None:
         """RecBole's ``callback_fn``: called after every validation of the (final-stage) model."""
         epoch = epoch_idx + 1
-        result = _floats(self.trainer.last_eval_result)
+        result = _floats(self.trainer.last_valid_result)
         if self.best_epoch is None or self.trainer.cur_step == 0:  # RecBole resets cur_step on improvement
             self.best_epoch, self.best_valid_result = epoch, result
         metrics = {
@@ -247,9 +225,11 @@ def read_progress(folder: str) -> dict:
 
 
 def _report_to_ray(metrics: dict, folder: str) -> None:
+    import ray
     from ray import tune
 
-    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+    node = ray.get_runtime_context().get_node_id()  # which node of a cluster ran the trial
+    tune.report({**metrics, "node_id": node}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def trial_dirname(trial_id: str) -> str:

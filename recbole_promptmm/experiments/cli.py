@@ -1,0 +1,105 @@
+"""The command lines of ``python -m recbole_promptmm.tune`` and ``python -m recbole_promptmm.compare`` (also
+``recbole-promptmm tune|compare``), built from the option dataclasses of :mod:`.options`. Any other
+``--key=value`` is a RecBole config override: fixed for every trial of a sweep, applied to every run of a
+comparison."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+import recbole_promptmm  # noqa: F401  (RecBole compatibility fixes, before anything else of RecBole)
+from recbole_promptmm.config import parse_cmd_args
+from recbole_promptmm.experiments.options import CompareOptions, SweepOptions, add_options
+
+TUNE_USAGE = """A Ray Tune sweep of one model on one dataset (docs/TUNING.md).
+
+  python -m recbole_promptmm.tune --model=LightGCN --dataset=ml-100k --num_samples=8 --epochs=20
+  python -m recbole_promptmm.tune --out=DIR --resume
+
+Exit status: 0 when at least one trial produced a result, 1 when every trial failed, 2 for a bad command line,
+config or search space (nothing is started), 3 when the sweep was interrupted (resume it).
+"""
+COMPARE_USAGE = """Is PromptMM better than what I already use, on my data, and what does it cost? (docs/COMPARE.md)
+
+Trains every model with every seed under one protocol as Ray Tune trials (--max_concurrent at once, or over a
+cluster with --address), measures cost, and writes results.csv/.md/.json/.png into --out, where finished runs
+are cached: rerunning the same command resumes.
+
+  python -m recbole_promptmm.compare --dataset=ml-100k --models=Pop,BPR,LightGCN --seeds=2020,2021 \\
+      --out=results/compare-ml100k --epochs=20 --max_concurrent=2
+  python -m recbole_promptmm.compare --models=PromptMM --variants=no_pair_kd,pair05:pair_kd_weight=0.5 --out=DIR
+
+Exit status: 0 when every run has a result, 1 when some failed (they are in the reports), 2 for bad arguments
+or config, 130 when interrupted.
+"""
+
+
+def _parse(cls: type, prog: str, usage: str, argv: Sequence[str], extra=None) -> tuple[dict, list[str]]:
+    parser = argparse.ArgumentParser(prog=prog, description=usage, allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(parser, cls)
+    if extra:
+        extra(parser)
+    args, overrides = parser.parse_known_args(list(argv))
+    parse_cmd_args(overrides)  # refuses anything that is not --key=value, naming it
+    return vars(args), overrides
+
+
+def sweep_options(argv: Sequence[str]) -> SweepOptions:
+    """Parse ``argv`` into normalised :class:`SweepOptions` (the saved ones, with ``--resume``)."""
+    given, overrides = _parse(SweepOptions, "python -m recbole_promptmm.tune", TUNE_USAGE, argv)
+    if overrides:
+        given["overrides"] = overrides
+    if given.get("resume"):
+        if not given.get("out"):
+            raise ValueError("--resume needs --out=DIR, the folder of the sweep to continue")
+        return SweepOptions.load(os.path.abspath(given["out"])).resumed_with(given)
+    missing = [name for name in ("model", "dataset") if not given.get(name)]
+    if missing:
+        raise ValueError(f"missing {', '.join('--' + m for m in missing)} (or --out=DIR --resume)")
+    return SweepOptions(**given).normalised()
+
+
+def tune_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m recbole_promptmm.tune``; returns the exit status."""
+    from recbole_promptmm.experiments.cluster import ResourceError
+    from recbole_promptmm.experiments.sweep import SweepError, execute_sweep, prepare_sweep
+
+    prog = "python -m recbole_promptmm.tune"
+    try:
+        prepared = prepare_sweep(sweep_options(sys.argv[1:] if argv is None else argv))
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        return execute_sweep(prepared).exit_code
+    except (SweepError, ResourceError) as err:
+        print(f"{prog}: {err}", file=sys.stderr, flush=True)
+        return 1
+
+
+def compare_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m recbole_promptmm.compare``; returns the exit status."""
+    from recbole_promptmm.experiments.cluster import ResourceError
+    from recbole_promptmm.experiments.compare import run_comparison
+    from recbole_promptmm.experiments.plan import PlanError, describe_ablations
+
+    prog = "python -m recbole_promptmm.compare"
+    try:
+        given, overrides = _parse(CompareOptions, prog, COMPARE_USAGE, sys.argv[1:] if argv is None else argv,
+                                  lambda parser: parser.add_argument("--list_ablations", action="store_true",
+                                                                     help="print the ablation table and exit"))
+        if given.pop("list_ablations", False):
+            print(describe_ablations())
+            return 0
+        result = run_comparison(CompareOptions(**given, overrides=overrides))
+    except (PlanError, ResourceError, ValueError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 1 if result.failed else 0

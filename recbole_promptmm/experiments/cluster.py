@@ -1,0 +1,90 @@
+"""Where sweeps and comparisons run: one Ray session and one way of handing trials to Ray Tune.
+
+Without an address a private local Ray instance is started (``address="local"``: it never attaches to another
+Ray instance on the machine) and stopped at the end; with ``--address`` (``HOST:PORT`` of a head, or ``auto``)
+the trials spread over that cluster. A Ray session already running in the process is used as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Callable, Iterator, Mapping
+
+from recbole_promptmm.files import write_text_atomic
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, num_cpus: int | None, say: Callable[[str], None] = print) -> Iterator[None]:
+    """Use the running Ray session, or connect to ``address``, or start a local one (and stop it after)."""
+    import ray
+
+    # One checkpoint kept per trial forces a state snapshot per report; Ray warns about that on every sweep.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        yield
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+        resources = ray.cluster_resources()
+        say(f"ray: connected to {address}: {len(nodes)} node(s), {resources.get('CPU', 0):g} CPU(s), "
+            f"{resources.get('GPU', 0):g} GPU(s)")
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class ResourceError(RuntimeError):
+    """Trials that could never be scheduled on the cluster."""
+
+
+def check_resources(cpus_per_trial: float, gpus_per_trial: float, resources: Mapping[str, float] | None = None) -> None:
+    """Refuse trials that can never be scheduled on the cluster's ``resources`` (Ray would wait forever)."""
+    import ray
+
+    resources = ray.cluster_resources() if resources is None else resources
+    for option, name, need in (("cpus_per_trial", "CPU", cpus_per_trial), ("gpus_per_trial", "GPU", gpus_per_trial)):
+        have = float(resources.get(name, 0))
+        if need > have:
+            raise ResourceError(f"--{option}={need:g}, but the Ray cluster has {have:g} {name}(s) in all: no trial "
+                                "could ever start")
+
+
+def make_tuner(trainable: Any, param_space: Mapping[str, Any], out: str, name: str, *, cpus: float, gpus: float,
+               max_concurrent: int | None, trial_name: Callable[[Any], str], restore: bool = False,
+               scheduler: Any = None, search_alg: Any = None, num_samples: int = 1, max_failures: int = 0,
+               stop: Mapping[str, float] | None = None, callbacks: list | None = None, reuse_actors: bool = False,
+               **data: Any) -> Any:
+    """A ``ray.tune.Tuner`` of ``trainable`` (a function trainable, ``data`` shipped once through Ray's object
+    store with ``tune.with_parameters``) writing its experiment to ``out/name``; ``restore`` continues one."""
+    from ray import tune
+
+    trainable = tune.with_resources(tune.with_parameters(trainable, **data) if data else trainable,
+                                    {"cpu": cpus, "gpu": gpus})
+    experiment = os.path.join(out, name)
+    if restore:
+        return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
+    tune_config = tune.TuneConfig(num_samples=num_samples, scheduler=scheduler, search_alg=search_alg,
+                                  max_concurrent_trials=max_concurrent, trial_dirname_creator=trial_name,
+                                  trial_name_creator=trial_name, reuse_actors=reuse_actors)
+    run_config = tune.RunConfig(name=name, storage_path=out, verbose=1, stop=dict(stop) if stop else None,
+                                failure_config=tune.FailureConfig(max_failures=max_failures),
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=callbacks)
+    return tune.Tuner(trainable, param_space=dict(param_space), tune_config=tune_config, run_config=run_config)
+
+
+def trial_error(result: Any) -> str:
+    """The last meaningful line of a Ray trial's error (``ValueError: Invalid learning rate: -1.0``), or ''."""
+    if result.error is None:
+        return ""
+    lines = [line.strip() for line in str(result.error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(result.error).__name__
+
+
+def write_error_file(folder: str, text: str) -> None:
+    """``error.txt`` in a trial folder: the full traceback of a failure."""
+    write_text_atomic(os.path.join(folder, "error.txt"), text)

@@ -1,0 +1,350 @@
+""":func:`compare`: plan the runs, run the ones not cached as Ray Tune trials, write the reports.
+
+A run lives in ``OUT/runs/<label>/seed<seed>-<hash>/`` (``hash``: :func:`plan.config_hash` of its resolved
+config): ``config.json``, RecBole's ``log/``, checkpoints in ``saved/``, and at the end ``result.json`` or
+``failure.json``. A folder with a ``result.json`` of the same hash is served from the cache; a changed config
+has another folder; a failed run starts again on the next invocation, and an interrupted one continues from its
+resume file (``saved/*-resume.pth``). Each trial is its own Ray worker process (``reuse_actors=False``): a crash
+fails one run only, and peak memory is per run. Runs that reuse another run's teacher run after it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import os
+import resource
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+from recbole_promptmm.experiments import plan as p
+from recbole_promptmm.experiments.cluster import check_resources, make_tuner, ray_session, trial_error
+from recbole_promptmm.experiments.options import CompareOptions
+from recbole_promptmm.experiments.report import run_row, write_comparison
+from recbole_promptmm.files import read_json, write_json_atomic
+
+RESULT_FILE, FAILURE_FILE, CONFIG_FILE, LOCK_FILE = "result.json", "failure.json", "config.json", ".compare.lock"
+TRIALS_DIR = ".ray"  # Ray's experiment folder of the latest invocation (the run folders are the cache)
+
+
+@dataclass
+class RunOutcome:
+    """What became of one run: ``status`` ``ok``, ``failed`` or ``missing`` (not run)."""
+
+    spec: p.RunSpec
+    status: str
+    cached: bool = False
+    result: dict | None = None
+    error: str | None = None
+    run_dir: str | None = None
+
+
+@dataclass
+class ComparisonResult:
+    """What :func:`compare` did and wrote: outcomes (seed-major), rows of results.csv, paired tests."""
+
+    outcomes: list[RunOutcome]
+    rows: list[dict]
+    tests: list[dict]
+    reference: str
+    files: dict[str, str] = field(default_factory=dict)
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.status != "ok"]
+
+
+# ----------------------------------------------------------------------------------------------- one trial
+def max_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def execute_run(spec: dict, report=lambda metrics: None) -> dict:
+    """Run one comparison run in its folder (the working directory): :func:`recbole_promptmm.run` (train,
+    early-stop on validation, test once at the best validation epoch), then its serving cost. Continues from the
+    run's resume file when an earlier attempt was interrupted. Returns the result written to ``result.json``."""
+    import torch
+
+    from recbole_promptmm.experiments.cost import measure_cost
+    from recbole_promptmm.quick_start import run
+    from recbole_promptmm.trainer.base import listening
+    from recbole_promptmm.trainer.resume import ResumeError
+
+    start, baseline = time.perf_counter(), max_rss_bytes()
+    torch.set_num_threads(spec["threads"])
+
+    def cost(trainer, train_data) -> dict:
+        config = trainer.config
+        try:
+            return {"cost": measure_cost(trainer.model, train_data._dataset, eval_batch_size=config["eval_batch_size"],
+                                         topk=max(config["topk"] or [50]), repeats=spec["cost_repeats"]).to_dict()}
+        except Exception as err:  # cost is extra information: keep the accuracy result
+            traceback.print_exc()
+            return {"cost_error": f"{type(err).__name__}: {err}"}
+
+    def progress(trainer, event: str) -> None:
+        if event == "valid":
+            report({"stage": trainer.resume_stage or "", "epoch": trainer.last_epoch + 1,
+                    "valid_score": trainer.valid_scores[-1][1], "best_valid_score": float(trainer.best_valid_score)})
+
+    args = (spec["model"], spec["dataset"], None, spec["config_dict"], spec["cmd_args"])
+    resume = glob.glob(os.path.join("saved", "*-resume.pth"))
+    with listening(progress):
+        try:
+            result = run(*args, after_fit=cost, resume=resume[0] if len(resume) == 1 else None)
+        except ResumeError as err:  # an unusable resume file: start over
+            print(f"compare: {err}; starting over", flush=True)
+            for path in resume:
+                os.remove(path)
+            result = run(*args, after_fit=cost)
+    peak = max_rss_bytes()
+    result.update(status="ok", label=spec["label"], config_hash=spec["config_hash"], peak_rss_bytes=peak,
+                  baseline_rss_bytes=baseline, peak_memory_bytes=peak - baseline, torch_threads=torch.get_num_threads(),
+                  peak_gpu_bytes=int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None,
+                  wall_seconds=time.perf_counter() - start)
+    return result
+
+
+def comparison_trial(params: dict, runs: dict) -> None:
+    """The Ray Tune function trainable of one run: ``runs[params["run"]]``, a spec of :func:`_payload`."""
+    import ray
+    from ray import tune
+
+    spec = runs[params["run"]]
+    run_dir = spec["run_dir"]
+    if not glob.glob(os.path.join(run_dir, "saved", "*-resume.pth")):
+        shutil.rmtree(run_dir, ignore_errors=True)  # leftovers of a failed attempt
+    os.makedirs(run_dir, exist_ok=True)
+    os.chdir(run_dir)
+    if os.path.exists(FAILURE_FILE):
+        os.remove(FAILURE_FILE)
+    write_json_atomic(CONFIG_FILE, spec["config"])
+    try:
+        result = execute_run(spec, tune.report)
+    except Exception as err:
+        traceback.print_exc()
+        write_json_atomic(FAILURE_FILE, {"status": "failed", "error": f"{type(err).__name__}: {err}".strip(),
+                                         "traceback": traceback.format_exc(), "config_hash": spec["config_hash"]})
+        tune.report({"status": "failed"})
+        return
+    write_json_atomic(RESULT_FILE, {**result, "node": ray.get_runtime_context().get_node_id()})
+    tune.report({"status": "ok"})
+
+
+def _payload(spec: p.RunSpec, run_dir: str, options: CompareOptions) -> dict:
+    return {"label": spec.label, "model": spec.model, "dataset": spec.dataset, "seed": spec.seed,
+            "config_dict": spec.config_dict, "config": spec.config, "config_hash": spec.config_hash,
+            "cmd_args": spec.cmd_args + [f"--checkpoint_dir={os.path.join(run_dir, 'saved')}"], "run_dir": run_dir,
+            "threads": max(1, int(options.cpus_per_trial)), "cost_repeats": options.cost_repeats}
+
+
+# ---------------------------------------------------------------------------------------------- the driver
+def _cached(spec: p.RunSpec, run_dir: str, report_only: bool) -> RunOutcome | None:
+    result = read_json(os.path.join(run_dir, RESULT_FILE))
+    if result and result.get("status") == "ok" and result.get("config_hash") == spec.config_hash:
+        return RunOutcome(spec, "ok", cached=True, result=result, run_dir=run_dir)
+    failure = read_json(os.path.join(run_dir, FAILURE_FILE)) if report_only else None
+    if failure and failure.get("config_hash") == spec.config_hash:
+        return RunOutcome(spec, "failed", cached=True, error=failure.get("error"), run_dir=run_dir)
+    return RunOutcome(spec, "missing", run_dir=run_dir, error="not run") if report_only else None
+
+
+class _Lines:
+    """One line per finished run, ``[3/12] LightGCN seed 2021: ok, test recall@20 0.0850 (41 s)``."""
+
+    def __init__(self, total: int, say) -> None:
+        self.total, self.done, self.say = total, 0, say
+
+    def __call__(self, outcome: RunOutcome, seconds: float | None = None) -> None:
+        self.done += 1
+        spec, result = outcome.spec, outcome.result or {}
+        metric = str(result.get("valid_metric", "")).lower()
+        test = (result.get("test_result") or {}).get(metric)
+        what = outcome.error or outcome.status if outcome.status != "ok" else (
+            f"ok{' (cached)' if outcome.cached else ''}" + (f", test {metric} {test:.4f}" if test is not None else ""))
+        took = f" ({seconds:.0f} s)" if seconds is not None else ""
+        self.say(f"[{self.done}/{self.total}] {spec.label} seed {spec.seed}: {what}{took}")
+
+
+def _run_trials(todo: list[p.RunSpec], out_dir: str, options: CompareOptions, lines: _Lines) -> dict:
+    """Run ``todo`` as Ray Tune trials; returns (label, seed) -> RunOutcome of each."""
+    from ray import tune
+
+    class Finished(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            spec = by_name[trial.config["run"]]
+            lines(_settle_finished(spec, os.path.join(out_dir, spec.relative_dir()), options, trial.last_result),
+                  trial.last_result.get("time_total_s"))
+
+        on_trial_error = on_trial_complete
+
+    by_name = {f"{os.path.basename(os.path.dirname(s.relative_dir()))}-seed{s.seed}": s for s in todo}
+    runs = {name: _payload(s, os.path.join(out_dir, s.relative_dir()), options) for name, s in by_name.items()}
+    shutil.rmtree(os.path.join(out_dir, TRIALS_DIR), ignore_errors=True)
+    tuner = make_tuner(
+        comparison_trial, {"run": tune.grid_search(list(runs))}, out_dir, TRIALS_DIR, cpus=options.cpus_per_trial,
+        gpus=options.gpus_per_trial, max_concurrent=options.max_concurrent, trial_name=lambda t: t.config["run"],
+        stop={"time_total_s": options.run_timeout} if options.run_timeout else None, callbacks=[Finished()], runs=runs)
+    outcomes = {}
+    for result in tuner.fit():
+        spec = by_name[result.config["run"]]
+        outcomes[spec.label, spec.seed] = _settle_finished(spec, os.path.join(out_dir, spec.relative_dir()), options,
+                                                           result.metrics or {}, trial_error(result))
+    return outcomes
+
+
+def _settle_finished(spec: p.RunSpec, run_dir: str, options: CompareOptions, metrics: dict,
+                     crash: str = "") -> RunOutcome:
+    """The outcome of a trial that ended: its ``result.json``, its ``failure.json``, or why it has neither."""
+    done = _cached(spec, run_dir, report_only=True)
+    if done.status != "missing":
+        return RunOutcome(spec, done.status, result=done.result, error=done.error, run_dir=run_dir)
+    seconds = metrics.get("time_total_s") or 0
+    if crash or (options.run_timeout and seconds >= options.run_timeout):
+        error = crash or f"timed out after {options.run_timeout:g} s (--run_timeout)"
+        write_json_atomic(os.path.join(run_dir, FAILURE_FILE), {"status": "failed", "error": error,
+                                                                "config_hash": spec.config_hash})
+        return RunOutcome(spec, "failed", error=error, run_dir=run_dir)
+    return RunOutcome(spec, "missing", error="not finished (interrupted): the next invocation continues it",
+                      run_dir=run_dir)
+
+
+@contextmanager
+def _locked(out_dir: str) -> Iterator[None]:
+    """Two comparisons must not write one folder at once."""
+    with open(os.path.join(out_dir, LOCK_FILE), "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise p.PlanError(f"another comparison is writing {out_dir}; wait for it or choose another --out") from None
+        yield
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a batch scheduler) acts like Ctrl-C: trials stop and the reports are written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def plan(options: CompareOptions) -> tuple[list[p.Entry], list[p.RunSpec], dict, list[str], list[str]]:
+    """Entries, resolved run specs, protocol, config files and notes, without running anything."""
+    variants = p.parse_variants(options.ablations, options.variants)
+    labels = p.split_list(options.models)
+    if not labels and not variants:
+        raise p.PlanError("no models given: pass --models=Pop,BPR,LightGCN (and/or --ablations, --variants)")
+    settings = p.load_settings(options.config_files)
+    entries = p.build_entries(labels, settings, variants)
+    notes = [f"warning: config section models: {name}: matches no model or label (typo?)"
+             for name in p.unused_sections(entries, settings)]
+    specs = p.build_specs(entries, p.parse_seeds(options.seeds), options.dataset, settings, options.overrides,
+                          options.data_path)
+    p.resolve(specs)
+    protocol = p.check_protocol(specs)
+    if options.share_teacher:
+        notes += p.link_shared_teachers(specs)
+    return entries, specs, protocol, settings.files, notes
+
+
+def compare(dataset: str = "ml-100k", models: str | Sequence[str] = "", out: str = "", seeds: Any = "2020,2021,2022",
+            *, stream=None, **options: Any) -> ComparisonResult:
+    """Compare models on one dataset over several seeds: accuracy, cost and significance (docs/COMPARE.md).
+
+    Keyword arguments are the fields of :class:`~recbole_promptmm.experiments.options.CompareOptions`
+    (``overrides=["--epochs=1"]``, ``ablations="all"``, ``max_concurrent=2``, ``address="auto"``, ...). Failed
+    runs are in the result (and the reports) as failed; a ``KeyboardInterrupt`` stops the running trials, writes
+    the reports of what has finished, and is raised again."""
+    models = ",".join(models) if not isinstance(models, str) else models
+    seeds = ",".join(map(str, seeds)) if not isinstance(seeds, str) else seeds
+    return run_comparison(CompareOptions(dataset=dataset, models=models, out=out, seeds=seeds, **options), stream)
+
+
+def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
+    """:func:`compare` on options."""
+    say = lambda line: print(line, file=stream or sys.stderr, flush=True)  # noqa: E731
+    if not options.out:
+        raise p.PlanError("--out=DIR is required")
+    options.check_resources()
+    out_dir = os.path.abspath(options.out)
+    say("resolving the config of every run ...")
+    entries, specs, protocol, files, notes = plan(options)
+    labels = [e.label for e in entries]
+    reference = options.reference or (p.BASE_MODEL if p.BASE_MODEL in labels else labels[0])
+    rerun = p.split_list(options.rerun)
+    unknown = [r for r in [reference, *rerun] if r != "all" and r not in labels]
+    if unknown:
+        raise p.PlanError(f"--reference / --rerun name {', '.join(unknown)}, not compared here ({', '.join(labels)})")
+    for note in notes:
+        say(note if note.startswith("warning:") else f"note: {note}")
+    os.makedirs(out_dir, exist_ok=True)
+    outcomes: dict[tuple, RunOutcome] = {}
+    lines = _Lines(len(specs), say)
+    interrupted = False
+
+    def settle(batch: list[p.RunSpec]) -> list[p.RunSpec]:
+        todo = []
+        for spec in batch:
+            run_dir = os.path.join(out_dir, spec.relative_dir())
+            redo = "all" in rerun or spec.label in rerun
+            outcome = (RunOutcome(spec, "failed", error=spec.error) if spec.error else
+                       None if redo and not options.report_only else _cached(spec, run_dir, options.report_only))
+            if outcome is None:
+                todo.append(spec)
+            else:
+                outcomes[spec.label, spec.seed] = outcome
+                lines(outcome)
+        return todo
+
+    with nullcontext() if options.report_only else _locked(out_dir), _terminate_as_interrupt():
+        try:
+            first = settle([s for s in specs if s.teacher_from is None or s.error])
+            later = [s for s in specs if s.teacher_from is not None and not s.error]
+            session = None
+            if first or later:
+                session = ray_session(options.address, options.num_cpus, say) if not options.report_only else None
+            with session or nullcontext():
+                if first and session:
+                    check_resources(options.cpus_per_trial, options.gpus_per_trial)
+                    outcomes.update(_run_trials(first, out_dir, options, lines))
+                for spec in later:
+                    provider = outcomes.get((spec.teacher_from, spec.seed))
+                    if provider is None or provider.status != "ok":
+                        spec.error = (f"needs the teacher of {spec.teacher_from} seed {spec.seed}, which has no result "
+                                      "(or pass --no_share_teacher)")
+                    else:
+                        p.attach_teacher(spec, provider.result)
+                second = settle(later)
+                if second and session:
+                    outcomes.update(_run_trials(second, out_dir, options, lines))
+        except KeyboardInterrupt:
+            interrupted = True
+        ordered = [outcomes.get((s.label, s.seed)) or RunOutcome(s, "missing", error="not run (interrupted)")
+                   for s in specs]
+        interrupted = interrupted or any(o.status == "missing" and "interrupted" in (o.error or "") for o in ordered)
+        context = {"dataset": options.dataset, "seeds": p.parse_seeds(options.seeds), "reference": reference,
+                   "protocol": protocol, "overrides": list(options.overrides), "config_files": files, "notes": notes}
+        rows = [run_row(o, out_dir) for o in ordered]
+        _, tests = write_comparison(rows, entries, context, out_dir)
+    result = ComparisonResult(ordered, rows, tests, reference, interrupted=interrupted,
+                              files={ext: os.path.join(out_dir, f"results.{ext}") for ext in ("csv", "md", "json", "png")})
+    failed = len(result.failed)
+    say(f"reports written to {out_dir}: results.csv, results.md, results.png"
+        + (f"; {failed} run(s) without a result" if failed else ""))
+    if interrupted:
+        raise KeyboardInterrupt
+    return result

@@ -1,0 +1,145 @@
+"""What a trained model costs to serve: used parameters, serving bytes, full-sort scoring time and memory.
+
+:func:`measure_cost` works for any RecBole general recommender (ours or a built-in). A model may refine two
+numbers: ``used_parameters() -> int`` (else all parameters) and ``serving_bytes() -> int`` (else the bytes of
+every tensor it holds: :func:`model_tensors`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from recbole.data.interaction import Interaction
+
+CACHE_PREFIXES = ("restore_",)
+"""Attribute names of cached outputs (RecBole's ``restore_user_e``): not serving state; cleared before every
+timed pass so that the timing includes the full forward."""
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Parameters the model uses: ``used_parameters()`` where a model defines it, else all of them."""
+    if hasattr(model, "used_parameters"):
+        return int(model.used_parameters())
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class CostReport:
+    """The cost of serving one trained model.
+
+    ``scoring_seconds`` is the median over the timed passes of one full forward plus full-sort scoring and top-k
+    of every user (``scored_users``, in batches of ``users_per_batch``); ``scoring_peak_bytes`` is measured on
+    GPU only (memory allocated above the pre-scoring level during one pass; on CPU the process RSS hides memory
+    the allocator reuses, and the comparison reports the run's peak RSS instead)."""
+
+    used_parameters: int
+    serving_bytes: int
+    serving_bytes_source: str  # "model.serving_bytes()" or "tensors"
+    scoring_seconds: float
+    scoring_seconds_all: list[float]
+    scored_users: int
+    users_per_batch: int
+    topk: int
+    scoring_peak_bytes: int | None
+    device: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tensor_nbytes(tensor: torch.Tensor) -> int:
+    """Bytes held by ``tensor``'s data: values and indices for sparse layouts, the viewed elements otherwise."""
+    if tensor.layout == torch.sparse_coo:
+        return tensor._values().nbytes + tensor._indices().nbytes
+    if tensor.layout in (torch.sparse_csr, torch.sparse_bsr):
+        return tensor.values().nbytes + tensor.crow_indices().nbytes + tensor.col_indices().nbytes
+    if tensor.layout in (torch.sparse_csc, torch.sparse_bsc):
+        return tensor.values().nbytes + tensor.ccol_indices().nbytes + tensor.row_indices().nbytes
+    return tensor.numel() * tensor.element_size()
+
+
+def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor a model holds: parameters, buffers and plain tensor attributes of every submodule (e.g.
+    LightGCN's normalised adjacency), without cached outputs (``restore_*``) and without duplicates."""
+    found: dict[str, torch.Tensor] = {}
+    seen: set[tuple] = set()
+    named = [*model.named_parameters(), *model.named_buffers()]
+    for prefix, module in model.named_modules():
+        named += [(f"{prefix}.{attr}" if prefix else attr, value) for attr, value in vars(module).items()
+                  if isinstance(value, torch.Tensor) and not attr.startswith(CACHE_PREFIXES)]
+    for name, tensor in named:
+        key = ("strided", tensor.data_ptr(), tensor.nbytes) if tensor.layout == torch.strided else ("sparse", id(tensor))
+        if key not in seen:
+            seen.add(key)
+            found[name] = tensor
+    return found
+
+
+def serving_bytes(model: torch.nn.Module) -> tuple[int, str]:
+    """Bytes needed to serve ``model`` and where the number comes from (numpy / scipy state is not counted:
+    define ``serving_bytes()`` for models that keep such state)."""
+    if hasattr(model, "serving_bytes"):
+        return int(model.serving_bytes()), "model.serving_bytes()"
+    return sum(tensor_nbytes(t) for t in model_tensors(model).values()), "tensors"
+
+
+def clear_output_caches(model: torch.nn.Module) -> None:
+    """Drop cached outputs (``restore_*``; our models drop theirs in ``train()``/``eval()``), leaving eval mode."""
+    for module in model.modules():
+        for attr in list(vars(module)):
+            if attr.startswith(CACHE_PREFIXES):
+                setattr(module, attr, None)
+    model.eval()
+
+
+def measure_cost(model: torch.nn.Module, dataset, *, users_per_batch: int | None = None,
+                 eval_batch_size: int | None = None, topk: int = 50, repeats: int = 3) -> CostReport:
+    """Measure what a trained model costs to serve on its dataset.
+
+    One untimed pass warms up (and measures peak GPU memory on CUDA), then ``repeats`` timed passes each clear
+    cached outputs, compute the full forward and full-sort scores of every user (but padding id 0) in batches
+    under ``torch.no_grad()``, and take the top-``topk`` items per user (history is not masked). Batches hold
+    ``users_per_batch`` users, by default ``eval_batch_size // item_num`` (RecBole's full-sort batches), else 128.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    n_users, n_items = int(dataset.user_num), int(dataset.item_num)
+    if users_per_batch is None:
+        users_per_batch = max(1, eval_batch_size // n_items) if eval_batch_size else 128
+    if users_per_batch < 1:
+        raise ValueError(f"users_per_batch must be at least 1, got {users_per_batch}")
+    tensors = model_tensors(model)
+    device = next(iter(tensors.values())).device if tensors else torch.device("cpu")
+    cuda = device.type == "cuda"
+    k = max(1, min(topk, n_items))
+
+    def one_pass() -> None:
+        clear_output_caches(model)
+        with torch.no_grad():
+            for start in range(1, n_users, users_per_batch):
+                users = torch.arange(start, min(start + users_per_batch, n_users), device=device)
+                scores = model.full_sort_predict(Interaction({dataset.uid_field: users}))
+                torch.topk(scores.view(len(users), -1), k, dim=1)
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    peak = None
+    if cuda:
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    one_pass()
+    if cuda:
+        peak = int(torch.cuda.max_memory_allocated(device) - before)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        one_pass()
+        seconds.append(time.perf_counter() - start)
+    clear_output_caches(model)
+    bytes_, source = serving_bytes(model)
+    return CostReport(count_parameters(model), bytes_, source, statistics.median(seconds), seconds,
+                      max(0, n_users - 1), users_per_batch, topk, peak, str(device))

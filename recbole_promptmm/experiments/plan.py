@@ -1,0 +1,390 @@
+"""What a comparison runs: one :class:`RunSpec` per (label, seed), with its layered and resolved config.
+
+Config layers of one run, low to high priority: RecBole's and our yaml defaults; the shared keys of the compare
+config files (everything but ``models:``); ``models: {MODEL: {...}}``, then ``models: {LABEL: {...}}``; the
+``--key=value`` overrides; a variant's own keys; ``seed``. A compare config file::
+
+    epochs: 300
+    models:
+      LightGCN: {learning_rate: 5.0e-3, n_layers: 3}
+      LightGCN-2L: {model: LightGCN, n_layers: 2}   # a new label: another config of one model
+
+Variants are labels with overrides of :data:`BASE_MODEL`: the named ablations of the paper (:data:`ABLATIONS`)
+or ``NAME:key=value;key=value``. Every run must share the protocol (:data:`PROTOCOL_KEYS`).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from recbole_promptmm.config import Config, load_yaml, parse_cmd_args
+from recbole_promptmm.model.promptmm import DEFAULT_TEACHER, stage_one_keys
+
+BASE_MODEL = "PromptMM"
+PROTOCOL_KEYS: tuple[str, ...] = (
+    "dataset", "data_path", "benchmark_filename", "load_col", "unload_col", "unused_col", "rm_dup_inter",
+    "val_interval", "filter_inter_by_user_or_item", "user_inter_num_interval", "item_inter_num_interval",
+    "eval_args", "metrics", "topk", "valid_metric", "valid_metric_bigger", "eval_step", "stopping_step",
+)
+"""Config keys that define the split, the evaluator and validation-based early stopping: equal in every run."""
+VOLATILE_KEYS = frozenset({"checkpoint_dir", "show_progress", "state", "log_wandb", "wandb_project", "gpu_id"})
+"""Resolved config keys that do not change a run's results: left out of the cache hash."""
+CONTROLLED_KEYS: Mapping[str, str] = {
+    "seed": "use --seeds", "model": "use --models (or 'model:' inside a models: section)",
+    "dataset": "use --dataset", "checkpoint_dir": "checkpoints are kept under the output folder",
+}
+"""Keys the comparison sets itself, and what to do instead."""
+_SLUG = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+class PlanError(ValueError):
+    """A comparison that cannot be set up as asked (bad arguments, config files or protocol)."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """:data:`BASE_MODEL` with a few keys overridden (``--key=value`` strings); they win over every other layer."""
+
+    name: str
+    title: str
+    overrides: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{BASE_MODEL}-{self.name}"
+
+    def shares_teacher(self, teacher_model: str = DEFAULT_TEACHER) -> bool:
+        """Whether the overrides leave stage 1 unchanged, so the variant may reuse a teacher of the same seed."""
+        return not set(self.overrides) & stage_one_keys(teacher_model)
+
+
+def _ablation(name: str, title: str, **values: Any) -> Variant:
+    return Variant(name, title, {k: repr(v) for k, v in values.items()})
+
+
+_NO_KD = {"pair_kd_weight": 0.0, "list_kd_weight": 0.0, "emb_kd_weight": 0.0}
+ABLATIONS: tuple[Variant, ...] = (  # keys: properties/model/PromptMM.yaml, multimodal.yaml, PromptMMStudent.yaml
+    _ablation("no_prompt", "w/o prompt", prompt=False),
+    _ablation("no_pair_kd", "w/o pair KD", pair_kd_weight=0.0),
+    _ablation("no_list_kd", "w/o list KD", list_kd_weight=0.0),
+    # list_kd_weight is 0 by default (it lost on TikTok validation): this one measures list KD (and re-weighting)
+    _ablation("with_list_kd", "with list KD (weight 0.1)", list_kd_weight=0.1),
+    _ablation("no_emb_kd", "w/o embedding KD", emb_kd_weight=0.0),
+    # the student alone: no KD and no warm start (PromptMMStudent is the same without any teacher)
+    _ablation("no_kd", "w/o KD", **_NO_KD, warm_start=False),
+    _ablation("no_reweighting", "w/o re-weighting", list_kd_weight=0.1, list_kd_weighting="none"),
+    _ablation("frozen_prompt", "prompt frozen in stage 2", prompt_tuning_in_student=False),
+)
+"""Every ablation of the paper's ablation study, in the paper's order."""
+
+
+def split_list(value: str | Sequence[str] | None, separators: str = ", ") -> list[str]:
+    """``"a,b c"`` -> ``["a", "b", "c"]``; a sequence is returned as a list of its non-empty items."""
+    if isinstance(value, str):
+        value = re.split(f"[{separators}]+", value)
+    return [v.strip() for v in value or () if v and v.strip()]
+
+
+def parse_variants(ablations: str | Sequence[str] | None = None, variants: str | Sequence[str] | None = None
+                   ) -> list[Variant]:
+    """The variants asked for: ``ablations`` (``all`` or names of :data:`ABLATIONS`), then ``variants`` (comma-
+    separated names of :data:`ABLATIONS` or ``NAME:key=value;key=value``)."""
+    known = {a.name: a for a in ABLATIONS}
+    names = split_list(ablations)
+    chosen = list(ABLATIONS) if names == ["all"] else []
+    for item in ([] if chosen else names) + split_list(variants, ","):
+        name, sep, body = item.partition(":")
+        if not sep:
+            if name not in known:
+                raise PlanError(f"unknown ablation {name!r}; known: {', '.join(known)} (or 'all'), or define a "
+                                "variant as NAME:key=value;key=value")
+            chosen.append(known[name])
+            continue
+        try:
+            overrides = parse_cmd_args(f"--{kv.strip()}" for kv in body.split(";") if kv.strip())
+        except ValueError as err:
+            raise PlanError(f"variant {item!r}: {err}") from None
+        if not overrides or not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
+            raise PlanError(f"variant {item!r}: expected NAME:key=value;... with a name of letters, digits, ._+-")
+        chosen.append(Variant(name, f"{name}: {'; '.join(f'{k}={v}' for k, v in overrides.items())}", overrides))
+    return chosen
+
+
+def describe_ablations() -> str:
+    """A text table of the ablations (``--list_ablations``)."""
+    return "\n".join(f"{a.label:<26} {a.title:<26} {'shares the teacher' if a.shares_teacher() else 'own teacher':<19} "
+                     + ", ".join(f"{k}={v}" for k, v in a.overrides.items()) for a in ABLATIONS)
+
+
+@dataclass
+class Settings:
+    """The compare config files, merged in order (later files win, key by key)."""
+
+    shared: dict[str, Any] = field(default_factory=dict)
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One label of the comparison (a row of the summary table)."""
+
+    label: str
+    model: str
+    section: Mapping[str, Any]
+    variant: Variant | None = None
+
+    @property
+    def title(self) -> str:
+        return f"{self.label} ({self.variant.title})" if self.variant else self.label
+
+
+@dataclass
+class RunSpec:
+    """One run. ``config`` / ``config_hash`` are filled by :func:`resolve` (``error`` when it cannot be resolved);
+    ``teacher_from`` names the run (label) whose stage-1 teacher of the same seed this run reuses."""
+
+    entry: Entry
+    seed: int
+    dataset: str
+    config_dict: dict[str, Any]
+    cmd_args: list[str]
+    config: dict[str, Any] | None = None
+    config_hash: str | None = None
+    error: str | None = None
+    teacher_from: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.entry.label
+
+    @property
+    def model(self) -> str:
+        return self.entry.model
+
+    def relative_dir(self) -> str:
+        """``runs/<label>/seed<seed>-<hash>``: where the run lives under the output folder."""
+        return os.path.join("runs", _SLUG.sub("_", self.label).strip("_") or "model",
+                            f"seed{self.seed}-{self.config_hash or 'unresolved'}")
+
+
+def parse_seeds(value: str | Sequence[int | str]) -> list[int]:
+    """Seeds from ``"2020,2021"`` or a sequence; refuses non-integers, duplicates and an empty list."""
+    seeds: list[int] = []
+    for item in split_list(value) if isinstance(value, str) else list(value):
+        try:
+            seed = int(item)
+        except (TypeError, ValueError):
+            raise PlanError(f"seed {item!r} is not an integer") from None
+        if seed in seeds:
+            raise PlanError(f"seed {seed} is given twice")
+        seeds.append(seed)
+    if not seeds:
+        raise PlanError("no seeds given: pass --seeds=2020,2021,2022 (several seeds allow a significance test)")
+    return seeds
+
+
+def _check_controlled(keys, where: str, allow_model: bool = False) -> None:
+    for key in keys:
+        if key in CONTROLLED_KEYS and not (allow_model and key == "model"):
+            raise PlanError(f"{where} sets {key!r}: the comparison sets it itself; {CONTROLLED_KEYS[key]}")
+
+
+def _absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """Relative ``data_path`` / ``teacher_checkpoint`` values taken from the current directory (runs execute
+    elsewhere)."""
+    return {k: os.path.abspath(os.path.expanduser(v)) if k in ("data_path", "teacher_checkpoint") and
+            isinstance(v, str) and v else v for k, v in values.items()}
+
+
+def load_settings(files: Sequence[str]) -> Settings:
+    """Read compare config files (see the module docstring)."""
+    settings = Settings()
+    for file in files:
+        path = os.path.abspath(file)
+        try:
+            values = load_yaml(path)
+        except (FileNotFoundError, ValueError) as err:
+            raise PlanError(str(err)) from None
+        sections = values.pop("models", None) or {}
+        if not isinstance(sections, dict):
+            raise PlanError(f"config file {path}: 'models' must map model names to settings, found {sections!r}")
+        _check_controlled(values, f"config file {path}")
+        settings.shared.update(_absolute_paths(values))
+        for label, section in sections.items():
+            if not isinstance(section or {}, dict):
+                raise PlanError(f"config file {path}: models: {label}: must be a mapping of keys, found {section!r}")
+            _check_controlled(section or {}, f"config file {path}, models: {label}:", allow_model=True)
+            settings.sections.setdefault(str(label), {}).update(_absolute_paths(section or {}))
+        settings.files.append(path)
+    return settings
+
+
+def build_entries(labels: Sequence[str], settings: Settings, variants: Sequence[Variant]) -> list[Entry]:
+    """Each label (a model name, or a label whose ``models:`` section names its ``model``), then the variants."""
+    entries = []
+    for label, variant in [(label, None) for label in labels] + [(v.label, v) for v in variants]:
+        section = dict(settings.sections.get(label, {}))
+        model = BASE_MODEL if variant else str(section.pop("model", label))
+        section.pop("model", None)
+        base = {k: v for k, v in settings.sections.get(model, {}).items() if k != "model"} if model != label else {}
+        entries.append(Entry(label, model, {**base, **section}, variant))
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.label in seen or "," in entry.label or not entry.label.strip():
+            raise PlanError(f"model label {entry.label!r} is given twice, is empty or holds a comma")
+        seen.add(entry.label)
+    return entries
+
+
+def unused_sections(entries: Sequence[Entry], settings: Settings) -> list[str]:
+    """``models:`` sections that name neither a compared label or model, nor any known model, nor a label of
+    their own (``model:`` key): likely typos. Sections of other models in a shared file are not reported."""
+    from recbole_promptmm.utils import model_names
+
+    names = {e.label for e in entries} | {e.model for e in entries} | set(model_names())
+    return [name for name, section in settings.sections.items() if name not in names and "model" not in section]
+
+
+def _per_seed(value: Any, seed: int, key: str) -> Any:
+    """A ``{seed}`` pattern (a glob, e.g. a teacher checkpoint of an earlier comparison) made this seed's file."""
+    if not (isinstance(value, str) and "{seed}" in value):
+        return value
+    hits = sorted(glob.glob(value.format(seed=seed)))
+    if len(hits) != 1:
+        raise PlanError(f"{key}={value!r} for seed {seed}: expected one file, found {len(hits)}: {hits[:5]}")
+    return hits[0]
+
+
+def build_specs(entries: Sequence[Entry], seeds: Sequence[int], dataset: str, settings: Settings,
+                overrides: Sequence[str] = (), data_path: str | None = None) -> list[RunSpec]:
+    """One spec per (seed, entry), seed-major: an interrupted comparison has complete seeds to pair."""
+    try:
+        user = parse_cmd_args(overrides)
+    except ValueError as err:
+        raise PlanError(str(err)) from None
+    _check_controlled(user, "a command-line override")
+    if data_path is not None:
+        user["data_path"] = data_path
+    user = _absolute_paths(user)
+    specs = []
+    for seed in seeds:
+        for entry in entries:
+            cmd = {"show_progress": "False", **user, **(entry.variant.overrides if entry.variant else {}),
+                   "seed": str(seed)}
+            values = {**settings.shared, **entry.section}
+            specs.append(RunSpec(entry, seed, dataset, {k: _per_seed(v, seed, k) for k, v in values.items()},
+                                 [f"--{k}={_per_seed(v, seed, k)}" for k, v in cmd.items()]))
+    return specs
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """A short hash of a resolved config, without :data:`VOLATILE_KEYS`."""
+    kept = {k: v for k, v in config.items() if k not in VOLATILE_KEYS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+def resolve(specs: Sequence[RunSpec]) -> None:
+    """Resolve every spec's config and hash it; a spec that cannot be resolved gets its ``error`` instead. A
+    variant key that :data:`BASE_MODEL` does not define fails the variant (instead of running the full model)."""
+    defined: set[str] | None = None
+    for spec in specs:
+        try:
+            if spec.entry.variant is not None:
+                if defined is None:
+                    defined = set(Config(BASE_MODEL, spec.dataset, None, spec.config_dict).final_config_dict)
+                missing = [k for k in spec.entry.variant.overrides if k not in defined]
+                if missing:
+                    raise PlanError(f"variant {spec.label} sets {', '.join(missing)}, which {BASE_MODEL} does not "
+                                    f"define (properties/model/{BASE_MODEL}.yaml; the ablations are ABLATIONS in "
+                                    "recbole_promptmm/experiments/plan.py)")
+            spec.config = Config(spec.model, spec.dataset, None, spec.config_dict, spec.cmd_args).to_dict()
+            spec.config_hash, spec.error = config_hash(spec.config), None
+        except Exception as err:  # any config error fails this run only
+            spec.error = f"{type(err).__name__}: {err}".strip()
+
+
+def has_validation_split(config: Mapping[str, Any]) -> bool:
+    """Whether the resolved config holds out a validation set (needed for early stopping and selection)."""
+    if config.get("benchmark_filename"):
+        return len(config["benchmark_filename"]) >= 3
+    split = (config.get("eval_args") or {}).get("split") or {}
+    if "RS" in split:
+        return len(split["RS"]) >= 3 and float(split["RS"][1]) > 0
+    return split.get("LS", "valid_and_test") == "valid_and_test"
+
+
+def check_protocol(specs: Sequence[RunSpec]) -> dict[str, Any]:
+    """The protocol shared by every resolved spec; :class:`PlanError` when two runs differ in a
+    :data:`PROTOCOL_KEYS` key, or when there is no validation split or no validation (``eval_step <= 0``)."""
+    resolved = [s for s in specs if s.config is not None]
+    if not resolved:
+        return {}
+    first = resolved[0]
+    protocol = {k: first.config.get(k) for k in PROTOCOL_KEYS}
+    for spec in resolved[1:]:
+        for key in PROTOCOL_KEYS:
+            if spec.config.get(key) != protocol[key]:
+                raise PlanError(
+                    f"{spec.label} (seed {spec.seed}) has {key}={spec.config.get(key)!r} but {first.label} has "
+                    f"{protocol[key]!r}: every model of a comparison must share the split, evaluator and early "
+                    f"stopping; set {key} in the shared config or on the command line, not per model")
+    if not has_validation_split(first.config):
+        raise PlanError(f"the split {first.config.get('eval_args')} has no validation set: the comparison selects "
+                        "the best epoch on validation (e.g. eval_args: {split: {RS: [0.8, 0.1, 0.1]}})")
+    if not first.config.get("eval_step") or first.config["eval_step"] <= 0:
+        raise PlanError("eval_step must be at least 1: early stopping and best-epoch selection need validation")
+    return protocol
+
+
+def link_shared_teachers(specs: Sequence[RunSpec]) -> list[str]:
+    """Let runs of :data:`BASE_MODEL` with the same seed and the same stage 1 train one teacher; returns notes.
+
+    Two runs share when their resolved configs are equal apart from the variants' own keys that leave stage 1
+    unchanged; the teacher is trained by :data:`BASE_MODEL`'s own run when compared, else by the first variant.
+    A run given a ``teacher_checkpoint`` trains no teacher and shares nothing.
+    """
+    runs = [s for s in specs if s.model == BASE_MODEL and s.config and not s.config.get("teacher_checkpoint")]
+    free: set[str] = set()
+    for spec in runs:
+        if spec.entry.variant is not None and spec.entry.variant.shares_teacher(spec.config.get("teacher_model")):
+            free |= set(spec.entry.variant.overrides) - stage_one_keys(spec.config.get("teacher_model"))
+    ignored = free | VOLATILE_KEYS | {"teacher_checkpoint"}
+    providers: dict[tuple, RunSpec] = {}
+    sharing, notes = [], []
+    for spec in sorted(runs, key=lambda s: s.entry.variant is not None):  # the base first
+        variant = spec.entry.variant
+        key = (spec.seed, json.dumps({k: v for k, v in spec.config.items() if k not in ignored}, sort_keys=True,
+                                     default=str))
+        if variant is not None and not variant.shares_teacher(spec.config.get("teacher_model")):
+            continue
+        provider = providers.setdefault(key, spec)
+        if provider is not spec:
+            spec.teacher_from = provider.label
+            sharing += [spec.label] if spec.label not in sharing else []
+        elif variant is not None and any(s.entry.variant is None and s.seed == spec.seed for s in runs):
+            note = f"{spec.label} trains its own teacher: its config differs from {BASE_MODEL}'s beyond its own keys"
+            notes += [note] if note not in notes else []
+    if sharing:
+        notes.insert(0, f"runs reusing the stage-1 teacher of another run with the same seed (identical stage-1 "
+                        f"config; --no_share_teacher trains one per run): {', '.join(sharing)}")
+    return notes
+
+
+def attach_teacher(spec: RunSpec, provider_result: Mapping[str, Any]) -> None:
+    """Point ``spec`` at the teacher checkpoint of its provider's result and resolve its config again (the path
+    is part of the config, hence of the cache key)."""
+    path = (provider_result.get("teacher") or {}).get("checkpoint")
+    if not path or not os.path.isfile(path):
+        spec.error = (f"the teacher checkpoint of {spec.teacher_from} seed {spec.seed} ({path}) is missing; rerun "
+                      f"{spec.teacher_from} or pass --no_share_teacher")
+        return
+    spec.cmd_args = [a for a in spec.cmd_args if not a.startswith("--teacher_checkpoint=")]
+    spec.cmd_args.append(f"--teacher_checkpoint={path!r}")
+    resolve([spec])

@@ -1,0 +1,452 @@
+"""A sweep: check everything, read the data once, run the trials on Ray Tune, report, test the best once.
+
+Output folder (``--out``)::
+
+    sweep.json         the options (``--resume`` reads them back)
+    sweep.log          the driver's log (data loading, test evaluation)
+    trials/            Ray's experiment: one folder per trial (RecBole's log/, saved/, Ray's results, checkpoint)
+    trials.csv / .md   one row per trial: status, searched values, last and best validation metric, error
+    best_config.yaml   the best configuration, usable with run_recbole.py --config_files
+    best_model.pth     the best trial's best-validation weights
+    best_result.json   the best trial's validation result and the test result of that model
+
+Two-stage PromptMM: without ``--teacher_checkpoint``, stage 1 is a sweep of its ``teacher_model`` in
+``<out>/teacher/`` (one trial with the fixed values, or a search with ``--teacher_search_space``), whose best
+checkpoint becomes ``<out>/teacher/teacher.pth``; stage 2 sweeps the students against it with the teacher's
+settings fixed, so no trial retrains the teacher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+import pandas as pd
+import yaml
+from recbole.utils import init_seed
+from recbole.utils.logger import RemoveColorFilter
+
+from recbole_promptmm.compat import load_checkpoint
+from recbole_promptmm.config import Config, load_yaml, parse_cmd_args, plain
+from recbole_promptmm.data import create_dataset, data_preparation
+from recbole_promptmm.experiments.cluster import check_resources, make_tuner, ray_session, trial_error
+from recbole_promptmm.experiments.options import OPTIONS_FILE, SweepOptions
+from recbole_promptmm.experiments.report import write_frame
+from recbole_promptmm.experiments.space import SearchSpace, check_search_space, grid_size, load_search_space
+from recbole_promptmm.experiments.trial import BEST_FILE, TrialSetup, ray_trainable, read_progress, trial_dirname
+from recbole_promptmm.files import write_json_atomic, write_text_atomic
+from recbole_promptmm.model.promptmm import teacher_config, teacher_setting_keys
+from recbole_promptmm.model.promptmm import teacher_settings as model_teacher_settings
+from recbole_promptmm.utils import get_model, get_trainer
+
+TRIALS_DIR, TEACHER_DIR, TEACHER_FILE, DISTILLED_MODEL = "trials", "teacher", "teacher.pth", "PromptMM"
+EXIT_OK, EXIT_ALL_FAILED, EXIT_UNFINISHED = 0, 1, 3
+COMPLETED, STOPPED, FAILED, UNFINISHED = "completed", "stopped_early", "failed", "unfinished"
+logger = logging.getLogger("recbole_promptmm.tune")
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot go on (e.g. every teacher trial failed); the message says where to look."""
+
+
+@dataclass
+class TrialRow:
+    """One trial: ``status`` is ``completed`` (trained to its end or RecBole's early stopping), ``stopped_early``
+    (by ASHA), ``failed`` (``error``; traceback in the trial folder's ``error.txt``) or ``unfinished``."""
+
+    trial_id: str
+    status: str
+    params: dict = field(default_factory=dict)
+    iterations: int = 0
+    epoch: int | None = None
+    last_score: float | None = None
+    best_score: float | None = None
+    best_epoch: int | None = None
+    seconds: float | None = None
+    error: str = ""
+    path: str = ""
+    checkpoint: str | None = None
+    node: str = ""  # the Ray node that ran its last report
+
+    @property
+    def usable(self) -> bool:
+        """Whether the trial can be the sweep's best: it did not fail and reported a validation score."""
+        return (self.status in (COMPLETED, STOPPED) and self.best_score is not None and self.checkpoint is not None
+                and not math.isnan(self.best_score))
+
+
+@dataclass
+class Plan:
+    """A checked sweep: base config, search space, what every trial shares, how trials are compared."""
+
+    options: SweepOptions
+    config: Config
+    space: SearchSpace
+    setup: TrialSetup
+    metric: str
+    bigger: bool
+    max_t: int
+
+
+@dataclass
+class SweepResult:
+    """What a sweep produced."""
+
+    out: str
+    rows: list[TrialRow]
+    best: TrialRow | None = None
+    best_valid_result: dict | None = None
+    test_result: dict | None = None
+    seconds: float = 0.0
+    exit_code: int = EXIT_OK
+    files: dict = field(default_factory=dict)
+
+
+def say(message: str) -> None:
+    """A line for the person running the sweep (stdout) and for ``sweep.log``."""
+    print(message, flush=True)
+    logger.info(message)
+
+
+@contextlib.contextmanager
+def _driver_side(scratch: bool = False) -> Iterator[None]:
+    """RecBole's ``Config`` rewrites ``CUDA_VISIBLE_DEVICES`` (Ray reads it): keep the driver's value. A trainer
+    writes ``./log_tensorboard``: with ``scratch``, work in a temporary folder deleted afterwards."""
+    saved, previous = os.environ.get("CUDA_VISIBLE_DEVICES"), os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="recbole-tune-") if scratch else contextlib.nullcontext() as folder:
+        if folder:
+            os.chdir(folder)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
+            if saved is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = saved
+
+
+@contextlib.contextmanager
+def driver_log(out: str) -> Iterator[None]:
+    """Send the driver's logging (RecBole's dataset messages included) to ``<out>/sweep.log``."""
+    handler = logging.FileHandler(os.path.join(out, "sweep.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(RemoveColorFilter())
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+        handler.close()
+
+
+def build_config(options: SweepOptions, extra: Mapping[str, Any]) -> Config:
+    """The model's config from the options (files, ``--key=value``) and ``extra``."""
+    with _driver_side():
+        return Config(options.model, options.dataset, options.config_files, dict(extra), options.overrides)
+
+
+def make_plan(options: SweepOptions, extra_fixed: Mapping[str, Any] | None = None,
+              extra_sources: Mapping[str, str] | None = None) -> Plan:
+    """Check the options, the config and the search space (nothing is read or started yet). ``extra_fixed``:
+    values fixed besides the command line's (the teacher stage's); ``extra_sources``: key -> what fixes it."""
+    extra_fixed = dict(extra_fixed or {})
+    config = build_config(options, extra_fixed)
+    sources = {key: f"--{key}={value} on the command line" for key, value in parse_cmd_args(options.overrides).items()}
+    sources.update(extra_sources or {})
+    for key in extra_fixed:
+        sources.setdefault(key, "the teacher stage")
+    space = load_search_space(options.search_space) if options.search_space else SearchSpace("(none)", ())
+    check_search_space(space, config, sources)
+    setup = TrialSetup(options.model, options.dataset, tuple(options.config_files),
+                       {**config.cmd_config_dict, **extra_fixed}, options.cpus_per_trial, options.gpus_per_trial,
+                       os.path.join(options.out, TRIALS_DIR))
+    max_t = options.max_t
+    for key in ("student_epochs", "epochs"):  # staged models bound their reported stage with student_epochs
+        if max_t is None and (space.get(key) or config.final_config_dict.get(key) is not None):
+            max_t = int(space.get(key).upper_bound()) if space.get(key) else int(config[key])
+    return Plan(options, config, space, setup, str(config["valid_metric"]).lower(), bool(config["valid_metric_bigger"]),
+                max_t)
+
+
+class DataCache:
+    """Dataset and dataloaders, prepared once per distinct data configuration (shared by both PromptMM stages)."""
+
+    def __init__(self) -> None:
+        self._prepared: dict[str, tuple] = {}
+        self.descriptions: list[str] = []
+
+    def get(self, config: Config) -> tuple:
+        """``(train_data, valid_data, test_data)`` for ``config``, read from disk at most once."""
+        keys = sorted(set(config.parameters["Dataset"]) | set(config.parameters["Evaluation"]))
+        values = {k: config.final_config_dict.get(k) for k in keys}
+        values.update(dataset=config["dataset"], data_path=config["data_path"], seed=config["seed"],
+                      input_type=str(config["MODEL_INPUT_TYPE"]), neg=config["train_neg_sample_args"],
+                      modality_features=config["modality_features"])
+        key = json.dumps(values, sort_keys=True, default=str)
+        if key not in self._prepared:
+            start = time.perf_counter()
+            init_seed(config["seed"], config["reproducibility"])
+            with _driver_side():
+                dataset = create_dataset(config)
+                self._prepared[key] = data_preparation(config, dataset)
+            self.descriptions.append(str(dataset))
+            say(f"data: {config['dataset']} read and split once in {time.perf_counter() - start:.1f} s")
+        return self._prepared[key]
+
+
+def _tuner(plan: Plan, train_data: Any, valid_data: Any) -> Any:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    opts = plan.options
+    experiment = os.path.join(opts.out, TRIALS_DIR)
+    restore = opts.resume and tune.Tuner.can_restore(experiment)
+    if restore:
+        say(f"resuming the sweep in {experiment}")
+    elif os.path.exists(experiment):
+        raise SweepError(f"{experiment} exists but holds no sweep Ray can restore; remove it or pick another --out")
+    scheduler = FIFOScheduler() if opts.scheduler == "fifo" else ASHAScheduler(
+        time_attr="epoch", metric="valid_score", mode="max" if plan.bigger else "min", max_t=plan.max_t,
+        grace_period=min(opts.grace_period, plan.max_t), reduction_factor=opts.reduction_factor)
+    return make_tuner(
+        ray_trainable, plan.space.to_tune(), opts.out, TRIALS_DIR, cpus=opts.cpus_per_trial, gpus=opts.gpus_per_trial,
+        max_concurrent=opts.max_concurrent, trial_name=lambda trial: trial_dirname(trial.trial_id), restore=restore,
+        scheduler=scheduler, search_alg=BasicVariantGenerator(random_state=int(plan.config["seed"]),
+                                                              max_concurrent=opts.max_concurrent or 0),
+        num_samples=opts.num_samples, max_failures=opts.max_failures, reuse_actors=True,
+        setup=plan.setup, train_data=train_data, valid_data=valid_data)
+
+
+def _row(result: Any, keys: list[str]) -> TrialRow:
+    """One ``ray.tune.Result`` as a row."""
+    metrics, path = dict(result.metrics or {}), result.path or ""
+    reported = "valid_score" in metrics
+    status = (FAILED if result.error is not None else COMPLETED if reported and metrics.get("finished")
+              else STOPPED if reported and metrics.get("done") else UNFINISHED)
+    return TrialRow(
+        trial_id=metrics.get("trial_id") or os.path.basename(path).removeprefix("trial_"), status=status,
+        params={k: (result.config or {}).get(k) for k in keys}, iterations=int(metrics.get("training_iteration") or 0),
+        epoch=metrics.get("epoch"), last_score=metrics.get("valid_score"), best_score=metrics.get("best_valid_score"),
+        best_epoch=metrics.get("best_epoch"), seconds=metrics.get("time_total_s"), error=trial_error(result), path=path,
+        checkpoint=result.checkpoint.path if result.checkpoint is not None else None, node=metrics.get("node_id", ""))
+
+
+def evaluate_on_test(plan: Plan, best: TrialRow, data: DataCache, model_file: str) -> dict:
+    """Evaluate the best trial's best-validation weights once on test (in the driver)."""
+    train_data, _, test_data = data.get(plan.config)
+    with _driver_side(scratch=True):
+        config = plan.setup.config(best.params, plan.options.out,
+                                   {"gpu_id": plan.config["gpu_id"], "use_gpu": plan.config["use_gpu"]})
+        init_seed(config["seed"], config["reproducibility"])
+        model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+        if hasattr(model, "set_stage"):  # a staged model (PromptMM) serves in its last stage: the student
+            model.set_stage("student")
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        result = trainer.evaluate(test_data, load_best_model=True, model_file=model_file, show_progress=False)
+    return {k: float(v) for k, v in dict(result).items()}
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (list, tuple, dict)):
+        return yaml.safe_dump(plain(value), default_flow_style=True, width=10_000).strip()
+    return value
+
+
+def _trials_frame(rows: list[TrialRow], keys: list[str], metric: str) -> pd.DataFrame:
+    return pd.DataFrame([{"trial_id": r.trial_id, "status": r.status, **{f"config/{k}": _cell(r.params.get(k)) for k in keys},
+                          f"last_valid_{metric}": r.last_score, f"best_valid_{metric}": r.best_score,
+                          "best_epoch": r.best_epoch, "last_epoch": r.epoch, "iterations": r.iterations,
+                          "seconds": r.seconds, "error": r.error, "node": r.node, "trial_dir": r.path} for r in rows])
+
+
+def _format(values: Mapping[str, Any] | None, metrics: bool = False) -> str:
+    if metrics:
+        return "  ".join(f"{k}={v:.4f}" for k, v in (values or {}).items()) or "(none)"
+    return ", ".join(f"{k}={v!r}" for k, v in (values or {}).items()) or "(fixed configuration)"
+
+
+def run_plan(plan: Plan, data: DataCache) -> SweepResult:
+    """Run (or resume) a checked plan's trials on the current Ray session; write and print its outputs."""
+    opts, start = plan.options, time.perf_counter()
+    train_data, valid_data, _ = data.get(plan.config)
+    say(f"sweep: {opts.model} on {opts.dataset}, {grid_size(plan.space) * opts.num_samples} trial(s), scheduler "
+        f"{opts.scheduler}, valid metric {plan.metric}, up to {plan.max_t} epoch(s)")
+    for dim in plan.space.dimensions:
+        say(f"  search {dim.key}: {dim.describe()}")
+    rows = sorted((_row(r, plan.space.keys) for r in _tuner(plan, train_data, valid_data).fit()), key=lambda r: r.trial_id)
+    result = SweepResult(opts.out, rows, seconds=time.perf_counter() - start,
+                         files={"trials": os.path.join(opts.out, "trials.csv")})
+    write_frame(_trials_frame(rows, plan.space.keys, plan.metric), os.path.join(opts.out, "trials"))
+    counts = {s: sum(r.status == s for r in rows) for s in (COMPLETED, STOPPED, FAILED, UNFINISHED)}
+    say(f"trials: {len(rows)} ({counts[COMPLETED]} completed, {counts[STOPPED]} stopped early, {counts[FAILED]} "
+        f"failed, {counts[UNFINISHED]} unfinished) in {result.seconds:.1f} s -> {result.files['trials']}")
+    for row in rows:
+        if row.status == FAILED:
+            say(f"  failed trial {row.trial_id} ({_format(row.params)}): {row.error}")
+    if counts[UNFINISHED]:
+        result.exit_code = EXIT_UNFINISHED
+        say(f"the sweep did not finish; continue it with: python -m recbole_promptmm.tune --out={opts.out} --resume")
+        return result
+    usable = [r for r in rows if r.usable]
+    if not usable:
+        result.exit_code = EXIT_ALL_FAILED
+        say("no trial produced a validation result: every trial failed (errors in the CSV and above)")
+        return result
+    best = result.best = max(usable, key=lambda r: r.best_score if plan.bigger else -r.best_score)  # first on ties
+    result.best_valid_result = read_progress(best.checkpoint)["best_valid_result"]
+    model_file, config_path = os.path.join(opts.out, "best_model.pth"), os.path.join(opts.out, "best_config.yaml")
+    shutil.copyfile(os.path.join(best.checkpoint, BEST_FILE), model_file)
+    reproduce = f"python run_recbole.py --model={opts.model} --dataset={opts.dataset} --config_files={config_path}"
+    values = {"model": opts.model, "dataset": opts.dataset}
+    for file in opts.config_files:
+        values.update(load_yaml(file))
+    values = plain({**values, **plan.setup.fixed, **best.params})
+    text = (f"# Best configuration of the sweep in {opts.out} (trial {best.trial_id}, validation {plan.metric} = "
+            f"{best.best_score:.4f} at epoch {best.best_epoch}); selected on validation only.\n# Reproduce: {reproduce}\n")
+    for key, value in values.items():  # one line per key; lists and mappings in flow style
+        text += (f"{key}: {yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()}\n"
+                 if isinstance(value, (dict, list)) else yaml.safe_dump({key: value}, width=10_000))
+    write_text_atomic(config_path, text)
+    result.files.update(best_config=config_path, best_model=model_file)
+    say(f"best trial {best.trial_id}: {_format(best.params)}")
+    say(f"  validation (used for selection), epoch {best.best_epoch}: {_format(result.best_valid_result, True)}")
+    if opts.evaluate_test:
+        result.test_result = evaluate_on_test(plan, best, data, model_file)
+        say("test (best configuration, evaluated once after the sweep, never used to choose):")
+        say(f"  {_format(result.test_result, True)}")
+    say(f"best configuration: {config_path}")
+    say(f"  reproduce: {reproduce}")
+    result.files["best_result"] = os.path.join(opts.out, "best_result.json")
+    write_json_atomic(result.files["best_result"], {
+        "model": opts.model, "dataset": opts.dataset, "trial_id": best.trial_id, "params": best.params,
+        "valid_metric": plan.metric, "best_valid_score": best.best_score, "best_epoch": best.best_epoch,
+        "best_valid_result": result.best_valid_result, "test_result": result.test_result, "best_config": config_path,
+        "best_model": model_file, "trials": len(rows), "trial_counts": counts, "seconds": result.seconds,
+        "fixed": plain(plan.setup.fixed)})
+    return result
+
+
+def prepare_out(options: SweepOptions) -> None:
+    """Create ``out`` and save the options there; refuse a folder that holds another sweep unless resuming."""
+    if not options.resume and os.path.exists(os.path.join(options.out, OPTIONS_FILE)):
+        raise FileExistsError(f"{options.out} already holds a sweep ({OPTIONS_FILE}); continue it with --resume "
+                              "or choose another --out")
+    os.makedirs(options.out, exist_ok=True)
+    options.save()
+
+
+# ------------------------------------------------------------------------------- two-stage PromptMM
+def teacher_settings(path: str) -> dict:
+    """The settings a PromptMM run must share with the teacher checkpoint at ``path``, from its stored config."""
+    saved = load_checkpoint(path, "cpu").get("config")
+    if saved is None:
+        return {}
+    return plain(model_teacher_settings(teacher_config(saved) if saved["model"] == DISTILLED_MODEL else saved))
+
+
+def _teacher_stage(plan: Plan, data: DataCache) -> tuple[dict | None, SweepResult | None]:
+    """Stage 1: train (or search) the teacher once; returns the values every student trial gets, or
+    ``(None, result)`` when interrupted. A resumed sweep whose teacher stage is done reuses its teacher."""
+    record = os.path.join(plan.options.out, "teacher.json")
+    if os.path.isfile(record):
+        with open(record, encoding="utf-8") as f:
+            done = json.load(f)
+        say(f"teacher stage: reusing {done['teacher_checkpoint']} ({record})")
+        return done["fixed"], None
+    prepare_out(plan.options)
+    say(f"teacher stage: {plan.options.model}, trained once for every student trial")
+    result = run_plan(plan, data)
+    if result.exit_code == EXIT_UNFINISHED:
+        return None, result
+    if result.best is None:
+        raise SweepError(f"teacher stage: no teacher finished; see {os.path.join(plan.options.out, 'trials.csv')}")
+    checkpoint = os.path.join(plan.options.out, TEACHER_FILE)
+    shutil.copyfile(os.path.join(result.best.checkpoint, BEST_FILE), checkpoint)
+    fixed = {**plain(result.best.params), **teacher_settings(checkpoint), "teacher_checkpoint": checkpoint}
+    write_json_atomic(record, {"teacher_checkpoint": checkpoint, "fixed": fixed, "trial_id": result.best.trial_id,
+                               "best_valid_score": result.best.best_score, "valid_metric": plan.metric})
+    say(f"teacher stage: best teacher {result.best.trial_id} -> {checkpoint}")
+    return fixed, result
+
+
+@dataclass
+class PreparedSweep:
+    """A sweep whose options, config, search spaces and data have been checked and read; nothing runs yet."""
+
+    options: SweepOptions
+    plan: Plan
+    teacher_plan: Plan | None
+    teacher_sources: dict
+    data: DataCache
+
+
+def prepare_sweep(options: SweepOptions) -> PreparedSweep:
+    """Check options, configs and search spaces (both stages for PromptMM), read the data once, create ``out``:
+    everything that can be wrong fails here (naming the file, the key and what was expected), before Ray starts."""
+    options.check()
+    teacher = None
+    if options.model == DISTILLED_MODEL:
+        teacher = options.teacher_checkpoint or build_config(options, {})["teacher_checkpoint"]
+        if teacher and not os.path.isfile(teacher):
+            raise FileNotFoundError(f"teacher_checkpoint {teacher} does not exist")
+    teacher_plan, extra, sources = None, {}, {}
+    if teacher:
+        teacher = os.path.abspath(teacher)
+        extra = {**teacher_settings(teacher), "teacher_checkpoint": teacher}
+        fixed_here = build_config(options, {}).cmd_config_dict
+        for key, value in extra.items():
+            if key in fixed_here and fixed_here[key] != value:
+                raise ValueError(f"--{key}={fixed_here[key]!r} contradicts the teacher checkpoint {teacher}, which was "
+                                 f"trained with {key}={value!r}; leave --{key} out (it is taken from the checkpoint)")
+        sources = {key: f"the teacher checkpoint {teacher}" for key in extra}
+    elif options.model == DISTILLED_MODEL:
+        teacher_model = build_config(options, {})["teacher_model"]
+        teacher_plan = make_plan(dataclasses.replace(
+            options, model=teacher_model, out=os.path.join(options.out, TEACHER_DIR),
+            search_space=options.teacher_search_space, num_samples=options.teacher_num_samples,
+            teacher_search_space=None, teacher_num_samples=1, evaluate_test=False, max_t=None))
+        sources = {key: "the teacher stage" for key in ("teacher_checkpoint", *teacher_setting_keys(teacher_model))}
+        sources.update({key: "the teacher stage (searched there)" for key in teacher_plan.space.keys})
+    plan = make_plan(options, extra_fixed=extra, extra_sources=sources)
+    data = DataCache()
+    for stage in (teacher_plan, plan):
+        if stage is not None:
+            data.get(stage.config)
+    prepare_out(options)
+    return PreparedSweep(options, plan, teacher_plan, sources, data)
+
+
+def execute_sweep(prepared: PreparedSweep) -> SweepResult:
+    """Run a prepared sweep: the teacher stage if any, then the trials; write and print the results."""
+    options, plan, data = prepared.options, prepared.plan, prepared.data
+    with driver_log(options.out), ray_session(options.address, options.num_cpus, say):
+        check_resources(options.cpus_per_trial, options.gpus_per_trial)
+        for description in data.descriptions:
+            logger.info(description)
+        if prepared.teacher_plan:
+            fixed, teacher_result = _teacher_stage(prepared.teacher_plan, data)
+            if fixed is None:
+                say(f"continue with: python -m recbole_promptmm.tune --out={options.out} --resume")
+                return teacher_result
+            plan = make_plan(options, extra_fixed=fixed, extra_sources=prepared.teacher_sources)
+        return run_plan(plan, data)
+
+
+def run_sweep(options: SweepOptions) -> SweepResult:
+    """:func:`prepare_sweep`, then :func:`execute_sweep`."""
+    return execute_sweep(prepare_sweep(options))
