@@ -11,12 +11,16 @@ import contextlib
 import os
 from typing import Any, Callable, Iterator, Mapping
 
-from recbole_promptmm.files import write_text_atomic
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, num_cpus: int | None, say: Callable[[str], None] = print) -> Iterator[None]:
-    """Use the running Ray session, or connect to ``address``, or start a local one (and stop it after)."""
+def ray_session(address: str | None, num_cpus: int | None, say: Callable[[str], None] = print,
+                threads: int = 1) -> Iterator[None]:
+    """Use the running Ray session, or connect to ``address``, or start a local one (and stop it after). Every
+    worker of the session, on every node, runs its OpenMP / BLAS pools with ``threads`` threads (the CPUs of one
+    trial: trials that share a machine must not each take all of its cores)."""
     import ray
 
     # One checkpoint kept per trial forces a state snapshot per report; Ray warns about that on every sweep.
@@ -24,14 +28,16 @@ def ray_session(address: str | None, num_cpus: int | None, say: Callable[[str], 
     if ray.is_initialized():
         yield
         return
+    runtime_env = {"env_vars": {var: str(threads) for var in THREAD_VARIABLES}}
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
         nodes = [node for node in ray.nodes() if node.get("Alive")]
         resources = ray.cluster_resources()
         say(f"ray: connected to {address}: {len(nodes)} node(s), {resources.get('CPU', 0):g} CPU(s), "
             f"{resources.get('GPU', 0):g} GPU(s)")
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 runtime_env=runtime_env)
     try:
         yield
     finally:
@@ -84,7 +90,3 @@ def trial_error(result: Any) -> str:
     lines = [line.strip() for line in str(result.error).splitlines() if line.strip()]
     return lines[-1] if lines else type(result.error).__name__
 
-
-def write_error_file(folder: str, text: str) -> None:
-    """``error.txt`` in a trial folder: the full traceback of a failure."""
-    write_text_atomic(os.path.join(folder, "error.txt"), text)

@@ -316,7 +316,7 @@ def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
             later = [s for s in specs if s.teacher_from is not None and not s.error]
             session = None
             if first or later:
-                session = ray_session(options.address, options.num_cpus, say) if not options.report_only else None
+                session = ray_session(options.address, options.num_cpus, say, max(1, int(options.cpus_per_trial))) if not options.report_only else None
             with session or nullcontext():
                 if first and session:
                     check_resources(options.cpus_per_trial, options.gpus_per_trial)

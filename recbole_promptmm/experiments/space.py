@@ -43,18 +43,8 @@ class SearchSpaceError(ValueError):
 
 @dataclass(frozen=True)
 class Dimension:
-    """One searched key.
-
-    Parameters
-    ----------
-    key : str
-        The RecBole config key.
-    kind : str
-        One of :data:`DISTRIBUTIONS`.
-    args : tuple
-        The values (``choice``, ``grid``) or the bounds ``(low, high)`` (``uniform``, ``loguniform``,
-        ``randint``; ``randint`` includes ``high``).
-    """
+    """One searched key: ``kind`` (one of :data:`DISTRIBUTIONS`) and ``args``, the values (``choice``, ``grid``) or
+    the bounds ``(low, high)`` (``uniform``, ``loguniform``, ``randint``; ``randint`` includes ``high``)."""
 
     key: str
     kind: str
@@ -62,25 +52,18 @@ class Dimension:
 
     def to_tune(self) -> Any:
         """The Ray Tune domain (or grid) for this key."""
-        if self.kind == "choice":
-            return tune.choice(list(self.args))
-        if self.kind == "grid":
-            return tune.grid_search(list(self.args))
-        if self.kind == "uniform":
-            return tune.uniform(*self.args)
-        if self.kind == "loguniform":
-            return tune.loguniform(*self.args)
-        low, high = self.args
-        return tune.randint(low, high + 1)  # Ray's upper bound is exclusive; ours is not
+        if self.kind in ("choice", "grid"):
+            return (tune.choice if self.kind == "choice" else tune.grid_search)(list(self.args))
+        if self.kind == "randint":
+            return tune.randint(self.args[0], self.args[1] + 1)  # Ray's upper bound is exclusive; ours is not
+        return (tune.uniform if self.kind == "uniform" else tune.loguniform)(*self.args)
 
     def upper_bound(self) -> Any:
-        """The largest value this dimension can take (values must be comparable)."""
-        if self.kind in ("choice", "grid"):
-            return max(self.args)
-        return self.args[1]
+        """The largest value this dimension can take."""
+        return max(self.args) if self.kind in ("choice", "grid") else self.args[1]
 
     def describe(self) -> str:
-        """Short human-readable form, e.g. ``loguniform(0.0001, 0.01)``."""
+        """e.g. ``loguniform(0.0001, 0.01)``."""
         return f"{self.kind}({', '.join(repr(a) for a in self.args)})"
 
 
@@ -93,7 +76,6 @@ class SearchSpace:
 
     @property
     def keys(self) -> list[str]:
-        """The searched config keys."""
         return [d.key for d in self.dimensions]
 
     def to_tune(self) -> dict[str, Any]:
@@ -101,7 +83,6 @@ class SearchSpace:
         return {d.key: d.to_tune() for d in self.dimensions}
 
     def get(self, key: str) -> Dimension | None:
-        """The dimension of ``key``, or None when ``key`` is not searched."""
         return next((d for d in self.dimensions if d.key == key), None)
 
 
@@ -166,22 +147,8 @@ def parse_dimension(path: str, key: Any, spec: Any) -> Dimension:
 
 
 def load_search_space(path: str | os.PathLike) -> SearchSpace:
-    """Read and check a search-space yaml file (its own syntax only; see :func:`check_search_space`).
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The yaml file.
-
-    Returns
-    -------
-    SearchSpace
-
-    Raises
-    ------
-    SearchSpaceError
-        The file is missing, not yaml, not a mapping, or an entry is malformed; the message names the key.
-    """
+    """Read and check a search-space yaml file (its own syntax; :func:`check_search_space` checks the keys);
+    :class:`SearchSpaceError` names the file, the key and the problem."""
     path = os.fspath(path)
     try:
         data = load_yaml(path)
@@ -220,23 +187,9 @@ def _check_type(path: str, dim: Dimension, default: Any) -> None:
 
 
 def check_search_space(space: SearchSpace, config: Any, fixed: Mapping[str, str]) -> None:
-    """Check the searched keys against a resolved config of the model and the keys fixed for every trial.
-
-    Parameters
-    ----------
-    space : SearchSpace
-        The parsed file.
-    config : recbole_promptmm.Config
-        The model's config with every fixed value (defaults, config files, command line).
-    fixed : Mapping[str, str]
-        Key -> where it is fixed for every trial (e.g. ``"--epochs on the command line"``); such keys cannot
-        be searched.
-
-    Raises
-    ------
-    SearchSpaceError
-        Names the file, the key and the problem.
-    """
+    """Check the searched keys against the model's resolved config (defaults, files, command line) and the keys
+    ``fixed`` for every trial (key -> what fixes it, e.g. ``"--epochs on the command line"``), which cannot be
+    searched; :class:`SearchSpaceError` names the file, the key and the problem."""
     known = set(config.final_config_dict)
     not_searchable = _categories(config)
     model = config["model"]
@@ -264,8 +217,3 @@ def grid_size(space: SearchSpace) -> int:
         if dim.kind == "grid":
             size *= len(dim.args)
     return size
-
-
-def describe_space(space: SearchSpace) -> list[str]:
-    """One ``key: distribution`` line per dimension."""
-    return [f"{d.key}: {d.describe()}" for d in space.dimensions]

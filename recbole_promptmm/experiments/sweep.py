@@ -434,7 +434,7 @@ def prepare_sweep(options: SweepOptions) -> PreparedSweep:
 def execute_sweep(prepared: PreparedSweep) -> SweepResult:
     """Run a prepared sweep: the teacher stage if any, then the trials; write and print the results."""
     options, plan, data = prepared.options, prepared.plan, prepared.data
-    with driver_log(options.out), ray_session(options.address, options.num_cpus, say):
+    with driver_log(options.out), ray_session(options.address, options.num_cpus, say, max(1, int(options.cpus_per_trial))):
         check_resources(options.cpus_per_trial, options.gpus_per_trial)
         for description in data.descriptions:
             logger.info(description)

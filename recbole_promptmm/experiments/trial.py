@@ -48,26 +48,11 @@ PROGRESS_FILE = "progress.json"
 
 @dataclass(frozen=True)
 class TrialSetup:
-    """What every trial of a sweep shares.
-
-    Parameters
-    ----------
-    model, dataset : str
-        The model (ours or a RecBole built-in) and dataset names.
-    config_files : tuple of str
-        Absolute paths of yaml config files, lowest priority first.
-    fixed : dict
-        Config values fixed for every trial (``--key=value`` overrides, already converted; the teacher's values
-        and checkpoint in a two-stage PromptMM sweep). They win over the config files; searched keys never
-        collide with them.
-    cpus_per_trial : float
-        CPUs Ray reserves per trial; torch uses as many threads.
-    gpus_per_trial : float
-        GPUs Ray reserves per trial; 0 trains on the CPU.
-    trials_dir : str
-        The sweep's ``<out>/trials`` folder (Ray's experiment folder); each trial works in
-        ``<trials_dir>/trial_<id>``. On a multi-node cluster it must be on storage every node shares.
-    """
+    """What every trial of a sweep shares: model and dataset, absolute config files (lowest priority first), the
+    values ``fixed`` for every trial (``--key=value`` overrides; a two-stage PromptMM sweep's teacher values and
+    checkpoint: they win over the files and never collide with searched keys), the resources Ray reserves per
+    trial (torch uses ``cpus_per_trial`` threads; no GPU trains on the CPU), and ``trials_dir``, the sweep's
+    ``<out>/trials`` where each trial works in ``trial_<id>`` (on a cluster: storage every node shares)."""
 
     model: str
     dataset: str
@@ -78,31 +63,14 @@ class TrialSetup:
     trials_dir: str = ""
 
     def config(self, params: Mapping[str, Any], checkpoint_dir: str, device: Mapping[str, Any] | None = None) -> Config:
-        """The RecBole config of one trial: files, then fixed values, then ``params``, then run settings.
-
-        Parameters
-        ----------
-        params : Mapping[str, Any]
-            The trial's searched values.
-        checkpoint_dir : str
-            Where RecBole writes the trial's best-model file.
-        device : Mapping[str, Any], optional
-            ``gpu_id`` / ``use_gpu`` to use; default: what Ray assigned to this process.
-        """
-        settings = {"checkpoint_dir": checkpoint_dir, "show_progress": False}
-        settings.update(device if device is not None else ray_assigned_device(self.gpus_per_trial))
+        """One trial's config: files, fixed values, the trial's ``params``, then ``checkpoint_dir`` and the device
+        (``gpu_id`` / ``use_gpu``; default: the GPUs Ray made visible to this process, or none: RecBole's
+        ``Config`` writes ``gpu_id`` into ``CUDA_VISIBLE_DEVICES``, so passing Ray's on keeps the trial there)."""
+        if device is None:
+            device = ({"gpu_id": os.environ.get("CUDA_VISIBLE_DEVICES", "0"), "use_gpu": True}
+                      if self.gpus_per_trial > 0 else {"gpu_id": "", "use_gpu": False})
+        settings = {"checkpoint_dir": checkpoint_dir, "show_progress": False, **device}
         return Config(self.model, self.dataset, list(self.config_files), {**self.fixed, **params, **settings})
-
-
-def ray_assigned_device(gpus_per_trial: float) -> dict:
-    """``gpu_id`` / ``use_gpu`` for this process: the GPUs Ray made visible, or none.
-
-    RecBole's ``Config`` writes ``gpu_id`` into ``CUDA_VISIBLE_DEVICES``; passing on what Ray set keeps each
-    trial on the GPU Ray gave it.
-    """
-    if gpus_per_trial > 0:
-        return {"gpu_id": os.environ.get("CUDA_VISIBLE_DEVICES", "0"), "use_gpu": True}
-    return {"gpu_id": "", "use_gpu": False}
 
 
 def _floats(result: Mapping[str, Any] | None) -> dict[str, float]:
@@ -110,23 +78,11 @@ def _floats(result: Mapping[str, Any] | None) -> dict[str, float]:
 
 
 class TrialRun:
-    """Train one configuration; call ``report`` after every validation with a checkpoint folder.
-
-    Parameters
-    ----------
-    setup : TrialSetup
-        What the sweep's trials share.
-    params : Mapping[str, Any]
-        This trial's searched values.
-    train_data, valid_data : recbole DataLoader
-        Prepared once by the driver; ``train_data`` is re-configured for this trial (batch size, negative
-        sampling).
-    trial_dir : str
-        The trial's own folder: RecBole's ``log/``, ``log_tensorboard/`` (relative to the working directory,
-        which the caller sets) and ``saved/`` go here.
-    device : Mapping[str, Any], optional
-        ``gpu_id`` / ``use_gpu`` override (tests); default: what Ray assigned.
-    """
+    """Train one configuration (``params``: the trial's searched values); ``report`` after every validation with
+    a checkpoint folder. ``train_data`` and ``valid_data`` are prepared once by the driver (``train_data`` is
+    re-configured per trial: batch size, negative sampling); RecBole's ``log/``, ``log_tensorboard/`` (relative to
+    the working directory, which the caller sets) and ``saved/`` go to ``trial_dir``; ``device`` overrides what
+    Ray assigned (tests)."""
 
     def __init__(self, setup: TrialSetup, params: Mapping[str, Any], train_data, valid_data, trial_dir: str,
                  device: Mapping[str, Any] | None = None) -> None:
