@@ -121,30 +121,33 @@ def test_bad_input_exits_2_names_the_problem_and_writes_nothing(case, tmp_path):
 
 
 # ------------------------------------------------------------------ failures after the logger started
-def _failing_fit(after_epochs: bool):
-    def wrap(trainer_class):
-        class Failing(trainer_class):
-            def fit(self, *args, **kwargs):
-                if after_epochs:
-                    super().fit(*args, **kwargs)
-                raise ValueError("failed in fit")
+def _failing_fit(monkeypatch, after_epochs: bool) -> None:
+    """Every trainer's ``fit`` raises, before its first epoch or after all of them."""
+    from recbole_promptmm.trainer.base import CheckpointMixin
 
-        return Failing
+    original = CheckpointMixin.fit
 
-    return wrap
+    def fit(self, *args, **kwargs):
+        if after_epochs:
+            original(self, *args, **kwargs)
+        raise ValueError("failed in fit")
+
+    monkeypatch.setattr(CheckpointMixin, "fit", fit)
 
 
-def test_failure_before_the_first_epoch_removes_log_tensorboard_and_checkpoint(tmp_path):
+def test_failure_before_the_first_epoch_removes_log_tensorboard_and_checkpoint(tmp_path, monkeypatch):
     data = _data(tmp_path)
+    _failing_fit(monkeypatch, after_epochs=False)
     with pytest.raises(ValueError, match="failed in fit"):
-        run("BPR", "toy", config_dict={**TOY_DICT, "data_path": str(data)}, wrap_trainer=_failing_fit(False))
+        run("BPR", "toy", config_dict={**TOY_DICT, "data_path": str(data)})
     assert _written(tmp_path) == []
 
 
-def test_failure_after_an_epoch_keeps_what_was_written(tmp_path):
+def test_failure_after_an_epoch_keeps_what_was_written(tmp_path, monkeypatch):
     data = _data(tmp_path)
+    _failing_fit(monkeypatch, after_epochs=True)
     with pytest.raises(ValueError, match="failed in fit"):
-        run("BPR", "toy", config_dict={**TOY_DICT, "data_path": str(data)}, wrap_trainer=_failing_fit(True))
+        run("BPR", "toy", config_dict={**TOY_DICT, "data_path": str(data)})
     assert list((tmp_path / "log" / "BPR").glob("*.log")) and list((tmp_path / "saved").glob("BPR-*.pth"))
 
 

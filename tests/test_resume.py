@@ -38,17 +38,15 @@ def _env() -> dict:
 
 
 def _stop_at(stage: str | None, epoch: int):
-    """A ``wrap_trainer`` that raises KeyboardInterrupt (as Ctrl-C does) at the end of training epoch ``epoch``
-    of ``stage`` (None: a one-stage run), after that epoch's resume file was written."""
-    def wrap(cls):
-        class Stop(cls):
-            def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
-                loss = super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
-                if epoch_idx == epoch and self.resume_stage == stage:
-                    raise KeyboardInterrupt
-                return loss
-        return Stop
-    return wrap
+    """Within the block, KeyboardInterrupt (as Ctrl-C) at the end of training epoch ``epoch`` of ``stage`` (None:
+    a one-stage run), after that epoch's resume file was written."""
+    from recbole_promptmm.trainer.base import listening
+
+    def stop(trainer, event: str) -> None:
+        if event == "epoch" and trainer.last_epoch == epoch and trainer.resume_stage == stage:
+            raise KeyboardInterrupt
+
+    return listening(stop)
 
 
 def _weights(path: str) -> dict:
@@ -64,8 +62,8 @@ def _same_weights(a: str, b: str) -> bool:
 def test_promptmm_resumed_in_either_stage_ends_as_uninterrupted(tmp_path, stage, epoch):
     cfg = {**SMALL, "epochs": 2, "student_epochs": 3}
     full = run("PromptMM", "ml-100k", config_dict=cfg)
-    with pytest.raises(RunInterrupted) as caught:
-        run("PromptMM", "ml-100k", config_dict=cfg, wrap_trainer=_stop_at(stage, epoch))
+    with pytest.raises(RunInterrupted) as caught, _stop_at(stage, epoch):
+        run("PromptMM", "ml-100k", config_dict=cfg)
     stop = caught.value
     assert (stop.stage, stop.epoch) == (stage, epoch)
     assert stop.resume_file.endswith(RESUME_SUFFIX) and os.path.isfile(stop.resume_file)
@@ -139,8 +137,8 @@ def test_what_cannot_resume_is_refused(tmp_path):
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text("embedding_size: 16\n")
     cfg = {**SMALL, "epochs": 3}
-    with pytest.raises(RunInterrupted) as caught:
-        run("BPR", "ml-100k", config_file_list=[str(yaml_file)], config_dict=cfg, wrap_trainer=_stop_at(None, 1))
+    with pytest.raises(RunInterrupted) as caught, _stop_at(None, 1):
+        run("BPR", "ml-100k", config_file_list=[str(yaml_file)], config_dict=cfg)
     resume_file = caught.value.resume_file
     best_file = caught.value.best_model_file
     assert best_file and os.path.isfile(best_file)
@@ -157,7 +155,7 @@ def test_what_cannot_resume_is_refused(tmp_path):
     yaml_file.write_text("embedding_size: 16\n")
     assert run(resume=resume_file)["model"] == "BPR"  # the same file again: it continues
 
-    with pytest.raises(RunInterrupted) as early:
-        run("BPR", "ml-100k", config_dict=cfg, wrap_trainer=_stop_at(None, 0))
+    with pytest.raises(RunInterrupted) as early, _stop_at(None, 0):
+        run("BPR", "ml-100k", config_dict=cfg)
     assert early.value.resume_file is None
     assert early.value.describe("prog") == "prog: interrupted (Ctrl-C) before the first epoch ended; nothing to resume from was saved"
