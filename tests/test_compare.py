@@ -238,6 +238,9 @@ def test_ablations_reuse_the_teacher_of_promptmm_with_the_same_seed(tmp_path):
         return compare("toy", "PromptMM", str(tmp_path / "out"), [2020], config_files=[str(config)],
                        ablations="no_pair_kd", cost_repeats=1, stream=io.StringIO())
 
+    unrun = compare("toy", "PromptMM", str(tmp_path / "out"), [2020], config_files=[str(config)],
+                    ablations="no_pair_kd", report_only=True, stream=io.StringIO())
+    assert [o.status for o in unrun.outcomes] == ["missing", "missing"]  # nothing run yet: nothing failed
     result = run_toy()
     by = {o.spec.label: o for o in result.outcomes}
     assert [o.status for o in result.outcomes] == ["ok", "ok"]

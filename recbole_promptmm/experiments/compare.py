@@ -321,14 +321,21 @@ def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
                 if first and session:
                     check_resources(options.cpus_per_trial, options.gpus_per_trial)
                     outcomes.update(_run_trials(first, out_dir, options, lines))
+                waiting = []
                 for spec in later:
                     provider = outcomes.get((spec.teacher_from, spec.seed))
-                    if provider is None or provider.status != "ok":
-                        spec.error = (f"needs the teacher of {spec.teacher_from} seed {spec.seed}, which has no result "
-                                      "(or pass --no_share_teacher)")
-                    else:
+                    if provider is not None and provider.status == "ok":
                         p.attach_teacher(spec, provider.result)
-                second = settle(later)
+                        waiting.append(spec)
+                        continue
+                    error = f"needs the teacher of {spec.teacher_from} seed {spec.seed}, which has no result"
+                    if options.report_only:  # not run yet rather than failed
+                        outcomes[spec.label, spec.seed] = RunOutcome(spec, "missing", error=error)
+                        lines(outcomes[spec.label, spec.seed])
+                    else:
+                        spec.error = f"{error} (or pass --no_share_teacher)"
+                        waiting.append(spec)
+                second = settle(waiting)
                 if second and session:
                     outcomes.update(_run_trials(second, out_dir, options, lines))
         except KeyboardInterrupt:
