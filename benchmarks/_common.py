@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from recbole_promptmm import Config, create_dataset, data_preparation, get_model  # noqa: E402  (compatibility fixes)
 from recbole_promptmm.compat import load_checkpoint  # noqa: E402
-from recbole.data.interaction import Interaction  # noqa: E402  (after the fixes)
+from recbole_promptmm.experiments.cost import score_all_users  # noqa: E402
 
 
 def options(doc: str, config_files: bool = False, **extra: dict):
@@ -61,12 +61,9 @@ def top_k(model, interaction, history_index, k: int) -> torch.Tensor:
     return scores.topk(k, dim=1).indices
 
 
-@torch.no_grad()
 def full_sort_all(model, n_users: int, k: int, batch: int) -> None:
     """Top-k of all users (ids 1 .. n_users - 1) from the model's own ``full_sort_predict``."""
-    for start in range(1, n_users, batch):
-        users = torch.arange(start, min(start + batch, n_users))
-        torch.topk(model.full_sort_predict(Interaction({model.USER_ID: users})).view(len(users), -1), k, dim=1)
+    score_all_users(model, model.USER_ID, n_users, k, batch)
 
 
 def load_model(path: str, train_data):

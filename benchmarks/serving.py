@@ -22,7 +22,8 @@ import time
 import numpy as np
 import torch
 
-from _common import Interaction, full_sort_all, seconds, timed, top_k
+from _common import full_sort_all, seconds, timed, top_k
+from recbole.data.interaction import Interaction
 from recbole.utils.case_study import full_sort_topk
 from recbole_promptmm.serving.artefact import Recommender
 from recbole_promptmm.serving.export import export, load_run

@@ -83,10 +83,10 @@ def make_tuner(trainable: Any, param_space: Mapping[str, Any], out: str, name: s
     return tune.Tuner(trainable, param_space=dict(param_space), tune_config=tune_config, run_config=run_config)
 
 
-def trial_error(result: Any) -> str:
+def error_line(error: BaseException | None) -> str:
     """The last meaningful line of a Ray trial's error (``ValueError: Invalid learning rate: -1.0``), or ''."""
-    if result.error is None:
+    if error is None:
         return ""
-    lines = [line.strip() for line in str(result.error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(result.error).__name__
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 

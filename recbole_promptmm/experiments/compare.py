@@ -20,12 +20,12 @@ import sys
 import threading
 import time
 import traceback
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from recbole_promptmm.experiments import plan as p
-from recbole_promptmm.experiments.cluster import check_resources, make_tuner, ray_session, trial_error
+from recbole_promptmm.experiments.cluster import check_resources, error_line, make_tuner, ray_session
 from recbole_promptmm.experiments.options import CompareOptions
 from recbole_promptmm.experiments.report import run_row, write_comparison
 from recbole_promptmm.files import read_json, write_json_atomic
@@ -148,14 +148,15 @@ def _payload(spec: p.RunSpec, run_dir: str, options: CompareOptions) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- the driver
-def _cached(spec: p.RunSpec, run_dir: str, report_only: bool) -> RunOutcome | None:
+def _recorded(spec: p.RunSpec, run_dir: str, failures: bool) -> RunOutcome | None:
+    """The run's ``result.json`` for this config, else (``failures``) its ``failure.json``, else None."""
     result = read_json(os.path.join(run_dir, RESULT_FILE))
     if result and result.get("status") == "ok" and result.get("config_hash") == spec.config_hash:
         return RunOutcome(spec, "ok", cached=True, result=result, run_dir=run_dir)
-    failure = read_json(os.path.join(run_dir, FAILURE_FILE)) if report_only else None
+    failure = read_json(os.path.join(run_dir, FAILURE_FILE)) if failures else None
     if failure and failure.get("config_hash") == spec.config_hash:
         return RunOutcome(spec, "failed", cached=True, error=failure.get("error"), run_dir=run_dir)
-    return RunOutcome(spec, "missing", run_dir=run_dir, error="not run") if report_only else None
+    return None
 
 
 class _Lines:
@@ -179,13 +180,20 @@ def _run_trials(todo: list[p.RunSpec], out_dir: str, options: CompareOptions, li
     """Run ``todo`` as Ray Tune trials; returns (label, seed) -> RunOutcome of each."""
     from ray import tune
 
-    class Finished(tune.Callback):
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            spec = by_name[trial.config["run"]]
-            lines(_settle_finished(spec, os.path.join(out_dir, spec.relative_dir()), options, trial.last_result),
-                  trial.last_result.get("time_total_s"))
+    outcomes: dict[tuple, RunOutcome] = {}
 
-        on_trial_error = on_trial_complete
+    def settle(name: str, metrics: dict, error: BaseException | None) -> None:
+        spec = by_name[name]
+        outcomes[spec.label, spec.seed] = outcome = _settle_finished(
+            spec, os.path.join(out_dir, spec.relative_dir()), options, metrics or {}, error_line(error))
+        lines(outcome, (metrics or {}).get("time_total_s"))
+
+    class Finished(tune.Callback):  # a line as soon as a run ends
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            settle(trial.config["run"], trial.last_result, None)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            settle(trial.config["run"], trial.last_result, trial.get_error())
 
     by_name = {f"{os.path.basename(os.path.dirname(s.relative_dir()))}-seed{s.seed}": s for s in todo}
     runs = {name: _payload(s, os.path.join(out_dir, s.relative_dir()), options) for name, s in by_name.items()}
@@ -194,19 +202,18 @@ def _run_trials(todo: list[p.RunSpec], out_dir: str, options: CompareOptions, li
         comparison_trial, {"run": tune.grid_search(list(runs))}, out_dir, TRIALS_DIR, cpus=options.cpus_per_trial,
         gpus=options.gpus_per_trial, max_concurrent=options.max_concurrent, trial_name=lambda t: t.config["run"],
         stop={"time_total_s": options.run_timeout} if options.run_timeout else None, callbacks=[Finished()], runs=runs)
-    outcomes = {}
-    for result in tuner.fit():
+    for result in tuner.fit():  # the trials that did not end (interrupted) have no outcome yet
         spec = by_name[result.config["run"]]
-        outcomes[spec.label, spec.seed] = _settle_finished(spec, os.path.join(out_dir, spec.relative_dir()), options,
-                                                           result.metrics or {}, trial_error(result))
+        if (spec.label, spec.seed) not in outcomes:
+            settle(result.config["run"], result.metrics, result.error)
     return outcomes
 
 
 def _settle_finished(spec: p.RunSpec, run_dir: str, options: CompareOptions, metrics: dict,
                      crash: str = "") -> RunOutcome:
     """The outcome of a trial that ended: its ``result.json``, its ``failure.json``, or why it has neither."""
-    done = _cached(spec, run_dir, report_only=True)
-    if done.status != "missing":
+    done = _recorded(spec, run_dir, failures=True)
+    if done is not None:
         return RunOutcome(spec, done.status, result=done.result, error=done.error, run_dir=run_dir)
     seconds = metrics.get("time_total_s") or 0
     if crash or (options.run_timeout and seconds >= options.run_timeout):
@@ -279,7 +286,7 @@ def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
     say = lambda line: print(line, file=stream or sys.stderr, flush=True)  # noqa: E731
     if not options.out:
         raise p.PlanError("--out=DIR is required")
-    options.check_resources()
+    options.check_ray_options()
     out_dir = os.path.abspath(options.out)
     say("resolving the config of every run ...")
     entries, specs, protocol, files, notes = plan(options)
@@ -301,8 +308,13 @@ def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
         for spec in batch:
             run_dir = os.path.join(out_dir, spec.relative_dir())
             redo = "all" in rerun or spec.label in rerun
-            outcome = (RunOutcome(spec, "failed", error=spec.error) if spec.error else
-                       None if redo and not options.report_only else _cached(spec, run_dir, options.report_only))
+            if spec.error:
+                outcome = RunOutcome(spec, "failed", error=spec.error)
+            elif options.report_only:
+                outcome = (_recorded(spec, run_dir, failures=True)
+                           or RunOutcome(spec, "missing", run_dir=run_dir, error="not run"))
+            else:
+                outcome = None if redo else _recorded(spec, run_dir, failures=False)
             if outcome is None:
                 todo.append(spec)
             else:
@@ -310,34 +322,34 @@ def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
                 lines(outcome)
         return todo
 
-    with nullcontext() if options.report_only else _locked(out_dir), _terminate_as_interrupt():
+    with nullcontext() if options.report_only else _locked(out_dir), _terminate_as_interrupt(), ExitStack() as stack:
+        started = []
+
+        def execute(todo: list[p.RunSpec]) -> None:  # Ray starts only when something must run
+            if todo and not started:
+                stack.enter_context(ray_session(options.address, options.num_cpus, say, max(1, int(options.cpus_per_trial))))
+                check_resources(options.cpus_per_trial, options.gpus_per_trial)
+                started.append(True)
+            if todo:
+                outcomes.update(_run_trials(todo, out_dir, options, lines))
+
         try:
-            first = settle([s for s in specs if s.teacher_from is None or s.error])
-            later = [s for s in specs if s.teacher_from is not None and not s.error]
-            session = None
-            if first or later:
-                session = ray_session(options.address, options.num_cpus, say, max(1, int(options.cpus_per_trial))) if not options.report_only else None
-            with session or nullcontext():
-                if first and session:
-                    check_resources(options.cpus_per_trial, options.gpus_per_trial)
-                    outcomes.update(_run_trials(first, out_dir, options, lines))
-                waiting = []
-                for spec in later:
-                    provider = outcomes.get((spec.teacher_from, spec.seed))
-                    if provider is not None and provider.status == "ok":
-                        p.attach_teacher(spec, provider.result)
-                        waiting.append(spec)
-                        continue
-                    error = f"needs the teacher of {spec.teacher_from} seed {spec.seed}, which has no result"
-                    if options.report_only:  # not run yet rather than failed
-                        outcomes[spec.label, spec.seed] = RunOutcome(spec, "missing", error=error)
-                        lines(outcomes[spec.label, spec.seed])
-                    else:
-                        spec.error = f"{error} (or pass --no_share_teacher)"
-                        waiting.append(spec)
-                second = settle(waiting)
-                if second and session:
-                    outcomes.update(_run_trials(second, out_dir, options, lines))
+            execute(settle([s for s in specs if s.teacher_from is None or s.error]))
+            waiting = []
+            for spec in (s for s in specs if s.teacher_from is not None and not s.error):
+                provider = outcomes.get((spec.teacher_from, spec.seed))
+                if provider is not None and provider.status == "ok":
+                    p.attach_teacher(spec, provider.result)
+                    waiting.append(spec)
+                    continue
+                error = f"needs the teacher of {spec.teacher_from} seed {spec.seed}, which has no result"
+                if options.report_only:  # not run yet rather than failed
+                    outcomes[spec.label, spec.seed] = RunOutcome(spec, "missing", error=error)
+                    lines(outcomes[spec.label, spec.seed])
+                else:
+                    spec.error = f"{error} (or pass --no_share_teacher)"
+                    waiting.append(spec)
+            execute(settle(waiting))
         except KeyboardInterrupt:
             interrupted = True
         ordered = [outcomes.get((s.label, s.seed)) or RunOutcome(s, "missing", error="not run (interrupted)")

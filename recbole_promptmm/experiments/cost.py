@@ -95,6 +95,15 @@ def clear_output_caches(model: torch.nn.Module) -> None:
     model.eval()
 
 
+@torch.no_grad()
+def score_all_users(model: torch.nn.Module, uid_field: str, n_users: int, k: int, users_per_batch: int,
+                    device: torch.device | str = "cpu") -> None:
+    """Full-sort scores of users ``1 .. n_users - 1`` in batches, then the top-``k`` items of each."""
+    for start in range(1, n_users, users_per_batch):
+        users = torch.arange(start, min(start + users_per_batch, n_users), device=device)
+        torch.topk(model.full_sort_predict(Interaction({uid_field: users})).view(len(users), -1), max(1, k), dim=1)
+
+
 def measure_cost(model: torch.nn.Module, dataset, *, users_per_batch: int | None = None,
                  eval_batch_size: int | None = None, topk: int = 50, repeats: int = 3) -> CostReport:
     """Measure what a trained model costs to serve on its dataset.
@@ -114,15 +123,10 @@ def measure_cost(model: torch.nn.Module, dataset, *, users_per_batch: int | None
     tensors = model_tensors(model)
     device = next(iter(tensors.values())).device if tensors else torch.device("cpu")
     cuda = device.type == "cuda"
-    k = max(1, min(topk, n_items))
 
     def one_pass() -> None:
         clear_output_caches(model)
-        with torch.no_grad():
-            for start in range(1, n_users, users_per_batch):
-                users = torch.arange(start, min(start + users_per_batch, n_users), device=device)
-                scores = model.full_sort_predict(Interaction({dataset.uid_field: users}))
-                torch.topk(scores.view(len(users), -1), k, dim=1)
+        score_all_users(model, dataset.uid_field, n_users, min(topk, n_items), users_per_batch, device)
         if cuda:
             torch.cuda.synchronize(device)
 

@@ -66,7 +66,7 @@ class RayOptions:
     num_cpus: int | None = opt(None, "CPUs of the local Ray instance (default: all cores)", type=int)
     address: str | None = opt(None, "an existing Ray cluster: HOST:PORT of its head (or auto)", type=str)
 
-    def check_resources(self) -> None:
+    def check_ray_options(self) -> None:
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ValueError(f"--max_concurrent must be >= 1, got {self.max_concurrent}")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
@@ -100,7 +100,7 @@ class SweepOptions(RayOptions):
 
     def check(self) -> None:
         """Refuse impossible values, naming the option."""
-        self.check_resources()
+        self.check_ray_options()
         if self.num_samples < 1 or self.teacher_num_samples < 1:
             raise ValueError("--num_samples and --teacher_num_samples must be >= 1")
         if self.scheduler not in SCHEDULERS:

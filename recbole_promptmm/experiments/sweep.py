@@ -38,7 +38,7 @@ from recbole.utils.logger import RemoveColorFilter
 from recbole_promptmm.compat import load_checkpoint
 from recbole_promptmm.config import Config, load_yaml, parse_cmd_args, plain
 from recbole_promptmm.data import create_dataset, data_preparation
-from recbole_promptmm.experiments.cluster import check_resources, make_tuner, ray_session, trial_error
+from recbole_promptmm.experiments.cluster import check_resources, error_line, make_tuner, ray_session
 from recbole_promptmm.experiments.options import OPTIONS_FILE, SweepOptions
 from recbole_promptmm.experiments.report import write_frame
 from recbole_promptmm.experiments.space import SearchSpace, check_search_space, grid_size, load_search_space
@@ -242,7 +242,7 @@ def _row(result: Any, keys: list[str]) -> TrialRow:
         trial_id=metrics.get("trial_id") or os.path.basename(path).removeprefix("trial_"), status=status,
         params={k: (result.config or {}).get(k) for k in keys}, iterations=int(metrics.get("training_iteration") or 0),
         epoch=metrics.get("epoch"), last_score=metrics.get("valid_score"), best_score=metrics.get("best_valid_score"),
-        best_epoch=metrics.get("best_epoch"), seconds=metrics.get("time_total_s"), error=trial_error(result), path=path,
+        best_epoch=metrics.get("best_epoch"), seconds=metrics.get("time_total_s"), error=error_line(result.error), path=path,
         checkpoint=result.checkpoint.path if result.checkpoint is not None else None, node=metrics.get("node_id", ""))
 
 
@@ -274,10 +274,12 @@ def _trials_frame(rows: list[TrialRow], keys: list[str], metric: str) -> pd.Data
                           "seconds": r.seconds, "error": r.error, "node": r.node, "trial_dir": r.path} for r in rows])
 
 
-def _format(values: Mapping[str, Any] | None, metrics: bool = False) -> str:
-    if metrics:
-        return "  ".join(f"{k}={v:.4f}" for k, v in (values or {}).items()) or "(none)"
-    return ", ".join(f"{k}={v!r}" for k, v in (values or {}).items()) or "(fixed configuration)"
+def _params(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in values.items()) or "(fixed configuration)"
+
+
+def _metrics(values: Mapping[str, float] | None) -> str:
+    return "  ".join(f"{k}={v:.4f}" for k, v in (values or {}).items()) or "(none)"
 
 
 def run_plan(plan: Plan, data: DataCache) -> SweepResult:
@@ -297,7 +299,7 @@ def run_plan(plan: Plan, data: DataCache) -> SweepResult:
         f"failed, {counts[UNFINISHED]} unfinished) in {result.seconds:.1f} s -> {result.files['trials']}")
     for row in rows:
         if row.status == FAILED:
-            say(f"  failed trial {row.trial_id} ({_format(row.params)}): {row.error}")
+            say(f"  failed trial {row.trial_id} ({_params(row.params)}): {row.error}")
     if counts[UNFINISHED]:
         result.exit_code = EXIT_UNFINISHED
         say(f"the sweep did not finish; continue it with: python -m recbole_promptmm.tune --out={opts.out} --resume")
@@ -323,12 +325,12 @@ def run_plan(plan: Plan, data: DataCache) -> SweepResult:
                  if isinstance(value, (dict, list)) else yaml.safe_dump({key: value}, width=10_000))
     write_text_atomic(config_path, text)
     result.files.update(best_config=config_path, best_model=model_file)
-    say(f"best trial {best.trial_id}: {_format(best.params)}")
-    say(f"  validation (used for selection), epoch {best.best_epoch}: {_format(result.best_valid_result, True)}")
+    say(f"best trial {best.trial_id}: {_params(best.params)}")
+    say(f"  validation (used for selection), epoch {best.best_epoch}: {_metrics(result.best_valid_result)}")
     if opts.evaluate_test:
         result.test_result = evaluate_on_test(plan, best, data, model_file)
         say("test (best configuration, evaluated once after the sweep, never used to choose):")
-        say(f"  {_format(result.test_result, True)}")
+        say(f"  {_metrics(result.test_result)}")
     say(f"best configuration: {config_path}")
     say(f"  reproduce: {reproduce}")
     result.files["best_result"] = os.path.join(opts.out, "best_result.json")

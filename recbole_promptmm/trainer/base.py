@@ -59,6 +59,7 @@ class CheckpointMixin:
         self.resume_owner = self
         self._write_resume = False
         self._pending_resume: dict | None = None
+        self.last_epoch = -1  # the latest training epoch (0-based)
         self.epoch_seconds: list[float] = []  # this session's training epochs (validation excluded)
         self.valid_seconds: list[float] = []
         self.valid_scores: list[tuple[int, float]] = []  # (epoch, validation score)
@@ -154,7 +155,7 @@ class CheckpointMixin:
         start = time.perf_counter()
         score, result = super()._valid_epoch(*args, **kwargs)
         self.valid_seconds.append(time.perf_counter() - start)
-        self.valid_scores.append((getattr(self, "last_epoch", -1), float(score)))
+        self.valid_scores.append((self.last_epoch, float(score)))
         self.last_valid_result = {k: float(v) for k, v in dict(result).items()}
         self._tell("valid")
         return score, result
