@@ -29,6 +29,9 @@ smallest one that works; see ``../shared/design/RECBOLE.md`` for the breakages t
   under ``recbole.model.general_recommender.<name lower-cased>`` in ``sys.modules``, so it finds ours too.
   RecBole's ``create_dataset`` takes ``recbole.data.dataset.<Model>Dataset`` when it exists: our models that need
   modality features get :class:`~recbole_promptmm.data.MultimodalDataset` there.
+* RecBole's ``ensure_dir`` checks for a folder and then creates it, so two runs started together in one folder
+  could both find ``./log`` missing and the second crash with ``FileExistsError``. Every RecBole module that
+  imported it now holds :func:`_ensure_dir` (``os.makedirs(..., exist_ok=True)``).
 """
 
 from __future__ import annotations
@@ -59,6 +62,23 @@ def _dok_update(self, data) -> None:
     self._dict.update(data)
 
 
+def _ensure_dir(dir_path: str) -> None:
+    """RecBole's ``ensure_dir`` without its check-then-create race."""
+    os.makedirs(dir_path, exist_ok=True)
+
+
+def _fix_ensure_dir() -> None:
+    import recbole.data  # noqa: F401  (imports every RecBole module that uses ensure_dir)
+    import recbole.trainer  # noqa: F401
+    import recbole.utils.logger  # noqa: F401
+    import recbole.utils.utils as recbole_utils
+
+    original = recbole_utils.ensure_dir
+    for name, module in list(sys.modules.items()):
+        if (name == "recbole" or name.startswith("recbole.")) and getattr(module, "ensure_dir", None) is original:
+            module.ensure_dir = _ensure_dir
+
+
 def apply() -> None:
     """Apply the fixes; idempotent."""
     for name, value in {**_NUMPY_ALIASES, **_RECBOLE_NUMPY_ALIASES}.items():
@@ -67,6 +87,7 @@ def apply() -> None:
     if not hasattr(sp.dok_matrix, "_update"):
         sp.dok_matrix._update = _dok_update
     _fix_checkpoints()
+    _fix_ensure_dir()
     register_models()
     _filter_known_warnings()
 

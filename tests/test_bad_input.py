@@ -210,6 +210,21 @@ def test_two_runs_started_together_keep_two_checkpoints(tmp_path):
     assert len(list((tmp_path / "log_tensorboard").iterdir())) == 2
 
 
+def test_a_folder_made_by_another_run_in_between_is_no_error(tmp_path, monkeypatch):
+    """The race the test above can hit: RecBole's ``ensure_dir`` found ``./log`` missing, then another process
+    made it before ``os.makedirs``. Replayed deterministically: the check says missing, the folder exists."""
+    import recbole.data.utils
+    import recbole.trainer.trainer
+    import recbole.utils.logger
+
+    (tmp_path / "log").mkdir()
+    real_exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda p: False if str(p).endswith("log") else real_exists(p))
+    for module in (recbole.utils.logger, recbole.trainer.trainer, recbole.data.utils):
+        module.ensure_dir(str(tmp_path / "log"))
+    assert (tmp_path / "log").is_dir()
+
+
 def test_a_stale_temporary_of_a_dead_process_is_removed(tmp_path):
     from recbole_promptmm.trainer.base import save_atomic
 
