@@ -123,3 +123,26 @@ def test_cold_items_counts_cold_users_and_matches_recboles_recall(tmp_path):
     assert int(count) == 5
     assert float(all_users) == pytest.approx(result["test_result"]["recall@20"], abs=5e-5)
     assert 0.0 <= float(cold) <= 1.0
+
+
+def test_mm_table_pools_seeds_of_one_folder_only(tmp_path):
+    """Mean ± std (ddof 1) over the seeds of one label in one sub-folder; another sub-folder is its own row."""
+    import json
+
+    def result(seed, valid, test, teacher=None):
+        r = {"seed": seed, "best_valid_result": {"recall@20": valid}, "test_result": {"recall@20": test}}
+        if teacher:
+            r["teacher"] = {"best_valid_result": {"recall@20": teacher[0]}, "test_result": {"recall@20": teacher[1]}}
+        return r
+
+    files = {"a/X-seed1.json": result(1, 0.1, 0.3, (0.5, 0.6)), "a/X-seed2.json": result(2, 0.2, 0.5, (0.7, 0.6)),
+             "b/X-seed1.json": result(1, 0.9, 0.9)}
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(json.dumps(content))
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "mm_table.py"), str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()[2:]]
+    # std of (0.1, 0.2) with ddof 1 is 0.0707; of (0.3, 0.5) 0.1414; of (0.5, 0.7) 0.1414; of (0.6, 0.6) 0
+    assert rows == [["a/X", "1,2", "0.1500 ± 0.0707", "0.4000 ± 0.1414", "0.6000 ± 0.1414 / 0.6000 ± 0.0000"],
+                    ["b/X", "1", "0.9000", "0.9000", "-"]]
