@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -127,8 +128,6 @@ def test_cold_items_counts_cold_users_and_matches_recboles_recall(tmp_path):
 
 def test_mm_table_pools_seeds_of_one_folder_only(tmp_path):
     """Mean ± std (ddof 1) over the seeds of one label in one sub-folder; another sub-folder is its own row."""
-    import json
-
     def result(seed, valid, test, teacher=None):
         r = {"seed": seed, "best_valid_result": {"recall@20": valid}, "test_result": {"recall@20": test}}
         if teacher:

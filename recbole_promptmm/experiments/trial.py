@@ -114,8 +114,7 @@ class TrialRun:
             self.trainer.logger.warning(f"tune: {type(self.trainer).__name__} cannot resume; "
                                         f"the trial starts over instead of continuing from {folder}")
             return 0
-        with open(os.path.join(folder, PROGRESS_FILE), encoding="utf-8") as f:
-            progress = json.load(f)
+        progress = read_progress(folder)
         own_best_file = self.trainer.saved_model_file
         # This trial's own file names stay (a restarted trial may run on another node, under another name).
         self.trainer.resume_from(read_resume_file(os.path.join(folder, STATE_FILE)), adopt_files=False)
