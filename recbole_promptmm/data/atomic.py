@@ -31,11 +31,14 @@ class AtomicFileError(ValueError):
 
 def atomic_files(config) -> list[str]:
     """The atomic files RecBole will read for ``config``: the ``.inter`` file(s) (``<dataset>.<part>.inter`` for
-    each part of ``benchmark_filename``), and ``.user``/``.item`` when they exist and ``load_col`` loads them."""
+    each part of ``benchmark_filename``; none for ``mmrec_inter_file``, which :mod:`recbole_promptmm.data.mmrec`
+    checks), and ``.user``/``.item`` when they exist and ``load_col`` loads them."""
     folder, name = config["data_path"], config["dataset"]
     benchmark = config["benchmark_filename"]
     files = [os.path.join(folder, f"{name}.{part}.inter") for part in benchmark] if benchmark else \
         [os.path.join(folder, f"{name}.inter")]
+    if config["mmrec_inter_file"]:
+        files = []
     load_col = config["load_col"]
     for source in ("user", "item"):
         path = os.path.join(folder, f"{name}.{source}")

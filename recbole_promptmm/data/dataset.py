@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data.dataset import Dataset
+from recbole.utils import FeatureSource, FeatureType
 
 from recbole_promptmm.data.atomic import check_atomic_files
 from recbole_promptmm.data.features import load_modality_features, parse_modality_specs
+from recbole_promptmm.data.mmrec import COLUMNS, SPLITS, check_item_rows, feature_rows, mmrec_inter_path, \
+    read_mmrec_inter
 
 
 class MultimodalDataset(Dataset):
     """RecBole's ``Dataset`` plus ``modality_features``: modality name -> float32 tensor
-    [item_num, d_m] in internal item-id order (row 0, the padding item, is zero).
+    [item_num, d_m] in internal item-id order (row 0, the padding item, is zero); and interactions in MMRec's
+    layout when ``mmrec_inter_file`` is set (:mod:`recbole_promptmm.data.mmrec`: the split comes from its
+    ``x_label`` column, through RecBole's fixed-split path).
 
     Feature specs and files are checked before the interactions are read; alignment is checked once the
     item ids are known. Copies made by ``build()`` share the same tensors.
@@ -21,10 +27,43 @@ class MultimodalDataset(Dataset):
 
     def __init__(self, config) -> None:
         self._modality_specs = parse_modality_specs(config["modality_features"], config["data_path"])
+        self._mmrec_path = mmrec_inter_path(config)
+        self._mmrec = None
+        if self._mmrec_path is not None:
+            self._mmrec = read_mmrec_inter(self._mmrec_path, config["field_separator"] or "\t")
+            for spec in self._modality_specs:
+                if spec.path is not None and spec.id_map is None:
+                    check_item_rows(self._mmrec[0], self._mmrec_path, feature_rows(spec.path), spec.path)
         super().__init__(config)
         tokens = self.field2id_token[self.iid_field][1:]
         item_file = os.path.join(self.dataset_path, f"{self.dataset_name}.item")
         self.modality_features = load_modality_features(self._modality_specs, tokens, item_file)
+
+    def _get_preset(self):
+        super()._get_preset()
+        if self._mmrec is not None:
+            self.benchmark_filename_list = list(SPLITS)  # RecBole's fixed split: no filtering, build() cuts
+
+    def _load_inter_feat(self, token, dataset_path):
+        if self._mmrec is None:
+            return super()._load_inter_feat(token, dataset_path)
+        frame, sizes = self._mmrec
+        fields = {}
+        for column, (key, ftype) in COLUMNS.items():
+            if column in frame and self.config[key]:
+                fields[column] = self.config[key]
+                feature_type = FeatureType.TOKEN if ftype == "token" else FeatureType.FLOAT
+                self.field2source[self.config[key]] = FeatureSource.INTERACTION
+                self.field2type[self.config[key]] = feature_type
+                self.field2seqlen[self.config[key]] = 1
+                if feature_type == FeatureType.FLOAT:
+                    self.field2bucketnum[self.config[key]] = 2
+        inter = frame[list(fields)].rename(columns=fields)
+        for field in inter:
+            if self.field2type[field] == FeatureType.FLOAT:
+                inter[field] = inter[field].astype(np.float64)
+        self.inter_feat, self.file_size_list = inter, list(sizes)
+        self._mmrec = None  # the frame now lives in inter_feat
 
     def __str__(self) -> str:
         info = [super().__str__()]
@@ -37,6 +76,12 @@ def check_dataset_folder(config) -> None:
     """Fail before RecBole tries to download a dataset whose folder is missing (we are often offline)."""
     path = config["data_path"]
     name = config["dataset"]
+    mmrec = mmrec_inter_path(config)
+    if mmrec is not None and not os.path.isfile(mmrec):
+        raise FileNotFoundError(f"mmrec_inter_file {mmrec} does not exist (pass --data_path=DIR where DIR holds "
+                                f"the {name}/ folder with it)")
+    if mmrec is not None:
+        return
     if not os.path.isdir(path):
         raise FileNotFoundError(
             f"dataset folder {path} does not exist; pass --data_path=DIR where DIR holds a {name}/ folder "
@@ -50,7 +95,8 @@ def check_dataset_folder(config) -> None:
 
 
 def create_dataset(config):
-    """Like RecBole's ``create_dataset``; a :class:`MultimodalDataset` when ``modality_features`` is set."""
+    """Like RecBole's ``create_dataset``; a :class:`MultimodalDataset` when ``modality_features`` or
+    ``mmrec_inter_file`` is set."""
     check_dataset_folder(config)
     check_atomic_files(config)
     from recbole_promptmm.utils import get_model
@@ -61,6 +107,6 @@ def create_dataset(config):
             "`modality_features: {image: image_feat.npy, ...}` (one .npy file per modality, row k = item token k) "
             "to its dataset yaml or a --config_files yaml"
         )
-    if config["modality_features"]:
+    if config["modality_features"] or config["mmrec_inter_file"]:
         return MultimodalDataset(config)
     return recbole_create_dataset(config)
