@@ -1,7 +1,7 @@
 """Training cost per epoch of each model next to a LightGCN epoch, measured in one run (prints figures; not a test).
 
     OMP_NUM_THREADS=1 python benchmarks/epoch_cost.py --dataset=tiktok --data_path=../shared/data \
-        [--models=LightGCN,VBPR,LATTICE,FREEDOM,BM3,PromptMMTeacher] [--epochs=3] [--threads=1] [--key=value ...]
+        [--models=LightGCN,VBPR,LATTICE,FREEDOM,BM3,MMHCL,PromptMMTeacher] [--epochs=3] [--threads=1] [--key=value ...]
 
 Each model (yaml defaults plus ``--key=value`` overrides) trains ``--epochs`` epochs of RecBole's own
 ``Trainer._train_epoch`` (Adam, the dataset's batch size); the median epoch is printed with its ratio to LightGCN's.
@@ -23,7 +23,7 @@ STAGE2 = {"PromptMM stage 2, no KD": {"pair_kd_weight": 0.0, "emb_kd_weight": 0.
 
 
 def main() -> None:
-    args, overrides = options(__doc__, models={"default": "LightGCN,VBPR,LATTICE,FREEDOM,BM3,PromptMMTeacher"},
+    args, overrides = options(__doc__, models={"default": "LightGCN,VBPR,LATTICE,FREEDOM,BM3,MMHCL,PromptMMTeacher"},
                               epochs={"type": int, "default": 3})
     rows: dict[str, float] = {}
     runs = [(m, m, {}) for m in args.models.split(",")] + [(k, "PromptMM", v) for k, v in STAGE2.items()]

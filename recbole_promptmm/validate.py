@@ -15,7 +15,7 @@
   integer >= 1; batch sizes and ``embedding_size`` integers >= 1; ``stopping_step`` and ``eval_step`` integers;
   ``topk`` positive integers (``None`` is accepted for the optional ones, e.g. ``teacher_epochs: ~``).
 * **choices** of our string switches (taken from the code's constants): ``graph_norm``, ``kd_mode``,
-  ``list_kd_weighting``, ``teacher_model`` (a multimodal model, resolved case-insensitively).
+  ``list_kd_weighting``, ``cl_scope``, ``teacher_model`` (a multimodal model, resolved case-insensitively).
 * **files**: a ``teacher_checkpoint`` that does not exist.
 
 :func:`validate_against_data` runs once the dataset is loaded (still before anything is written): values that must
@@ -326,9 +326,11 @@ def _check_ranges(config, problems: list[str], reported: set[str], extra: set[st
 def _choices() -> dict[str, tuple[str, ...]]:
     from recbole_promptmm.model.graph import GRAPH_NORMS
     from recbole_promptmm.model.losses import LIST_KD_WEIGHTS
+    from recbole_promptmm.model.mmhcl import CL_SCOPES
     from recbole_promptmm.model.promptmm import KD_MODES
 
-    return {"graph_norm": tuple(GRAPH_NORMS), "kd_mode": tuple(KD_MODES), "list_kd_weighting": tuple(LIST_KD_WEIGHTS)}
+    return {"graph_norm": tuple(GRAPH_NORMS), "kd_mode": tuple(KD_MODES), "list_kd_weighting": tuple(LIST_KD_WEIGHTS),
+            "cl_scope": tuple(CL_SCOPES)}
 
 
 def _check_choices(config, problems: list[str], reported: set[str], extra: set[str]) -> None:

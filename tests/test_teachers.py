@@ -18,7 +18,7 @@ TEACHERS = multimodal_models()
 
 
 def test_every_multimodal_model_is_a_teacher():
-    assert set(TEACHERS) == {"PromptMMTeacher", "VBPR", "LATTICE", "FREEDOM", "BM3"}
+    assert set(TEACHERS) == {"PromptMMTeacher", "VBPR", "LATTICE", "FREEDOM", "BM3", "MMHCL"}
 
 
 @pytest.mark.parametrize("model_name", [t for t in TEACHERS if t != "PromptMMTeacher"])  # that one: test_promptmm

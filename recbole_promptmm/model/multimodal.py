@@ -1,4 +1,5 @@
-r"""The teacher contract and the shared base of our multimodal models (VBPR, LATTICE, FREEDOM, BM3, PromptMMTeacher).
+r"""The teacher contract and the shared base of our multimodal models (VBPR, LATTICE, FREEDOM, BM3, MMHCL,
+PromptMMTeacher).
 
 Every multimodal model here is a RecBole ``GeneralRecommender`` on :class:`MultimodalRecommender`, so each one:
 

@@ -1,6 +1,6 @@
 """PromptMM: multimodal knowledge distillation with prompt-tuning (Wei et al., WWW 2024, arXiv 2402.17188).
 
-A multimodal teacher (``teacher_model``: PromptMMTeacher, VBPR, LATTICE, FREEDOM or BM3, any
+A multimodal teacher (``teacher_model``: PromptMMTeacher, VBPR, LATTICE, FREEDOM, BM3 or MMHCL, any
 :class:`~recbole_promptmm.model.multimodal.Teacher`) is trained first by its own RecBole training; then an ID-only
 :class:`PromptMMStudent` is trained with BPR plus pair KD, disentangled modality-aware list KD and embedding KD,
 while the teacher's prompt (when it wears one) keeps adapting through the student's loss
