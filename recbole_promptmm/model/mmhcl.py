@@ -9,9 +9,10 @@ released code decides, and the class docstring says so. Hyper-parameter defaults
 Sparse throughout: the item-item hypergraph :math:`\hat A_I = P P^\top` is applied through its sparse factor
 :math:`P` ([I, M I], M I k entries) and the user-user one through the training matrix R (two products with R and
 a diagonal), so neither :math:`I \times I` nor :math:`U \times U` is ever formed. Departures from the released
-code, both for cost: the contrastive terms contrast the batch's own users and items (``cl_scope: batch``) rather
-than every user and item at every batch (``cl_scope: all``, also available, is quadratic in U and I per batch);
-and a zero contrastive weight only drops its term (the released code then also drops the hypergraph branch).
+code, both for cost: the contrastive terms contrast the batch's distinct users and positive items
+(``cl_scope: batch``) rather than every user and item at every batch (``cl_scope: all``, also available, is
+quadratic in U and I per batch); and a zero contrastive weight only drops its term (the released code then also
+drops the hypergraph branch).
 """
 
 from __future__ import annotations
@@ -115,6 +116,37 @@ class UserHypergraph(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------- losses
+class _InfoNCE(torch.autograd.Function):
+    """:func:`hypergraph_infonce` on unit rows, with a hand-written backward: the [N, 2N] softmax is kept for it,
+    instead of the several [N, 2N] temporaries of autograd's logsumexp (tested against autograd)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, p: torch.Tensor, tau: float) -> torch.Tensor:
+        n = a.shape[0]
+        keys = torch.cat([p, a])
+        logits = (a / tau) @ keys.T  # [N, 2N]: against the positive view | against the anchor view
+        rows = torch.arange(n, device=a.device)
+        logits[rows, rows + n] = float("-inf")  # a node is not its own negative
+        top = logits.amax(dim=1, keepdim=True)
+        probs = logits.sub_(top).exp_()
+        total = probs.sum(dim=1, keepdim=True)
+        probs.div_(total)
+        ctx.save_for_backward(a, keys, probs)
+        ctx.tau = tau
+        return (top.squeeze(1) + total.log().squeeze(1) - (a * p).sum(-1) / tau).mean()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        a, keys, probs = ctx.saved_tensors
+        n = a.shape[0]
+        scale = grad / (n * ctx.tau)
+        weights = probs * scale  # d loss / d (a_n . key_j): the softmax part (not in place: backward may rerun)
+        grad_keys = weights.T @ a
+        grad_a = weights @ keys + grad_keys[n:] - scale * keys[:n]
+        grad_p = grad_keys[:n] - scale * a
+        return grad_a, grad_p, None
+
+
 def hypergraph_infonce(anchor: torch.Tensor, positive: torch.Tensor, tau: float) -> torch.Tensor:
     r"""InfoNCE between two views of the same N nodes (row n of each is node n), anchored on ``anchor``.
 
@@ -126,11 +158,7 @@ def hypergraph_infonce(anchor: torch.Tensor, positive: torch.Tensor, tau: float)
 
     (the other nodes of both views are the negatives, as in the released code).
     """
-    a = F.normalize(anchor, dim=-1)
-    p = F.normalize(positive, dim=-1)
-    between = a @ p.T / tau
-    within = (a @ a.T / tau).masked_fill(torch.eye(a.shape[0], dtype=torch.bool, device=a.device), float("-inf"))
-    return (torch.logsumexp(torch.cat([between, within], dim=1), dim=1) - between.diagonal()).mean()
+    return _InfoNCE.apply(F.normalize(anchor, dim=-1), F.normalize(positive, dim=-1), tau)
 
 
 def mmhcl_loss(user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
@@ -179,7 +207,7 @@ class MMHCL(MultimodalRecommender):
 
     **Loss**: :func:`mmhcl_loss` with the released code's views: each user's (item's) fused embedding :math:`e`
     is the anchor and its second-order embedding :math:`h` the positive (``temperature`` :math:`\tau`), over the
-    batch's users and its positive and negative items (``cl_scope: batch``) or over all of them (``all``); L2 on
+    batch's distinct users and positive items (``cl_scope: batch``) or over all users and items (``all``); L2 on
     the batch's fused embeddings.
 
     **Per-modality item embedding** (embedding KD): modality m's share of the last i2i layer,
@@ -239,10 +267,11 @@ class MMHCL(MultimodalRecommender):
         return TeacherOutput(fused_u, fused_i, shares, extra={"second_user": h_u, "second_item": h_i})
 
     def contrast_nodes(self, u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
-        """Rows the contrastive terms run over: the batch's users and items, or all of them (not padding)."""
+        """Rows the contrastive terms run over: the batch's users and positive items, or all users and items
+        (padding excluded)."""
         if self.cl_scope == "all":
             return (torch.arange(1, self.n_users, device=u.device), torch.arange(1, self.n_items, device=u.device))
-        return torch.unique(u), torch.unique(torch.cat([pos, neg]))
+        return torch.unique(u), torch.unique(pos)
 
     def loss(self, interaction, out: TeacherOutput) -> torch.Tensor:
         u = interaction[self.USER_ID]
