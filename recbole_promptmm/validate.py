@@ -13,7 +13,10 @@
   ``teacher_<key>`` takes the type of ``<key>``. Keys whose defaults are lists or dicts are not type-checked.
 * **ranges**: ``learning_rate`` and every ``*_learning_rate`` a number > 0; ``epochs`` and every ``*_epochs`` an
   integer >= 1; batch sizes and ``embedding_size`` integers >= 1; ``stopping_step`` and ``eval_step`` integers;
-  ``topk`` positive integers (``None`` is accepted for the optional ones, e.g. ``teacher_epochs: ~``).
+  ``topk`` positive integers (``None`` is accepted for the optional ones, e.g. ``teacher_epochs: ~``); and the
+  :data:`RANGE_RULES` by name: every ``*temperature`` > 0, every ``*_weight`` (KD, regularisers, contrastive
+  terms) and ``prompt_weight_*`` >= 0, every ``*dropout*`` ratio in [0, 1), ``lambda_coeff`` and ``model_cat_rate``
+  in [0, 1], ``knn_k`` and ``list_kd_negatives`` integers >= 1, layer counts integers >= 0, ``sce_gamma`` >= 1.
 * **choices** of our string switches (taken from the code's constants): ``graph_norm``, ``kd_mode``,
   ``list_kd_weighting``, ``cl_scope``, ``teacher_model`` (a multimodal model, resolved case-insensitively).
 * **files**: a ``teacher_checkpoint`` that does not exist.
@@ -321,6 +324,35 @@ def _check_ranges(config, problems: list[str], reported: set[str], extra: set[st
             values = value if isinstance(value, (list, tuple)) else [value]
             if not values or not all(_is_int(k) and k >= 1 for k in values):
                 bad(key, "a positive integer or a list of positive integers")
+        else:
+            rule = _range_rule(key[len(TEACHER_PREFIX):] if key.startswith(TEACHER_PREFIX) else key)
+            if rule is not None and _is_real(value) and not rule[0](value):
+                bad(key, rule[1])
+
+
+# Numeric keys that misbehave silently outside a range, matched by name (after any ``teacher_`` prefix). A value of
+# another type (a list of dropouts, say) is left to the type check.
+RANGE_RULES: tuple[tuple[Callable[[str], bool], Callable[[float], bool], str], ...] = (
+    # a temperature divides the scores: 0 is a division by zero, a negative one flips the ranking
+    (lambda k: k.endswith("temperature"), lambda v: math.isfinite(v) and v > 0, "a number > 0"),
+    # a loss weight (KD, regularisers, contrastive, prompt terms) below 0 maximises its loss
+    (lambda k: k.endswith("_weight") or k.startswith("prompt_weight_"), lambda v: math.isfinite(v) and v >= 0,
+     "a number >= 0"),
+    # a dropout ratio of 1 drops everything (torch divides by 1 - p)
+    (lambda k: "dropout" in k, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    (lambda k: k in ("lambda_coeff", "model_cat_rate"), lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    (lambda k: k in ("knn_k", "list_kd_negatives"), lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    (lambda k: k == "n_layers" or k.endswith("_layers"), lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    (lambda k: k == "sce_gamma", lambda v: math.isfinite(v) and v >= 1, "a number >= 1"),
+)
+
+
+def _range_rule(key: str) -> tuple[Callable[[float], bool], str] | None:
+    """(check, what is expected) of the first :data:`RANGE_RULES` entry that matches ``key``, or None."""
+    for matches, check, expected in RANGE_RULES:
+        if matches(key):
+            return check, expected
+    return None
 
 
 def _choices() -> dict[str, tuple[str, ...]]:

@@ -5,10 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
+# One OpenMP/torch thread for every test, set before torch is imported: several tests assert exact equality of
+# two runs in one process, which only one thread guarantees (test_resume.py).
+os.environ["OMP_NUM_THREADS"] = "1"
 
-import recbole_promptmm  # noqa: F401  (applies the compatibility fixes)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import recbole_promptmm  # noqa: E402,F401  (applies the compatibility fixes)
+
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PROMPTMM_SHARED_DATA", REPO.parent / "shared" / "data"))

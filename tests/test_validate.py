@@ -1,0 +1,124 @@
+"""Config validation reaches every kind of check: unknown keys, types, ranges (the teacher_-prefixed forms too),
+the choices of our string switches, files; and lets good values through. Each refused value is named in the
+message with where it came from and what was expected."""
+
+from __future__ import annotations
+
+import pytest
+
+from recbole_promptmm import Config
+from recbole_promptmm.validate import ConfigError, validate_config
+
+
+def problems(model: str = "PromptMM", **values) -> str:
+    """The message of the ConfigError ``validate_config`` raises for ``values`` ('' when it raises none)."""
+    config = Config(model, "ml-100k", config_dict=values)
+    try:
+        validate_config(config)
+    except ConfigError as err:
+        return str(err)
+    return ""
+
+
+def test_defaults_of_every_model_pass():
+    for model in ("PromptMM", "PromptMMTeacher", "PromptMMStudent", "VBPR", "LATTICE", "FREEDOM", "BM3", "MMHCL",
+                  "LightGCN", "BPR", "ItemKNN", "NGCF"):
+        assert problems(model) == "", model
+
+
+def test_unknown_key_suggests_the_closest():
+    message = problems(learning_rte=0.1)
+    assert "unknown config key 'learning_rte' from config_dict" in message and "learning_rate" in message
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("epochs", "two", "int"),
+    ("prompt", "yes", "True or False"),
+    ("kd_temperature", "hot", "a number"),
+    ("teacher_embedding_size", 6.5, "int"),  # teacher_<key> takes the type of <key>
+])
+def test_types(key, value, expected):
+    message = problems(**{key: value})
+    assert f"config key {key}=" in message and expected in message, message
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("learning_rate", 0, "a number > 0"),
+    ("teacher_learning_rate", -1e-3, "a number > 0"),
+    ("student_learning_rate", float("inf"), "a number > 0"),
+    ("epochs", 0, "an integer >= 1"),
+    ("teacher_epochs", 0, "an integer >= 1"),
+    ("train_batch_size", 0, "an integer >= 1"),
+    ("teacher_embedding_size", 0, "an integer >= 1"),
+    ("stopping_step", 2.5, "an integer"),
+    ("eval_step", None, "a value, not None"),
+    # the ranges added for keys that misbehaved silently
+    ("kd_temperature", 0, "a number > 0"),  # pair and list KD divide by it
+    ("kd_temperature", -1.0, "a number > 0"),
+    ("pair_kd_weight", -0.5, "a number >= 0"),
+    ("list_kd_weight", -1, "a number >= 0"),
+    ("emb_kd_weight", float("nan"), "a number >= 0"),
+    ("teacher_reg_weight", -1e-3, "a number >= 0"),
+    ("prompt_weight_sp", -0.1, "a number >= 0"),
+    ("teacher_dropout", 1.0, "a number in [0, 1)"),
+    ("teacher_dropout", -0.1, "a number in [0, 1)"),
+    ("teacher_model_cat_rate", 1.5, "a number in [0, 1]"),
+    ("list_kd_negatives", 0, "an integer >= 1"),
+    ("student_n_layers", -1, "an integer >= 0"),
+    ("sce_gamma", 0.5, "a number >= 1"),
+])
+def test_ranges(key, value, expected):
+    message = problems(**{key: value})
+    assert f"config key {key}=" in message and "from config_dict" in message, message
+    assert f"expected {expected}" in message, message
+
+
+@pytest.mark.parametrize("model, key, value", [
+    ("LATTICE", "lambda_coeff", 1.2),
+    ("LATTICE", "knn_k", 0),
+    ("FREEDOM", "edge_dropout", 1.0),
+    ("BM3", "cl_weight", -2.0),
+    ("MMHCL", "temperature", 0.0),
+])
+def test_ranges_of_the_teachers_own_keys(model, key, value):
+    assert f"config key {key}=" in problems(model, **{key: value})
+
+
+@pytest.mark.parametrize("key, value", [
+    ("kd_temperature", 0.5), ("pair_kd_weight", 0), ("teacher_dropout", 0.0), ("teacher_dropout", 0.99),
+    ("student_n_layers", 0), ("sce_gamma", 1), ("teacher_model_cat_rate", 1.0),
+])
+def test_values_at_the_edge_of_a_range_pass(key, value):
+    assert problems(**{key: value}) == ""
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("graph_norm", "both", "symmetric, one_sided"),
+    ("teacher_graph_norm", "left", "symmetric, one_sided"),
+    ("kd_mode", "released", "paper, official"),
+    ("list_kd_weighting", "uniform", "nontarget, confidence, none"),
+])
+def test_choices(key, value, allowed):
+    message = problems(**{key: value})
+    assert f"config key {key}='{value}' (str)" in message and f"expected one of {allowed}" in message, message
+
+
+def test_teacher_model_must_be_multimodal_and_is_matched_case_insensitively():
+    with pytest.raises(ValueError, match="teacher_model 'LightGCN' is not a multimodal model; use one of "
+                                         "PromptMMTeacher, VBPR"):
+        problems(teacher_model="LightGCN")
+    config = Config("PromptMM", "ml-100k", config_dict={"teacher_model": "freedom"})
+    validate_config(config)
+    assert config["teacher_model"] == "FREEDOM"
+
+
+def test_missing_teacher_checkpoint_is_named(tmp_path):
+    message = problems(teacher_checkpoint=str(tmp_path / "nope.pth"))
+    assert "nope.pth" in message and "does not exist" in message
+    assert "(it is a folder)" in problems(teacher_checkpoint=str(tmp_path))
+
+
+def test_every_problem_is_reported_at_once():
+    message = problems(kd_temperature=0, learning_rte=1, graph_norm="x")
+    for part in ("unknown config key 'learning_rte'", "config key kd_temperature=0", "config key graph_norm='x'"):
+        assert part in message, message
