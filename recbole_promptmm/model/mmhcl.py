@@ -1,9 +1,10 @@
 r"""MMHCL: Multi-Modal Hypergraph Contrastive Learning for Recommendation (Guo et al., ACM TOMM 2025,
 arXiv 2504.16576).
 
-Written from the paper and the authors' released code (github.com/Xu107/MMHCL, read, not copied); where the two
-need reading together (the hypergraphs' normalisation, which embeddings the contrastive terms compare) the
-released code decides, and the class docstring says so. Hyper-parameter defaults: the released argument defaults
+Written from the paper's description and the authors' released code (github.com/Xu107/MMHCL, read, not copied).
+Only the paper's abstract and a summary of its method (the two hypergraphs, binary top-K kNN per modality, InfoNCE
+between first- and second-order embeddings) could be read here, so the exact formulas (the hypergraphs'
+normalisation, the layer counts, which embeddings the contrastive terms compare) follow the released code. Hyper-parameter defaults: the released argument defaults
 (properties/model/MMHCL.yaml). Any number of modalities.
 
 Sparse throughout: the item-item hypergraph :math:`\hat A_I = P P^\top` is applied through its sparse factor
