@@ -4,8 +4,8 @@ arXiv 2504.16576).
 Written from the paper's description and the authors' released code (github.com/Xu107/MMHCL, read, not copied).
 Only the paper's abstract and a summary of its method (the two hypergraphs, binary top-K kNN per modality, InfoNCE
 between first- and second-order embeddings) could be read here, so the exact formulas (the hypergraphs'
-normalisation, the layer counts, which embeddings the contrastive terms compare) follow the released code. Hyper-parameter defaults: the released argument defaults
-(properties/model/MMHCL.yaml). Any number of modalities.
+normalisation, the layer counts, which embeddings the contrastive terms compare) follow the released code.
+Hyper-parameter defaults: the released argument defaults (properties/model/MMHCL.yaml). Any number of modalities.
 
 Sparse throughout: the item-item hypergraph :math:`\hat A_I = P P^\top` is applied through its sparse factor
 :math:`P` ([I, M I], M I k entries) and the user-user one through the training matrix R (two products with R and
