@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -276,6 +277,113 @@ def test_paired_test_says_when_it_cannot_test():
     assert one["n"] == 1 and one["p"] is None and "too few" in one["note"]
     same = paired_test("m", "A", "B", {1: 0.5, 2: 0.75}, {1: 0.25, 2: 0.5})
     assert same["p"] is None and "zero variance" in same["note"]
+
+
+def _md_table(text: str, heading: str) -> list[dict]:
+    """The rows of the markdown table after ``heading`` in results.md, as {column: cell}."""
+    lines = text.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table]
+    return [dict(zip(cells[0], row)) for row in cells[2:]]
+
+
+MiB = 2**20
+# label, seed, status, test recall@20, test ndcg@20, train s/epoch, serving bytes (valid recall@20 = test + 0.01).
+# C's seed-3 run failed; its numbers (the best of every column) must count nowhere.
+HAND_RUNS = [("A", 1, "ok", 0.30, 0.20, 2.0, 1 * MiB), ("B", 1, "ok", 0.20, 0.30, 1.0, 3 * MiB),
+             ("C", 1, "ok", 0.10, 0.10, 3.0, 2 * MiB), ("A", 2, "ok", 0.40, 0.25, 4.0, 1 * MiB),
+             ("B", 2, "ok", 0.35, 0.30, 1.0, 3 * MiB), ("C", 2, "ok", 0.30, 0.20, 5.0, 4 * MiB),
+             ("A", 3, "ok", 0.50, 0.30, 6.0, 1 * MiB), ("B", 3, "ok", 0.35, 0.36, 1.0, 3 * MiB),
+             ("C", 3, "failed", 0.99, 0.99, 0.1, MiB // 2)]
+
+
+def test_report_figures_match_a_hand_computation(tmp_path):
+    """write_comparison on hand-made runs of three labels: every mean ± std, bold best and paired test is checked
+    against its value worked out by hand (arithmetic in the comments)."""
+    from types import SimpleNamespace
+
+    from recbole_promptmm.experiments.plan import Entry
+    from recbole_promptmm.experiments.report import write_comparison
+
+    rows = [{"label": label, "model": label, "seed": seed, "status": status, "error": "" if status == "ok" else "boom",
+             "train_seconds_per_epoch": sec, "serving_bytes": size, "test_recall@20": rec, "test_ndcg@20": ndcg,
+             "valid_recall@20": rec + 0.01} for label, seed, status, rec, ndcg, sec, size in HAND_RUNS]
+    entries = [Entry(label, label, {}) for label in "ABC"]
+    context = {"dataset": "hand", "seeds": [1, 2, 3], "reference": "A", "protocol": {"valid_metric": "Recall@20"},
+               "overrides": [], "config_files": [], "notes": []}
+    _, tests = write_comparison(rows, entries, context, str(tmp_path))
+    text = (tmp_path / "results.md").read_text()
+    head = {r["model"]: r for r in _md_table(text, "## Accuracy and cost")}
+    # test recall@20: A (0.3, 0.4, 0.5): mean 0.4, deviations -0.1, 0, 0.1: std sqrt(0.02 / 2) = 0.1
+    #   B (0.2, 0.35, 0.35): mean 0.3, deviations -0.1, 0.05, 0.05: std sqrt(0.015 / 2) = 0.0866
+    #   C (0.1, 0.3; the failed 0.99 left out): mean 0.2, std sqrt(0.02 / 1) = 0.1414; best (max): A
+    assert [head[m]["test recall@20"] for m in "ABC"] == ["**0.4000 ± 0.1000**", "0.3000 ± 0.0866", "0.2000 ± 0.1414"]
+    # test ndcg@20: A (0.2, 0.25, 0.3): 0.25 ± sqrt(0.005 / 2) = 0.05; B (0.3, 0.3, 0.36): mean 0.32, deviations
+    #   -0.02, -0.02, 0.04: std sqrt(0.0024 / 2) = 0.0346; C (0.1, 0.2): 0.15 ± 0.0707; best (max): B
+    assert [head[m]["test ndcg@20"] for m in "ABC"] == ["0.2500 ± 0.0500", "**0.3200 ± 0.0346**", "0.1500 ± 0.0707"]
+    # valid recall@20 = test + 0.01: the same std, means 0.41, 0.31, 0.21
+    assert [head[m]["valid recall@20"] for m in "ABC"] == ["**0.4100 ± 0.1000**", "0.3100 ± 0.0866", "0.2100 ± 0.1414"]
+    # train s/epoch, lower is better: A (2, 4, 6): 4 ± 2; B (1, 1, 1): 1 ± 0; C (3, 5): 4 ± sqrt(2) = 1.414; the
+    #   minimum (B) is bold, not the failed run's 0.1
+    assert [head[m]["train s/epoch"] for m in "ABC"] == ["4.000 ± 2.000", "**1.000 ± 0.000**", "4.000 ± 1.414"]
+    # serving MB (bytes / 2^20), lower is better: A 1 ± 0; B 3 ± 0; C (2, 4): 3 ± 1.41
+    assert [head[m]["serving MB"] for m in "ABC"] == ["**1.00 ± 0.00**", "3.00 ± 0.00", "3.00 ± 1.41"]
+    assert [head[m]["runs ok"] for m in "ABC"] == ["3/3", "3/3", "2/3"]
+    assert head["A"]["epochs"] == head["A"]["full-sort s"] == "-"  # not measured: no figure, nothing bold
+    every = {r["model"]: r for r in _md_table(text, "## All test metrics")}
+    assert (every["A"]["recall@20"], every["B"]["ndcg@20"]) == ("**0.4000 ± 0.1000**", "**0.3200 ± 0.0346**")
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    assert summary["B"]["test_recall@20"] == pytest.approx({"mean": 0.3, "std": math.sqrt(0.015 / 2), "n": 3})
+    assert summary["C"]["train_seconds_per_epoch"] == pytest.approx({"mean": 4.0, "std": math.sqrt(2), "n": 2})
+
+    # Paired t-tests of A against each, t = mean(d) / (sd(d) / sqrt(n)) with sd of ddof 1, on the seeds both have.
+    by = {(t["other"], t["metric"]): t for t in tests}
+    t_rows = {(r["model"], r["metric"]): r for r in _md_table(text, "## Significance")}
+    # recall@20, A - B: d = 0.1, 0.05, 0.15: mean 0.1, sd sqrt((0 + 0.0025 + 0.0025) / 2) = 0.05,
+    #   t = 0.1 / (0.05 / sqrt 3) = 2 sqrt 3 = 3.464; df 2: p = 1 - t / sqrt(t^2 + 2) = 1 - sqrt(12 / 14) = 0.0742;
+    #   95% CI 0.1 -+ t_{0.975, 2} * 0.05 / sqrt 3, t_{0.975, 2} = 4.302653
+    ab = by["B", "recall@20"]
+    half = 4.302652729911275 * 0.05 / math.sqrt(3)
+    assert (ab["n"], ab["mean_diff"], ab["t"], ab["p"]) == pytest.approx((3, 0.1, 2 * math.sqrt(3), 1 - math.sqrt(12 / 14)))
+    assert (ab["ci_low"], ab["ci_high"]) == pytest.approx((0.1 - half, 0.1 + half))
+    assert t_rows["B", "recall@20"] == {"model": "B", "metric": "recall@20", "seeds": "3", "mean Δ": "+0.1000",
+                                        "95% CI": "[-0.0242, +0.2242]", "t": "3.46", "p": "0.0742",
+                                        "note": ab["note"]}
+    # ndcg@20, A - B: d = -0.1, -0.05, -0.06: mean -0.07, deviations -0.03, 0.02, 0.01: sd sqrt(0.0014 / 2),
+    #   t^2 = 0.0049 / (0.0007 / 3) = 21: t = -sqrt 21 = -4.58; p = 1 - sqrt(21 / 23) = 0.0445 < 0.05: starred
+    ab = by["B", "ndcg@20"]
+    assert (ab["mean_diff"], ab["t"], ab["p"]) == pytest.approx((-0.07, -math.sqrt(21), 1 - math.sqrt(21 / 23)))
+    assert (t_rows["B", "ndcg@20"]["t"], t_rows["B", "ndcg@20"]["p"]) == ("-4.58", "0.0445 *")
+    # recall@20, A - C on seeds 1 and 2 only (C's seed 3 failed): d = 0.2, 0.1: mean 0.15, sd sqrt(0.005) = 0.0707,
+    #   t = 0.15 / (0.0707 / sqrt 2) = 3; df 1 (Cauchy): p = 1 - (2 / pi) atan 3 = 0.2048; CI half-width
+    #   t_{0.975, 1} * 0.05 = 12.7062 * 0.05
+    ac = by["C", "recall@20"]
+    assert (ac["n"], ac["mean_diff"], ac["t"], ac["p"]) == pytest.approx((2, 0.15, 3.0, 1 - 2 / math.pi * math.atan(3)))
+    assert (ac["ci_low"], ac["ci_high"]) == pytest.approx((0.15 - 12.706204736174707 * 0.05, 0.15 + 12.706204736174707 * 0.05))
+    assert (t_rows["C", "recall@20"]["seeds"], t_rows["C", "recall@20"]["t"], t_rows["C", "recall@20"]["p"]) == ("2", "3.00", "0.205")
+    # ndcg@20, A - C: d = 0.1, 0.05: mean 0.075, sd 0.0354, t = 0.075 / (0.0354 / sqrt 2) = 3
+    assert by["C", "ndcg@20"]["t"] == pytest.approx(3.0)
+    bad = _md_table(text, "## Runs without a result")
+    assert [(r["label"], r["seed"], r["status"]) for r in bad] == [("C", "3", "failed")]
+
+
+def test_cells_bold_the_best_by_direction_and_only_among_two_or_more():
+    """_cells on a hand-made summary: higher-is-better bolds the maximum, lower-is-better the minimum, ties are all
+    bold, a single figure or a column without a direction is never bold."""
+    import pandas as pd
+
+    from recbole_promptmm.experiments.report import _cells, summaries
+
+    frame = pd.DataFrame({"label": ["x", "x", "y", "y", "z"], "status": ["ok"] * 5, "seed": [1, 2, 1, 2, 1],
+                          "m": [1.0, 3.0, 2.0, 2.0, 0.5], "one": [None, None, None, None, 7.0]})
+    summary = summaries(frame, ["x", "y", "z"])
+    # x: (1, 3): 2 ± sqrt(2) = 1.41; y: (2, 2): 2 ± 0; z: 0.5 alone (std undefined: no "±")
+    assert _cells(summary, "m", True, 1, 2) == ["**2.00 ± 1.41**", "**2.00 ± 0.00**", "0.50"]
+    assert _cells(summary, "m", False, 1, 2) == ["2.00 ± 1.41", "2.00 ± 0.00", "**0.50**"]
+    assert _cells(summary, "m", None, 1, 2) == ["2.00 ± 1.41", "2.00 ± 0.00", "0.50"]
+    assert _cells(summary, "one", True, 1, 1) == ["-", "-", "7.0"]  # one figure: nothing to compare
+    assert _cells(summary, "absent", True, 1, 1) == ["-", "-", "-"]
 
 
 # --------------------------------------------------------------------------------------------------- cost
