@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import re
@@ -10,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from recbole_promptmm import run
@@ -124,6 +126,72 @@ def test_cold_items_counts_cold_users_and_matches_recboles_recall(tmp_path):
     assert int(count) == 5
     assert float(all_users) == pytest.approx(result["test_result"]["recall@20"], abs=5e-5)
     assert 0.0 <= float(cold) <= 1.0
+
+
+def _benchmark(name: str):
+    """A script of benchmarks/ as a module (they import their helpers as ``_common``)."""
+    folder = str(REPO / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
+class _Batch:
+    """What full_sort_predict reads of a RecBole evaluation batch: its users and their count."""
+
+    def __init__(self, users):
+        self.users, self.length = users, len(users)
+
+
+class _FixedScores:
+    """A "model" whose full-sort scores are a fixed [users, items] table (item 0: padding)."""
+
+    def __init__(self, table):
+        self.table = torch.tensor(table, dtype=torch.float32)
+
+    def full_sort_predict(self, batch):
+        return self.table[batch.users].flatten()
+
+
+# Items 1..5 (0 is padding, scored highest so that a missing mask shows), top-2 lists, two evaluation batches:
+# (batch, history (row, item) pairs masked, positive (row, item) pairs). Item 5 has no training interaction.
+HAND_BATCHES = [(_Batch([0, 1]), ([0], [1]), ([0, 0, 1], [3, 5, 5])), (_Batch([2]), ([0], [4]), ([0, 0], [1, 2]))]
+FIRST = [[9, 5, 4, 3, 2, 1],   # user 0: item 1 masked -> top-2 {2, 3}
+         [9, 1, 2, 3, 4, 5],   # user 1: top-2 {5, 4}
+         [9, 3, 1, 2, 5, 4]]   # user 2: item 4 masked -> top-2 {5, 1}
+SECOND = [[9, 5, 1, 2, 4, 3],  # user 0: item 1 masked -> top-2 {4, 5}
+          [9, 1, 2, 5, 3, 4],  # user 1: top-2 {3, 5}
+          [9, 5, 1, 2, 6, 4]]  # user 2: item 4 masked -> top-2 {1, 5}
+
+
+def _hand_data():
+    return [(batch, tuple(torch.tensor(x) for x in history), *(torch.tensor(x) for x in positives))
+            for batch, history, positives in HAND_BATCHES]
+
+
+def test_cold_recall_matches_a_hand_computation():
+    """cold_items.cold_recall: Recall@k per user (hits / held-out items), averaged over all users and over those
+    holding a cold item, with history and padding masked, over several batches."""
+    cold_recall = _benchmark("cold_items").cold_recall
+    cold = torch.tensor([False, False, False, False, False, True])
+    # user 0: held out {3, 5}, top-2 {2, 3}: 1/2 (cold: holds 5); user 1: {5} in {5, 4}: 1 (cold);
+    # user 2: {1, 2} against {5, 1}: 1/2 (not cold). All: (0.5 + 1 + 0.5) / 3 = 2/3; cold: (0.5 + 1) / 2 = 0.75
+    # (unmasked history would give user 0 {1, 2}: 0 and user 2 {4, 5}: 0; a mean over held-out items 3/5)
+    all_users, cold_users, count = cold_recall(_FixedScores(FIRST), _hand_data(), cold, k=2)
+    assert (all_users, cold_users, count) == pytest.approx((2 / 3, 0.75, 2))
+    assert cold_recall(_FixedScores(FIRST), _hand_data(), torch.zeros(6, dtype=torch.bool), k=2)[1:] == (
+        pytest.approx(float("nan"), nan_ok=True), 0)  # no cold item: no cold figure
+
+
+def test_top_overlap_is_the_mean_jaccard_of_the_top_lists():
+    """teacher_headroom.top_overlap: |A ∩ B| / |A ∪ B| = i / (2k - i) of the two top-k lists per user, averaged."""
+    top_overlap = _benchmark("teacher_headroom").top_overlap
+    # user 0: {2, 3} vs {4, 5}: 0 / 4 = 0; user 1: {5, 4} vs {3, 5}: 1 / 3; user 2: {5, 1} vs {1, 5}: 2 / 2 = 1;
+    # mean (0 + 1/3 + 1) / 3 = 4/9 (i / k instead would give 1/2; unmasked history: user 0 {1, 2} vs {1, 4} and
+    # user 2 {4, 5} vs {4, 1}, 1/3 each: 1/3)
+    assert top_overlap(_FixedScores(FIRST), _FixedScores(SECOND), _hand_data(), k=2) == pytest.approx(4 / 9)
+    assert top_overlap(_FixedScores(FIRST), _FixedScores(FIRST), _hand_data(), k=2) == pytest.approx(1.0)
+    assert top_overlap(_FixedScores(FIRST), _FixedScores(FIRST), [], k=2) == 0.0  # no user: 0, not a division by 0
 
 
 def test_mm_table_pools_seeds_of_one_folder_only(tmp_path):
