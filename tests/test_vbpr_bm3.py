@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from recbole_promptmm import Config, create_dataset, data_preparation, get_model
 from recbole_promptmm.model.bm3 import bm3_loss
+from recbole_promptmm.model.losses import norm_reg_loss
 from tests.conftest import token_features, toy_dict
 
 MODELS = ["VBPR", "BM3"]
@@ -43,48 +44,58 @@ def test_bm3_loss_by_hand():
     rec = ((1 - r) + 0.0) / 2 + (1.0 + (1 - 24 / 25)) / 2
     # alignment pred_f vs online_i: cos 1/sqrt2 and 2/(sqrt2*2) = 1/sqrt2; masking pred_f vs online_f: cos -1 and 1
     align, mask = (1 - r), (2.0 + 0.0) / 2
-    # regulariser: mean over the batch of |h_u|^2 + |h_i|^2 = ((4 + 2) + (25 + 4)) / 2
-    reg = 17.5
-    got = bm3_loss(**_bm3_toy(), dropout=0.0, cl_weight=2.0, reg_weight=0.01)
-    assert got.item() == pytest.approx(rec + 2.0 * (align + mask) + 0.01 * reg, rel=1e-6)
-    assert rec + 2.0 * (align + mask) + 0.01 * reg == pytest.approx(3.4272330, rel=1e-6)
+    got = bm3_loss(**_bm3_toy(), dropout=0.0, cl_weight=2.0)
+    assert got.item() == pytest.approx(rec + 2.0 * (align + mask), rel=1e-6)
+    assert rec + 2.0 * (align + mask) == pytest.approx(3.2522330, rel=1e-6)
     # a second modality adds its own alignment + masking terms
     toy = _bm3_toy()
     toy["pred_modality"] = toy["pred_modality"] * 2
     toy["online_modality"] = toy["online_modality"] * 2
-    got2 = bm3_loss(**toy, dropout=0.0, cl_weight=2.0, reg_weight=0.01)
-    assert got2.item() == pytest.approx(rec + 4.0 * (align + mask) + 0.01 * reg, rel=1e-6)
+    got2 = bm3_loss(**toy, dropout=0.0, cl_weight=2.0)
+    assert got2.item() == pytest.approx(rec + 4.0 * (align + mask), rel=1e-6)
 
 
 def test_bm3_targets_carry_no_gradient():
     toy = _bm3_toy(requires_grad=True)
-    bm3_loss(**toy, dropout=0.0, cl_weight=1.0, reg_weight=0.0).backward()
-    # the online vectors enter only as (stop-gradient) targets and the zero-weighted regulariser
+    bm3_loss(**toy, dropout=0.0, cl_weight=1.0).backward()
+    # the online vectors enter only as (stop-gradient) targets
     for name in ("online_user", "online_item"):
-        assert torch.count_nonzero(toy[name].grad) == 0, name
+        assert toy[name].grad is None, name
     assert toy["online_modality"][0].grad is None
     for name in ("pred_user", "pred_item"):
         assert toy[name].grad.abs().sum() > 0, name
     assert toy["pred_modality"][0].grad.abs().sum() > 0
-    # with the regulariser on, the online vectors get exactly its gradient: reg_weight * 2 h / B
-    toy = _bm3_toy(requires_grad=True)
-    bm3_loss(**toy, dropout=0.0, cl_weight=1.0, reg_weight=0.1).backward()
-    assert torch.allclose(toy["online_user"].grad, 0.1 * 2 * toy["online_user"].detach() / 2)
-    assert torch.allclose(toy["online_item"].grad, 0.1 * 2 * toy["online_item"].detach() / 2)
 
 
 def test_bm3_dropout_changes_only_the_targets():
     toy = _bm3_toy()
-    plain = bm3_loss(**toy, dropout=0.0, cl_weight=1.0, reg_weight=0.1).item()
+    plain = bm3_loss(**toy, dropout=0.0, cl_weight=1.0).item()
     torch.manual_seed(0)
-    first = bm3_loss(**toy, dropout=0.5, cl_weight=1.0, reg_weight=0.1).item()
+    first = bm3_loss(**toy, dropout=0.5, cl_weight=1.0).item()
     torch.manual_seed(0)
-    assert bm3_loss(**toy, dropout=0.5, cl_weight=1.0, reg_weight=0.1).item() == first  # seeded: reproducible
+    assert bm3_loss(**toy, dropout=0.5, cl_weight=1.0).item() == first  # seeded: reproducible
     assert math.isfinite(first) and first != pytest.approx(plain, rel=1e-6)
 
 
+def test_norm_reg_loss_by_hand():
+    users = torch.tensor([[3.0, 4.0]], requires_grad=True)  # ||.||_F = 5
+    items = torch.tensor([[1.0, 0.0], [0.0, 0.0]], requires_grad=True)  # ||.||_F = 1, 2 rows
+    # plain (not squared) norms, divided by the rows of the last tensor: (5 + 1) / 2
+    got = norm_reg_loss(users, items)
+    assert got.item() == pytest.approx(3.0)
+    got.backward()
+    # d/dE ||E||_F / n = E / (||E||_F n): [3, 4] / (5 * 2); [1, 0] / (1 * 2); an all-zero row gets 0
+    assert torch.allclose(users.grad, torch.tensor([[0.3, 0.4]]))
+    assert torch.allclose(items.grad, torch.tensor([[0.5, 0.0], [0.0, 0.0]]))
+    zero = torch.zeros(3, 2, requires_grad=True)
+    norm_reg_loss(zero).backward()
+    assert torch.equal(zero.grad, torch.zeros(3, 2))  # no NaN at zero
+    # the squared batch L2 we used before gives (9 + 16 + 1) / 2 = 13 on the same pair: far stronger
+    assert ((users.detach() ** 2).sum() + (items.detach() ** 2).sum()).item() / 2 == pytest.approx(13.0)
+
+
 def test_bm3_model_loss_uses_its_parts_and_no_negatives(mm_toy):
-    model, train = build("BM3", mm_toy, dropout=0.0, cl_weight=0.5, reg_weight=0.01, n_layers=2)
+    model, train = build("BM3", mm_toy, dropout=0.0, cl_weight=0.5, reg_weight=0.1, n_layers=2)
     model.train()
     batch = next(iter(train))
     u, i = batch[model.USER_ID], batch[model.ITEM_ID]
@@ -101,12 +112,43 @@ def test_bm3_model_loss_uses_its_parts_and_no_negatives(mm_toy):
     for m in model.modalities:
         assert torch.allclose(out.modality_item[m], model.predictor(model.projection[m](model.raw_features(m))),
                               atol=1e-6)
-    expected = bm3_loss(out.user[u], out.item[i], h_u[u], h_i[i], [out.modality_item[m][i] for m in model.modalities],
-                        [model.projection[m](model.raw_features(m))[i] for m in model.modalities], 0.0, 0.5, 0.01)
+    cos = bm3_loss(out.user[u], out.item[i], h_u[u], h_i[i], [out.modality_item[m][i] for m in model.modalities],
+                   [model.projection[m](model.raw_features(m))[i] for m in model.modalities], 0.0, 0.5)
+    # the regulariser: plain Frobenius norms of the FULL online user and item matrices over the number of items
+    # (the authors' code), not the batch's squared norms
+    reg = (torch.linalg.norm(h_u) + torch.linalg.norm(h_i)) / model.n_items
+    expected = cos + 0.1 * reg
     assert model.calculate_loss(batch).item() == pytest.approx(expected.item(), rel=1e-5)
+    batch_sq = (h_u[u].pow(2).sum(-1) + h_i[i].pow(2).sum(-1)).mean()  # the old regulariser
+    assert (cos + 0.1 * batch_sq).item() != pytest.approx(expected.item(), rel=1e-3)
     batch[model.NEG_ITEM_ID] = torch.ones_like(batch[model.NEG_ITEM_ID])
     assert model.calculate_loss(batch).item() == pytest.approx(expected.item(), rel=1e-5)
     assert "n_layers" in type(model).forward_keys()
+
+
+def test_bm3_features_are_trainable_parameters(mm_toy):
+    model, train = build("BM3", mm_toy, dropout=0.0)
+    assert model.trainable_features
+    frozen, _ = build("BM3", mm_toy, dropout=0.0, trainable_features=False)
+    names = dict(model.named_parameters())
+    for m in model.modalities:
+        key = f"feat_{m}"
+        # initialised from the dataset's features, stored in the checkpoint, read by the model's access point
+        assert key in names and key in model.state_dict() and model.raw_features(m) is names[key]
+        assert torch.equal(names[key].detach(), frozen.raw_features(m))
+        assert key not in dict(frozen.named_parameters()) and key not in frozen.state_dict()
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    before = {m: model.raw_features(m).detach().clone() for m in model.modalities}
+    batch = next(iter(train))
+    model.calculate_loss(batch).backward()
+    optimizer.step()
+    for m in model.modalities:
+        rows = batch[model.ITEM_ID].unique()
+        assert model.raw_features(m).grad[rows].abs().sum() > 0  # the alignment / masking terms reach X^m
+        assert not torch.equal(model.raw_features(m).detach(), before[m])
+    # trained feature tables are counted once in the serving size
+    assert model.serving_bytes() == frozen.serving_bytes()
 
 
 # ---------------------------------------------------------------------------------------------------- VBPR

@@ -22,6 +22,18 @@ def l2_loss(*embeddings: torch.Tensor) -> torch.Tensor:
     return sum(e.pow(2).sum() for e in embeddings) / (2 * batch)
 
 
+def norm_reg_loss(*embeddings: torch.Tensor) -> torch.Tensor:
+    r"""Non-squared norm regulariser: :math:`\frac{1}{n}\sum_t \lVert E_t\rVert_F`, with :math:`n` the number of
+    rows of the *last* tensor (RecBole's ``EmbLoss`` with its default ``require_pow=False``).
+
+    Each row's gradient is :math:`E_{t,r} / (n \lVert E_t\rVert_F)`: with many rows far weaker than
+    :func:`l2_loss` at the same weight. BM3 applies it to the full propagated user and item matrices (:math:`n` =
+    number of items), VBPR to the batch's fused user, positive and negative item vectors (:math:`n = B`). The
+    gradient at an all-zero tensor is zero.
+    """
+    return sum(torch.linalg.vector_norm(e) for e in embeddings) / embeddings[-1].shape[0]
+
+
 def pair_kd_loss(teacher_delta: torch.Tensor, student_delta: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     r"""Pair KD: binary KL between :math:`\mathrm{Bern}(\sigma(\Delta^T/\tau))` and
     :math:`\mathrm{Bern}(\sigma(\Delta^S/\tau))`, averaged over the batch.
