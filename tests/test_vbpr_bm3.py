@@ -172,7 +172,47 @@ def test_vbpr_score_by_hand(mm_toy):
         assert torch.allclose(out.modality_item[m], model.raw_features(m) @ model.projection[m].weight.T, atol=1e-6)
 
 
-def test_vbpr_loss_by_hand(mm_toy):
+def _vbpr_two_users_three_items(mm_toy):
+    """A VBPR with d = 1 whose encode() we feed by hand: 2 users, 3 items, one 6-d modality."""
+    model, _ = build("VBPR", mm_toy, embedding_size=1, modality_features={"image": "image_feat.npy"})
+    with torch.no_grad():
+        model.theta_user = torch.nn.Embedding.from_pretrained(torch.tensor([[0.5], [-1.0]]), freeze=False)
+        model.projection["image"].weight.copy_(torch.tensor([[1.0, -1.0, 0.0, 0.0, 0.0, 0.0]]))  # E x = x_0 - x_1
+    gamma_u = torch.tensor([[1.0], [2.0]])
+    gamma_i = torch.tensor([[1.0], [0.0], [-1.0]])
+    x = torch.zeros(3, 6)
+    x[:, :2] = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 1.0]])  # content E x_i = 1, -3, 0
+    return model, model.encode({"image": x}, gamma_u, gamma_i)
+
+
+def test_vbpr_hand_example_score(mm_toy):
+    model, out = _vbpr_two_users_three_items(mm_toy)
+    # p_u = [gamma_u; theta_u]: u0 = [1, 0.5], u1 = [2, -1]; q_i = [gamma_i; E x_i]: [1, 1], [0, -3], [-1, 0]
+    assert torch.equal(out.user, torch.tensor([[1.0, 0.5], [2.0, -1.0]]))
+    assert torch.equal(out.item, torch.tensor([[1.0, 1.0], [0.0, -3.0], [-1.0, 0.0]]))
+    # u0: 1*1 + 0.5*1 = 1.5, 0 + 0.5*-3 = -1.5, -1 + 0 = -1;  u1: 2 - 1 = 1, 0 + 3 = 3, -2 + 0 = -2
+    assert torch.equal(out.user @ out.item.T, torch.tensor([[1.5, -1.5, -1.0], [1.0, 3.0, -2.0]]))
+    assert torch.equal(out.modality_item["image"], torch.tensor([[1.0], [-3.0], [0.0]]))
+
+
+def test_vbpr_hand_example_loss(mm_toy):
+    model, out = _vbpr_two_users_three_items(mm_toy)
+    model.reg_weight = 0.1
+    batch = {model.USER_ID: torch.tensor([0, 1]), model.ITEM_ID: torch.tensor([0, 1]),
+             model.NEG_ITEM_ID: torch.tensor([1, 2])}
+    # triples (u0, i0, i1), (u1, i1, i2): score gaps 1.5 - (-1.5) = 3 and 3 - (-2) = 5
+    bpr = (math.log1p(math.exp(-3)) + math.log1p(math.exp(-5))) / 2
+    # plain Frobenius norms of the batch's fused vectors, over B = 2 (the content part included):
+    # users [[1, .5], [2, -1]]: sqrt(1 + .25 + 4 + 1) = 2.5; positives [[1, 1], [0, -3]]: sqrt(11);
+    # negatives [[0, -3], [-1, 0]]: sqrt(10)
+    reg = (2.5 + math.sqrt(11) + math.sqrt(10)) / 2
+    assert model.loss(batch, out).item() == pytest.approx(bpr + 0.1 * reg, rel=1e-6)
+    assert bpr + 0.1 * reg == pytest.approx(0.47659647, rel=1e-6)
+    # the squared L2 on the ID tables alone that we used before: (1 + 4 + .25 + 1 + 1 + 0 + 0 + 1) / (2 * 2)
+    assert bpr + 0.1 * 8.25 / 4 != pytest.approx(model.loss(batch, out).item(), rel=1e-3)
+
+
+def test_vbpr_loss_on_a_batch(mm_toy):
     model, train = build("VBPR", mm_toy, reg_weight=0.05)
     model.train()
     batch = next(iter(train))
@@ -183,8 +223,20 @@ def test_vbpr_loss_by_hand(mm_toy):
     s_pos = (gu * gp).sum(-1) + (tu * content[pos]).sum(-1)
     s_neg = (gu * gn).sum(-1) + (tu * content[neg]).sum(-1)
     bpr = -F.logsigmoid(s_pos - s_neg).mean()
-    reg = (gu.pow(2).sum() + tu.pow(2).sum() + gp.pow(2).sum() + gn.pow(2).sum()) / (2 * len(u))
+    p_u = torch.cat([gu, tu], dim=-1)
+    q_pos, q_neg = torch.cat([gp, content[pos]], dim=-1), torch.cat([gn, content[neg]], dim=-1)
+    reg = (torch.linalg.norm(p_u) + torch.linalg.norm(q_pos) + torch.linalg.norm(q_neg)) / len(u)
     assert model.calculate_loss(batch).item() == pytest.approx((bpr + 0.05 * reg).item(), rel=1e-5)
+    # the regulariser reaches the content part: the projections get its gradient even without the BPR term
+    model.zero_grad()
+    (model.calculate_loss(batch) - bpr_of(model, batch)).backward()
+    assert all(p.weight.grad.abs().sum() > 0 for p in model.projection.values())
+
+
+def bpr_of(model, batch):
+    out = model.forward()
+    u, pos, neg = batch[model.USER_ID], batch[model.ITEM_ID], batch[model.NEG_ITEM_ID]
+    return -F.logsigmoid((out.user[u] * (out.item[pos] - out.item[neg])).sum(-1)).mean()
 
 
 # ----------------------------------------------------------------------------------------- both models
