@@ -58,6 +58,7 @@ def test_sce_by_hand():
     expected = (1.0 + (1 - 1 / math.sqrt(2)) ** 2) / 2
     assert sce_loss(a, b, gamma=2.0).item() == pytest.approx(expected, rel=1e-6)
     assert sce_loss(a, b, gamma=1.0).item() == pytest.approx((1.0 + 1 - 1 / math.sqrt(2)) / 2, rel=1e-6)
+    assert sce_loss(a, b).item() == pytest.approx(expected, rel=1e-6)  # gamma defaults to 2 (mutation survivor)
 
 
 def test_kd_losses_vanish_when_student_equals_teacher():
