@@ -82,7 +82,7 @@ class BM3(MultimodalRecommender):
 
     Training is not monotone (no negatives, bootstrapped targets): on TikTok validation Recall@20 peaks after 2
     epochs (about 0.066, a popularity-like ranking of the barely trained embeddings), falls to 0.044 by epoch 12
-    and then climbs past it to 0.091 (epoch 41, defaults). An early-stopping patience of 10 evaluations stops it
+    and then climbs past it to 0.091 (epochs 39-46, defaults). An early-stopping patience of 10 evaluations stops it
     at the first peak; give it 20 or more (the authors' framework uses 20).
     """
 
