@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,10 +49,23 @@ def _rows(out: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
-    """Pop and BPR x 2 seeds, one epoch each: (output folder, ComparisonResult, progress text)."""
+    """Pop and BPR x 2 seeds, one epoch each: (output folder, ComparisonResult, progress text).
+
+    Shared by the tests of this module, so read-only: a test that runs a comparison in the folder takes
+    ``first_copy``, whatever order the tests run in."""
     out = tmp_path_factory.mktemp("compare")
     result, log = _compare(out, "Pop,BPR")
     return out, result, log
+
+
+@pytest.fixture
+def first_copy(first, tmp_path):
+    """``first`` with its folder (finished runs, reports) copied for this test alone: (copy, result, log); the
+    result's run folders are those of the original."""
+    out, result, log = first
+    copy = tmp_path / "compare"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".ray", ".compare.lock"))
+    return copy, result, log
 
 
 def test_comparison_writes_every_file(first):
@@ -107,19 +121,24 @@ def test_markdown_reports_mean_std_best_and_the_paired_test(first):
     assert summary["reference"] == "Pop" and summary["summary"]["BPR"]["test_recall@20"]["n"] == 2
 
 
-def test_resume_reuses_finished_runs(first):
-    out, result, _ = first
-    stamps = {o.run_dir: os.path.getmtime(Path(o.run_dir) / "result.json") for o in result.outcomes}
+def test_resume_reuses_finished_runs(first_copy):
+    out, result, _ = first_copy
+
+    def written() -> dict:  # result.json of each run (relative) -> when it was written
+        return {p.relative_to(out): os.path.getmtime(p) for p in out.glob("runs/*/*/result.json")}
+
+    before = written()
     again, log = _compare(out, "Pop,BPR")
     assert all(o.cached and o.status == "ok" for o in again.outcomes)
     assert log.count("ok (cached)") == 4
-    assert {o.run_dir: os.path.getmtime(Path(o.run_dir) / "result.json") for o in again.outcomes} == stamps
+    assert {Path(o.run_dir).relative_to(out) / "result.json" for o in again.outcomes} == set(before)
+    assert len(before) == 4 and written() == before
     assert [float(r["test_recall@20"]) for r in _rows(out)] == [o.result["test_result"]["recall@20"]
                                                                  for o in result.outcomes]
 
 
-def test_changed_config_reruns_and_broken_model_is_reported_as_failed(first, tmp_path):
-    out, result, _ = first
+def test_changed_config_reruns_and_broken_model_is_reported_as_failed(first_copy, tmp_path):
+    out, result, _ = first_copy
     config = tmp_path / "compare.yaml"
     config.write_text(
         "models:\n"
@@ -145,8 +164,8 @@ def test_changed_config_reruns_and_broken_model_is_reported_as_failed(first, tmp
     assert json.loads((Path(broken.run_dir) / "failure.json").read_text())["traceback"]
 
 
-def test_report_only_runs_nothing_and_marks_missing_runs(first):
-    out, _, _ = first
+def test_report_only_runs_nothing_and_marks_missing_runs(first_copy):
+    out, _, _ = first_copy
     result, log = _compare(out, "Pop,BPR", seeds=[2020, 2021, 2022], report_only=True)
     status = {(o.spec.label, o.spec.seed): (o.status, o.cached) for o in result.outcomes}
     assert status[("BPR", 2021)] == ("ok", True) and status[("Pop", 2022)][0] == "missing"
@@ -318,12 +337,14 @@ def test_report_figures_match_a_hand_computation(tmp_path):
     # test recall@20: A (0.3, 0.4, 0.5): mean 0.4, deviations -0.1, 0, 0.1: std sqrt(0.02 / 2) = 0.1
     #   B (0.2, 0.35, 0.35): mean 0.3, deviations -0.1, 0.05, 0.05: std sqrt(0.015 / 2) = 0.0866
     #   C (0.1, 0.3; the failed 0.99 left out): mean 0.2, std sqrt(0.02 / 1) = 0.1414; best (max): A
-    assert [head[m]["test recall@20"] for m in "ABC"] == ["**0.4000 ± 0.1000**", "0.3000 ± 0.0866", "0.2000 ± 0.1414"]
+    assert [head[m]["test recall@20"] for m in "ABC"] == [
+        "**0.4000 ± 0.1000**", "0.3000 ± 0.0866", "0.2000 ± 0.1414"]
     # test ndcg@20: A (0.2, 0.25, 0.3): 0.25 ± sqrt(0.005 / 2) = 0.05; B (0.3, 0.3, 0.36): mean 0.32, deviations
     #   -0.02, -0.02, 0.04: std sqrt(0.0024 / 2) = 0.0346; C (0.1, 0.2): 0.15 ± 0.0707; best (max): B
     assert [head[m]["test ndcg@20"] for m in "ABC"] == ["0.2500 ± 0.0500", "**0.3200 ± 0.0346**", "0.1500 ± 0.0707"]
     # valid recall@20 = test + 0.01: the same std, means 0.41, 0.31, 0.21
-    assert [head[m]["valid recall@20"] for m in "ABC"] == ["**0.4100 ± 0.1000**", "0.3100 ± 0.0866", "0.2100 ± 0.1414"]
+    assert [head[m]["valid recall@20"] for m in "ABC"] == [
+        "**0.4100 ± 0.1000**", "0.3100 ± 0.0866", "0.2100 ± 0.1414"]
     # train s/epoch, lower is better: A (2, 4, 6): 4 ± 2; B (1, 1, 1): 1 ± 0; C (3, 5): 4 ± sqrt(2) = 1.414; the
     #   minimum (B) is bold, not the failed run's 0.1
     assert [head[m]["train s/epoch"] for m in "ABC"] == ["4.000 ± 2.000", "**1.000 ± 0.000**", "4.000 ± 1.414"]
@@ -345,7 +366,8 @@ def test_report_figures_match_a_hand_computation(tmp_path):
     #   95% CI 0.1 -+ t_{0.975, 2} * 0.05 / sqrt 3, t_{0.975, 2} = 4.302653
     ab = by["B", "recall@20"]
     half = 4.302652729911275 * 0.05 / math.sqrt(3)
-    assert (ab["n"], ab["mean_diff"], ab["t"], ab["p"]) == pytest.approx((3, 0.1, 2 * math.sqrt(3), 1 - math.sqrt(12 / 14)))
+    assert (ab["n"], ab["mean_diff"], ab["t"], ab["p"]) == pytest.approx(
+        (3, 0.1, 2 * math.sqrt(3), 1 - math.sqrt(12 / 14)))
     assert (ab["ci_low"], ab["ci_high"]) == pytest.approx((0.1 - half, 0.1 + half))
     assert t_rows["B", "recall@20"] == {"model": "B", "metric": "recall@20", "seeds": "3", "mean Δ": "+0.1000",
                                         "95% CI": "[-0.0242, +0.2242]", "t": "3.46", "p": "0.0742",
@@ -356,12 +378,13 @@ def test_report_figures_match_a_hand_computation(tmp_path):
     assert (ab["mean_diff"], ab["t"], ab["p"]) == pytest.approx((-0.07, -math.sqrt(21), 1 - math.sqrt(21 / 23)))
     assert (t_rows["B", "ndcg@20"]["t"], t_rows["B", "ndcg@20"]["p"]) == ("-4.58", "0.0445 *")
     # recall@20, A - C on seeds 1 and 2 only (C's seed 3 failed): d = 0.2, 0.1: mean 0.15, sd sqrt(0.005) = 0.0707,
-    #   t = 0.15 / (0.0707 / sqrt 2) = 3; df 1 (Cauchy): p = 1 - (2 / pi) atan 3 = 0.2048; CI half-width
-    #   t_{0.975, 1} * 0.05 = 12.7062 * 0.05
+    #   t = 0.15 / (0.0707 / sqrt 2) = 3; df 1 (Cauchy): p = 1 - (2 / pi) atan 3 = 0.2048
     ac = by["C", "recall@20"]
     assert (ac["n"], ac["mean_diff"], ac["t"], ac["p"]) == pytest.approx((2, 0.15, 3.0, 1 - 2 / math.pi * math.atan(3)))
-    assert (ac["ci_low"], ac["ci_high"]) == pytest.approx((0.15 - 12.706204736174707 * 0.05, 0.15 + 12.706204736174707 * 0.05))
-    assert (t_rows["C", "recall@20"]["seeds"], t_rows["C", "recall@20"]["t"], t_rows["C", "recall@20"]["p"]) == ("2", "3.00", "0.205")
+    half = 12.706204736174707 * 0.05  # t_{0.975, 1} * sd / sqrt(n)
+    assert (ac["ci_low"], ac["ci_high"]) == pytest.approx((0.15 - half, 0.15 + half))
+    ac_row = t_rows["C", "recall@20"]
+    assert (ac_row["seeds"], ac_row["t"], ac_row["p"]) == ("2", "3.00", "0.205")
     # ndcg@20, A - C: d = 0.1, 0.05: mean 0.075, sd 0.0354, t = 0.075 / (0.0354 / sqrt 2) = 3
     assert by["C", "ndcg@20"]["t"] == pytest.approx(3.0)
     bad = _md_table(text, "## Runs without a result")
