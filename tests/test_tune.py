@@ -10,8 +10,6 @@ import csv
 import json
 import os
 import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -317,31 +315,34 @@ def test_out_folder_of_another_sweep_is_refused(two_trial_sweep, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
-def test_resume_continues_an_interrupted_sweep(tmp_path, ray_session):
-    """Interrupt a sweep (SIGINT, as Ctrl-C) once its trial has a checkpoint; --resume finishes it from there."""
+def test_resume_continues_an_interrupted_sweep(tmp_path, ray_session, monkeypatch):
+    """Interrupt a sweep (SIGINT, as Ctrl-C) once its trial has a checkpoint; --resume finishes it from there.
+
+    The interrupt comes from a Ray Tune callback in this process, right after the controller has registered the
+    trial's first checkpoint (``on_trial_save`` follows the registration and the result.json write): no polling,
+    no race with the trial."""
+    from ray import tune
+
+    from recbole_promptmm.experiments import sweep
+
     space = write(tmp_path / "lr.yaml", "learning_rate: {grid: [0.01]}\n")
     out = tmp_path / "out"
-    returned = threading.Event()
+    marker = tmp_path / "interrupted_at_iteration"
 
-    def interrupt_after_first_checkpoint() -> None:
-        deadline = time.monotonic() + 180
-        while not returned.is_set() and time.monotonic() < deadline:
-            # Ray's controller writes result.json after it has registered the report's checkpoint: interrupting as
-            # soon as the checkpoint folder appears can beat that registration (the trial then starts over)
-            results = [p for p in out.glob("trials/trial_*/result.json") if p.stat().st_size > 0]
-            if results and list(out.glob("trials/trial_*/checkpoint_*/progress.json")):
-                os.kill(os.getpid(), signal.SIGINT)  # Ray Tune's handler stops the sweep and saves its state
-                return
-            time.sleep(0.2)
+    class InterruptAfterFirstCheckpoint(tune.Callback):
+        """Once: Ray restores the callbacks with the sweep on --resume, and the marker file stops a second one."""
 
-    watcher = threading.Thread(target=interrupt_after_first_checkpoint, daemon=True)
-    watcher.start()
-    try:
-        code = main(["--model=BPR", "--dataset=ml-100k", f"--search_space={space}", "--epochs=5", f"--out={out}",
-                     "--scheduler=fifo", *FAST])
-    finally:
-        returned.set()
-        watcher.join(timeout=10)
+        def on_trial_save(self, iteration, trials, trial, **info):
+            if trial.checkpoint is not None and not marker.exists():
+                marker.write_text(str(trial.last_result.get("training_iteration")))
+                signal.raise_signal(signal.SIGINT)  # Ray Tune's handler stops the sweep and saves its state
+
+    make_tuner = sweep.make_tuner
+    monkeypatch.setattr(sweep, "make_tuner", lambda *args, **kwargs: make_tuner(
+        *args, callbacks=[InterruptAfterFirstCheckpoint()], **kwargs))
+    code = main(["--model=BPR", "--dataset=ml-100k", f"--search_space={space}", "--epochs=5", f"--out={out}",
+                 "--scheduler=fifo", *FAST])
+    assert marker.read_text() == "1"
     assert code == 3, "the sweep was not interrupted"
     first = read_csv(out / "trials.csv")
     assert [r["status"] for r in first] == ["unfinished"] and 1 <= int(first[0]["iterations"]) < 5
