@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,36 +28,43 @@ START_TIMEOUT_S = 90
 SWEEP_TIMEOUT_S = 300
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports that are free right now."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+def reserved_port() -> int:
+    """A port that no other process can take for about a minute, yet one Ray's gRPC servers can bind.
+
+    Bound, listened on, and left with a closed connection in TCP TIME_WAIT on it (the accepted end closes first):
+    until that expires, the kernel hands the port to no bind(port 0) and refuses it to any bind() without
+    SO_REUSEADDR, while a server that sets SO_REUSEADDR (every gRPC server) binds it. So nothing can take the port
+    between this function and the node's start, unlike a port that was merely free when it was looked at."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):
+            accepted, _ = server.accept()
+            accepted.close()
+    return port
 
 
-def node_ports(ports: list[int]) -> list[str]:
-    """Every port a node opens, taken from ``ports`` (so that nothing collides with another Ray on this machine)."""
-    names = ["node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
-             "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port"]
-    return [f"--{name}={ports.pop()}" for name in names]
+# Every other port of a node is bound by the process that serves it (port 0) and published through the GCS, so no
+# port is chosen here and none can collide with another Ray on this machine. Ray refuses 0 for the head's Ray
+# Client server only (it starts one whenever ray[client] is installed): that one is reserved_port().
+OWN_PORTS = ["--dashboard-agent-listen-port=0", "--min-worker-port=0", "--max-worker-port=0"]
+ADDRESS_LINE = re.compile(r"ray start --address='[^']*:(\d+)'")  # printed by the head (and read by Ray's Java driver)
 
 
-def start_node(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
-    """Start one ``ray start --block`` and wait until it says the node is up."""
+def start_node(cmd: list[str], log: Path, env: dict, ready: re.Pattern = re.compile("Ray runtime started")
+               ) -> tuple[subprocess.Popen, re.Match]:
+    """Start one ``ray start --block`` and wait until its output matches ``ready`` (the node is up)."""
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT_S
-    while "Ray runtime started" not in log.read_text():
+    while not (found := ready.search(log.read_text())):
         if proc.poll() is not None or time.monotonic() > deadline:
             stop_node(proc)
             pytest.fail(f"ray node did not start ({' '.join(cmd)}):\n{log.read_text()[-3000:]}")
         time.sleep(0.5)
-    return proc
+    return proc, found
 
 
 def stop_node(proc: subprocess.Popen) -> None:
@@ -78,22 +86,20 @@ def stop_node(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def local_cluster(tmp_path_factory):
     """``(address, env)`` of a 2-node Ray cluster (1 CPU each) on 127.0.0.1; stopped in the teardown."""
-    ports = free_ports(16)
-    head_port = ports.pop()
     temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}  # a throwaway local cluster
     env.pop("RAY_ADDRESS", None)
-    common = ["--block", "--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-    head = [str(RAY), "start", "--head", f"--port={head_port}", f"--ray-client-server-port={ports.pop()}",
-            "--include-dashboard=false", f"--dashboard-port={ports.pop()}", f"--temp-dir={temp_dir}",
-            *node_ports(ports), *common]
-    worker = [str(RAY), "start", f"--address=127.0.0.1:{head_port}", *node_ports(ports), *common]
+    common = ["--block", "--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *OWN_PORTS]
+    head = [str(RAY), "start", "--head", "--port=0", f"--ray-client-server-port={reserved_port()}",
+            "--include-dashboard=false", "--dashboard-port=0", f"--temp-dir={temp_dir}", *common]
     tmp_path = tmp_path_factory.mktemp("cluster")
     nodes: list[subprocess.Popen] = []
     try:
-        nodes.append(start_node(head, tmp_path / "head.log", env))
-        nodes.append(start_node(worker, tmp_path / "worker.log", env))
-        yield f"127.0.0.1:{head_port}", env
+        proc, found = start_node(head, tmp_path / "head.log", env, ready=ADDRESS_LINE)  # printed once it is up
+        nodes.append(proc)
+        address = f"127.0.0.1:{found.group(1)}"
+        nodes.append(start_node([str(RAY), "start", f"--address={address}", *common], tmp_path / "worker.log", env)[0])
+        yield address, env
     finally:
         for proc in reversed(nodes):
             stop_node(proc)
