@@ -151,7 +151,7 @@ def test_lfm2k_loads_with_its_published_split():
 
 
 @requires_lfm2k
-@pytest.mark.parametrize("model", ["FREEDOM", "PromptMM"])
+@pytest.mark.parametrize("model", ["MMHCL", "BM3", "VBPR", "PromptMM"])  # the new and the fixed models
 def test_one_epoch_on_lfm2k(tmp_path, model):
     result = run(model, "lfm2k", config_dict={"data_path": str(SHARED_DATA), "epochs": 1, "show_progress": False},
                  result_json=str(tmp_path / "r.json"))
