@@ -213,3 +213,32 @@ def test_mm_table_pools_seeds_of_one_folder_only(tmp_path):
     # std of (0.1, 0.2) with ddof 1 is 0.0707; of (0.3, 0.5) 0.1414; of (0.5, 0.7) 0.1414; of (0.6, 0.6) 0
     assert rows == [["a/X", "1,2", "0.1500 ± 0.0707", "0.4000 ± 0.1414", "0.6000 ± 0.1414 / 0.6000 ± 0.0000"],
                     ["b/X", "1", "0.9000", "0.9000", "-"]]
+
+
+def test_mm_table_summary_row_by_hand(tmp_path):
+    """Student / LightGCN, / its teacher and / best other model: ratios of means and paired t-tests by hand."""
+    def result(model, seed, test, teacher=None, serving=None):
+        r = {"model": model, "seed": seed, "best_valid_result": {"recall@20": test},
+             "test_result": {"recall@20": test}, "cost": {"serving_bytes": serving, "scoring_seconds": 0.5}}
+        if teacher is not None:
+            r["teacher"] = {"best_valid_result": {"recall@20": teacher}, "test_result": {"recall@20": teacher}}
+        return r
+
+    runs = {"LightGCN": [result("LightGCN", s, t, serving=2 * 2**20) for s, t in ((1, 0.1), (2, 0.2), (3, 0.3))],
+            "S": [result("PromptMM", s, t, teacher=te, serving=2**20)
+                  for s, t, te in ((1, 0.2, 0.2), (2, 0.3, 0.3), (3, 0.5, 0.4))],
+            "B": [result("BPR", s, 0.3) for s in (1, 2, 3)],
+            "P": [result("PromptMM", s, 0.9) for s in (1, 2, 3)]}  # another PromptMM run: never the best baseline
+    for label, results in runs.items():
+        for r in results:
+            (tmp_path / f"{label}-seed{r['seed']}.json").write_text(json.dumps(r))
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "mm_table.py"), str(tmp_path), "--student=S"],
+                         capture_output=True, text=True, check=True).stdout
+    row = [c.strip() for c in out.strip().splitlines()[-1].strip("|").split("|")]
+    # S - LightGCN per seed: 0.1, 0.1, 0.2: mean 0.1333, sd 0.0577, t = 0.1333 / (0.0577 / sqrt 3) = 4.0, df 2:
+    # p = 0.057; ratio of means 0.3333 / 0.2 = 1.67
+    # S - teacher: 0, 0, 0.1: mean 0.0333, sd 0.0577, t = 1.0, p = 0.42; ratio 0.3333 / 0.3 = 1.11
+    # best other model by mean test: B (0.3; LightGCN 0.2, P is a PromptMM run); S - B: -0.1, 0, 0.2: mean 0.0333,
+    # sd 0.1528, t = 0.378, p = 0.74; ratio 1.11
+    assert row == ["S", "0.3333 ± 0.1528", "1.67x (p = 0.057)", "1.11x (p = 0.42)", "1.11x (p = 0.74), B",
+                   "1.00 / 2.00", "0.500 / 0.500"]
