@@ -187,6 +187,17 @@ def test_protocol_must_be_shared(tmp_path):
         plan("ml-100k", "BPR,LightGCN", [2020], config_files=[str(config)])
 
 
+def test_an_mmrec_layout_split_is_a_validation_split_shared_by_every_run(tmp_path):
+    from recbole_promptmm.experiments.plan import PROTOCOL_KEYS, has_validation_split
+    from recbole_promptmm.experiments.report import _protocol_text
+
+    assert "mmrec_inter_file" in PROTOCOL_KEYS  # two runs on different split files are no comparison
+    # RecBole's default eval_args would say "no validation set" ({'RS': [0.8, 0.2]} here); x_label has one
+    assert has_validation_split({"mmrec_inter_file": "x.inter", "eval_args": {"split": {"RS": [0.8, 0.2]}}})
+    text = _protocol_text({"mmrec_inter_file": "lfm2k.inter", "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}}})
+    assert "split `lfm2k.inter's x_label column`" in text and "RS" not in text
+
+
 @pytest.mark.parametrize("override", ["--seed=1", "--model=BPR", "--checkpoint_dir=x"])
 def test_keys_the_comparison_sets_itself_are_refused(override):
     with pytest.raises(PlanError, match="sets"):

@@ -28,7 +28,7 @@ from recbole_promptmm.model.promptmm import DEFAULT_TEACHER, stage_one_keys
 
 BASE_MODEL = "PromptMM"
 PROTOCOL_KEYS: tuple[str, ...] = (
-    "dataset", "data_path", "benchmark_filename", "load_col", "unload_col", "unused_col", "rm_dup_inter",
+    "dataset", "data_path", "benchmark_filename", "mmrec_inter_file", "load_col", "unload_col", "unused_col", "rm_dup_inter",
     "val_interval", "filter_inter_by_user_or_item", "user_inter_num_interval", "item_inter_num_interval",
     "eval_args", "metrics", "topk", "valid_metric", "valid_metric_bigger", "eval_step", "stopping_step",
 )
@@ -314,6 +314,8 @@ def has_validation_split(config: Mapping[str, Any]) -> bool:
     """Whether the resolved config holds out a validation set (needed for early stopping and selection)."""
     if config.get("benchmark_filename"):
         return len(config["benchmark_filename"]) >= 3
+    if config.get("mmrec_inter_file"):
+        return True  # x_label 1 is the validation split (recbole_promptmm/data/mmrec.py)
     split = (config.get("eval_args") or {}).get("split") or {}
     if "RS" in split:
         return len(split["RS"]) >= 3 and float(split["RS"][1]) > 0

@@ -168,7 +168,8 @@ def tests_table(tests: Sequence[Mapping[str, Any]], reference: str) -> str:
 def _protocol_text(p: Mapping[str, Any]) -> str:
     if not p:
         return "No run could be configured."
-    split = p.get("benchmark_filename") or (p.get("eval_args") or {}).get("split")
+    split = (f"{p['mmrec_inter_file']}'s x_label column" if p.get("mmrec_inter_file")
+             else p.get("benchmark_filename") or (p.get("eval_args") or {}).get("split"))
     return (f"Identical for every run: data `{p.get('data_path')}`, split `{split}`, metrics {p.get('metrics')} at "
             f"{p.get('topk')}, full-sort evaluation by RecBole's evaluator; early stopping on validation "
             f"{p.get('valid_metric')} (stopping_step {p.get('stopping_step')}, eval_step {p.get('eval_step')}); test "
