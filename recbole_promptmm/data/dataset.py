@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data.dataset import Dataset
 from recbole.utils import FeatureSource, FeatureType
@@ -27,13 +26,13 @@ class MultimodalDataset(Dataset):
 
     def __init__(self, config) -> None:
         self._modality_specs = parse_modality_specs(config["modality_features"], config["data_path"])
-        self._mmrec_path = mmrec_inter_path(config)
+        mmrec_path = mmrec_inter_path(config)
         self._mmrec = None
-        if self._mmrec_path is not None:
-            self._mmrec = read_mmrec_inter(self._mmrec_path, config["field_separator"] or "\t")
+        if mmrec_path is not None:
+            self._mmrec = read_mmrec_inter(mmrec_path, config["field_separator"] or "\t")
             for spec in self._modality_specs:
                 if spec.path is not None and spec.id_map is None:
-                    check_item_rows(self._mmrec[0], self._mmrec_path, feature_rows(spec.path), spec.path)
+                    check_item_rows(self._mmrec[0], mmrec_path, feature_rows(spec.path), spec.path)
         super().__init__(config)
         tokens = self.field2id_token[self.iid_field][1:]
         item_file = os.path.join(self.dataset_path, f"{self.dataset_name}.item")
@@ -58,11 +57,7 @@ class MultimodalDataset(Dataset):
                 self.field2seqlen[self.config[key]] = 1
                 if feature_type == FeatureType.FLOAT:
                     self.field2bucketnum[self.config[key]] = 2
-        inter = frame[list(fields)].rename(columns=fields)
-        for field in inter:
-            if self.field2type[field] == FeatureType.FLOAT:
-                inter[field] = inter[field].astype(np.float64)
-        self.inter_feat, self.file_size_list = inter, list(sizes)
+        self.inter_feat, self.file_size_list = frame[list(fields)].rename(columns=fields), list(sizes)
         self._mmrec = None  # the frame now lives in inter_feat
 
     def __str__(self) -> str:

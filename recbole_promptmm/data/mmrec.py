@@ -83,7 +83,7 @@ def read_mmrec_inter(path: str, separator: str = "\t") -> tuple[pd.DataFrame, li
             if nan.any():
                 raise MMRecLayoutError(f"{path} line {_first_line(nan)}: expected a number in column {column}, "
                                        f"found {frame[column].iloc[int(np.flatnonzero(nan)[0])]!r}")
-            frame[column] = values.astype(np.float32)
+            frame[column] = values.astype(np.float64)  # RecBole reads float fields as float64
     split = label.astype(np.int8).to_numpy()
     train_users = set(frame["userID"].to_numpy()[split == 0])
     orphan = ~frame["userID"].isin(train_users).to_numpy()

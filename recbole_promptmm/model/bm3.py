@@ -127,12 +127,3 @@ class BM3(MultimodalRecommender):
         if not self.reg_weight:
             return cos
         return cos + self.reg_weight * norm_reg_loss(online_user, online_item)
-
-    def serving_bytes(self) -> int:
-        if not self.trainable_features:
-            return super().serving_bytes()
-        # the trained feature tables are parameters here: count them once
-        tensors = list(self.parameters())
-        total = sum(t.numel() * t.element_size() for t in tensors)
-        return total + sum(module.nbytes() for module in self.modules()
-                           if hasattr(module, "nbytes") and module is not self)

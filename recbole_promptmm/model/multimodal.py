@@ -201,8 +201,9 @@ class MultimodalRecommender(CachedDotProductScorer, GeneralRecommender):
 
     def serving_bytes(self) -> int:
         """Bytes needed to produce recommendations: parameters, feature matrices and every graph buffer."""
-        tensors = list(self.parameters()) + [self.raw_features(m) for m in self.modalities]
-        total = sum(t.numel() * t.element_size() for t in tensors)
+        # by identity: a model whose feature matrices are parameters (BM3's trainable_features) counts them once
+        tensors = {id(t): t for t in [*self.parameters(), *(self.raw_features(m) for m in self.modalities)]}
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
         for module in self.modules():
             if hasattr(module, "nbytes") and module is not self:
                 total += module.nbytes()
