@@ -52,6 +52,17 @@ def test_pca_tokens_by_hand():
     signs(pca_tokens(TEXT, 2), TEXT_TOKENS)
 
 
+def test_pca_tokens_with_fewer_rows_than_components():
+    """3 rows in 4-d, dim 4: an SVD of 3 rows has 3 components (the third one zero, centring costs a rank), the 4th
+    token column is exactly zero (no component is made up for it)."""
+    # Orthonormal a = [0.6, 0, 0.8, 0], b = [0, 0.6, 0, 0.8]; centred rows 2a + b, -2a + b, -2b:
+    #   a-projections [2, -2, 0] (variance 8/2), b-projections [1, 1, -2] (variance 6/2): tokens +-[2, -2, 0], +-[1, 1, -2]
+    centred = torch.tensor([[1.2, 0.6, 1.6, 0.8], [-1.2, 0.6, -1.6, 0.8], [0, -1.2, 0, -1.6]])
+    tokens = pca_tokens(centred + torch.tensor([1.0, 2, 3, 4]), 4)
+    signs(tokens, np.array([[2, 1, 0, 0], [-2, 1, 0, 0], [0, -2, 0, 0]], dtype=np.float64))
+    assert torch.equal(tokens[:, 3], torch.zeros(3))
+
+
 def test_hard_tokens_average_the_modalities_and_propagate_to_users():
     a_ui = Propagation(sp.csr_matrix(A_UI))
     h_u, h_i = hard_tokens({"image": IMAGE, "text": TEXT}, a_ui, 2)
@@ -70,6 +81,14 @@ def test_hard_tokens_average_the_modalities_and_propagate_to_users():
 def adapter(weight_sp=0.5, weight_fp=0.25, weight_bpr=0.1) -> PromptAdapter:
     return PromptAdapter({"image": IMAGE, "text": TEXT}, Propagation(sp.csr_matrix(A_UI)), 2, weight_sp, weight_fp,
                          weight_bpr)
+
+
+def test_checkpoints_hold_only_the_soft_prompt():
+    """The hard tokens and the two cached products are rebuilt from the dataset: buffers, but not in a state dict."""
+    prompt = adapter()
+    assert sorted(prompt.state_dict()) == ["item.bias", "item.weight", "user.bias", "user.weight"]
+    assert sorted(name for name, _ in prompt.named_buffers()) == ["h_i", "h_u", "htx_image", "htx_text", "sum_image",
+                                                                   "sum_text"]
 
 
 def test_soft_prompts_are_linear_in_the_hard_tokens():
