@@ -87,6 +87,25 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> dict:
                                 result_json=args.result_json)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose refusal is the one line ``PROG: error: ...`` (exit 2), without the usage block."""
+
+    def error(self, message: str):
+        if len(message) > 200:  # "unrecognized arguments: ..." quotes them all
+            message = message[:200] + "..."
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; -h lists the options\n")
+
+
+def _integer(text: str) -> int:
+    """An integer option's type: the refusal quotes at most the start of what was given."""
+    from recbole_promptmm.serving.artefact import shorten
+
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {shorten(text)}") from None
+
+
 def _serving_parser(command: str, prog: str) -> argparse.ArgumentParser:
     descriptions = {
         "recommend": "Top-k items of every user (or --users) from any checkpoint, to CSV or JSON lines (external "
@@ -95,24 +114,24 @@ def _serving_parser(command: str, prog: str) -> argparse.ArgumentParser:
                   "LightGCN, BPR, the multimodal teachers, ...): Recommender.load(OUT).recommend([...]).",
         "serve": "Answer GET /recommend?user=...&k=20 and GET /health over an artefact (loopback by default).",
     }
-    parser = argparse.ArgumentParser(prog=f"{prog} {command}", description=descriptions[command],
-                                     allow_abbrev=False)
+    parser = _OneLineParser(prog=f"{prog} {command}", description=descriptions[command], allow_abbrev=False)
     if command in ("recommend", "export"):
         parser.add_argument("--checkpoint", required=True, help="a checkpoint (saved/*.pth; PromptMM's -student.pth)")
         parser.add_argument("--out", required=True,
                             help="output file (.csv or .jsonl)" if command == "recommend" else "artefact folder")
     if command == "recommend":
-        parser.add_argument("--users", default=None, help="user tokens, comma-separated (default: every user)")
-        parser.add_argument("--k", type=int, default=20)
+        parser.add_argument("--users", default=None, help="user tokens, comma-separated (default: every user); "
+                                                          "an unknown token stops the command before it writes")
+        parser.add_argument("--k", type=_integer, default=20, help="list length (capped at the number of items)")
         parser.add_argument("--include_seen", action="store_true", help="keep the users' training items")
-        parser.add_argument("--format", choices=("csv", "jsonl"), default=None, help="default: by --out's extension")
+        parser.add_argument("--format", default=None, help="csv or jsonl (default: by --out's extension)")
     if command == "export":
         parser.add_argument("--result_json", default=None,
                             help="the run's result JSON: its validation and test metrics go into the metadata")
     if command == "serve":
         parser.add_argument("--artefact", required=True, help="folder written by export")
         parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--port", type=_integer, default=8000, help="1-65535, or 0 for any free port")
     return parser
 
 
@@ -122,9 +141,9 @@ def _serving_main(command: str, argv: Sequence[str], prog: str = PROG) -> int:
         if command == "recommend":
             from recbole_promptmm.serving.recommend import recommend
 
-            users = [u for u in args.users.split(",") if u] if args.users else None
-            n = recommend(args.checkpoint, args.out, users, args.k, args.include_seen, args.format)
-            print(f"top-{args.k} of {n} users written to {args.out}")
+            users = None if args.users is None else [u.strip() for u in args.users.split(",") if u.strip()]
+            written = recommend(args.checkpoint, args.out, users, args.k, args.include_seen, args.format)
+            print(written.describe(args.out, args.k))
         elif command == "export":
             from recbole_promptmm.serving.export import export
 

@@ -35,6 +35,18 @@ META_FILE, ARRAYS_FILE = "meta.json", "arrays.npz"
 ARRAY_NAMES = ("user", "item", "user_tokens", "item_tokens", "seen_indptr", "seen_indices", "popularity")
 
 
+ECHO_LIMIT = 40  # characters of a refused value that an error message repeats
+
+
+def shorten(value: object, limit: int = ECHO_LIMIT) -> str:
+    """``repr`` of a value a user gave, cut to its first ``limit`` characters: an error message names what it
+    refuses without echoing a 10,000-character string back (to a console, a log or an HTTP client)."""
+    text = str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 class ArtefactError(ValueError):
     """A folder that is not a readable artefact (missing, corrupted, another format)."""
 
@@ -117,15 +129,24 @@ class Catalogue:
         self._popular = popular[popular != 0]  # row 0 is RecBole's padding item
 
     def user_ids(self, users: Sequence[str]) -> np.ndarray:
-        """Internal ids of external user tokens; an unknown one is an :class:`UnknownUserError`."""
-        ids = []
-        for token in users:
-            i = self._user_index.get(str(token))
-            if i is None or i == 0:
-                raise UnknownUserError(f"unknown user {token!r}: not in the training data of this model "
-                                       f"({len(self.user_tokens) - 1} users)")
-            ids.append(i)
+        """Internal ids of external user tokens; unknown ones are an :class:`UnknownUserError` naming the first
+        few (each cut to :data:`ECHO_LIMIT` characters), how many there are, and tokens that do exist."""
+        ids = [self._user_index.get(str(token)) for token in users]
+        unknown = [str(t) for t, i in zip(users, ids) if not i]  # None, or 0: RecBole's padding user
+        if unknown:
+            named = ", ".join(shorten(t) for t in unknown[:3])
+            more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+            examples = ", ".join(shorten(t) for t in self.user_tokens[1:4])
+            raise UnknownUserError(f"unknown user {named}{more}: not in the training data of this model "
+                                   f"({len(self.user_tokens) - 1} users, e.g. {examples})")
         return np.asarray(ids, dtype=np.int64)
+
+    def capped_k(self, k: int) -> int:
+        """The length of the longest list :meth:`top_k` returns for ``k``: ``k``, at most the number of items
+        (a user's list is shorter when training items are excluded and fewer are left)."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        return min(k, self.n_items - 1)
 
     def seen_cells(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, item) of every training interaction of ``user_ids``, rows numbered as in ``user_ids``."""
@@ -140,9 +161,7 @@ class Catalogue:
         """Item ids [n, k] and scores [n, k] from full scores [n, I] of ``user_ids`` (changed in place), best
         first (equal scores: lower id first); the padding item and, unless ``include_seen``, training items are
         never chosen."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        k = min(k, self.n_items - 1)
+        k = self.capped_k(k)
         scores[:, 0] = -np.inf
         if not include_seen:
             scores[self.seen_cells(user_ids)] = -np.inf
@@ -243,7 +262,7 @@ class Recommender(Catalogue):
         training interaction."""
         ids = self.user_ids(users)
         if self._faiss is not None:
-            items, scores = self._faiss_top_k(ids, min(k, self.n_items - 1), include_seen)
+            items, scores = self._faiss_top_k(ids, self.capped_k(k), include_seen)
         else:
             items, scores = self.top_k(self.scores(ids), ids, k, include_seen)
         return self.recommendations(users, ids, items, scores)

@@ -6,7 +6,10 @@ Put it behind a reverse proxy for TLS, authentication or many hosts.
     GET /recommend?user=U[&user=V...][&k=20][&include_seen=1]
         -> {"k": 20, "recommendations": [{"user": U, "items": [...], "scores": [...], "fallback": null}, ...]}
 
-Errors answer JSON ``{"error": ...}``: 400 for a bad parameter, 404 for an unknown user or route.
+Every answer is JSON, errors included (``{"error": ...}``, a refused value cut to its first 40 characters): 400
+for a bad, repeated or unknown parameter, 404 for an unknown user or route, 405 for any method but GET, and
+http.server's own refusals (malformed request, URI too long, ...) too. ``k`` is capped at the number of items and
+the answer's ``k`` says the length of the longest list. A bad request never stops the server.
 Numpy and the standard library only, like :mod:`~recbole_promptmm.serving.artefact`.
 """
 
@@ -14,18 +17,66 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-from recbole_promptmm.serving.artefact import Recommender, UnknownUserError
+from recbole_promptmm.serving.artefact import Recommender, UnknownUserError, shorten
 
 MAX_K = 1000
+MAX_USERS = 1000  # per request: the score matrix is users x items
+PARAMETERS = {"/health": (), "/recommend": ("user", "k", "include_seen")}  # route -> the query parameters it takes
+BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+class BadRequest(ValueError):
+    """A request the endpoint refuses with 400 (the message says which parameter and what it accepts)."""
+
+
+def check_port(port: int) -> int:
+    """``port`` if a server can listen on it (0: any free port, which the server then reports)."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be between 1 and 65535 (or 0: any free port), got {port}")
+    return port
+
+
+def _parameters(route: str, query: str) -> dict[str, list[str]]:
+    """The query string's parameters of ``route`` (name -> values, blank values kept); an unknown name, or a
+    name other than ``user`` given twice, is a :class:`BadRequest`."""
+    given = parse_qs(query, keep_blank_values=True)
+    accepted = PARAMETERS[route]
+    for name, values in given.items():
+        if name not in accepted:
+            names = ", ".join(accepted) if accepted else "none"
+            raise BadRequest(f"unknown parameter {shorten(name)} for {route}; accepted: {names}")
+        if name != "user" and len(values) > 1:
+            raise BadRequest(f"{name} given {len(values)} times; give it once")
+    return given
+
+
+def _int_parameter(name: str, text: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}, got {shorten(text)}") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}, got {value}")
+    return value
+
+
+def _bool_parameter(name: str, text: str) -> bool:
+    if text.lower() not in BOOLEANS:
+        raise BadRequest(f"{name} must be one of {', '.join(BOOLEANS)}, got {shorten(text)}")
+    return BOOLEANS[text.lower()]
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: "RecommendationServer"
     protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
+    default_request_version = "HTTP/1.0"  # a malformed request line too gets a status line and JSON headers
+    timeout = 120  # seconds a connection may stay silent before its thread gives it up
 
     def setup(self) -> None:
         super().setup()
@@ -34,39 +85,76 @@ class _Handler(BaseHTTPRequestHandler):
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format, *args) -> None:  # noqa: A002  (http.server's signature)
-        if self.server.verbose:
-            super().log_message(format, *args)
+        if self.server.verbose:  # a request line can be 64 KiB: the log keeps its start
+            super().log_message(format, *(a if not isinstance(a, str) or len(a) <= 200 else a[:200] + "..."
+                                          for a in args))
 
-    def _answer(self, status: int, payload: dict) -> None:
+    def _answer(self, status: int, payload: dict, headers: dict | None = None) -> None:
         body = json.dumps(payload).encode()
+        request_headers = getattr(self, "headers", None)  # None: the request failed before its headers
+        if request_headers is not None and (request_headers.get("Content-Length", "0").strip() not in ("", "0")
+                                            or "Transfer-Encoding" in request_headers):
+            self.close_connection = True  # its body is never read: it must not be taken for the next request
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (malformed request line, URI or header too long, HTTP/2, ...) as JSON too,
+        their message cut (it may quote the whole request line)."""
+        message = message or self.responses.get(code, ("error",))[0]
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        self._answer(code, {"error": message if len(message) <= 200 else message[:200] + "..."})
+
+    def __getattr__(self, name: str):
+        if name.startswith("do_"):  # every method but GET (POST, HEAD, PUT, DELETE, any word): 405
+            return self._method_not_allowed
+        raise AttributeError(name)
+
+    def _method_not_allowed(self) -> None:
+        self._answer(405, {"error": f"method {shorten(self.command)} not allowed; use GET"}, {"Allow": "GET"})
 
     def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+        try:
+            status, payload = self._get()
+        except Exception as err:  # a bug, not a bad request: say so, keep serving
+            traceback.print_exc(file=sys.stderr)
+            status, payload = 500, {"error": f"internal error: {type(err).__name__}: {str(err)[:200]}"}
+        self._answer(status, payload)
+
+    def _get(self) -> tuple[int, dict]:
         url = urlparse(self.path)
-        query = parse_qs(url.query)
-        if url.path == "/health":
-            return self._answer(200, self.server.recommender.health())
-        if url.path != "/recommend":
-            return self._answer(404, {"error": f"no route {url.path}; routes: /health, /recommend"})
-        users = query.get("user", [])
-        if not users:
-            return self._answer(400, {"error": "missing user=TOKEN (repeat it for several users)"})
+        if url.path not in PARAMETERS:
+            return 404, {"error": f"no route {shorten(url.path)}; routes: {', '.join(PARAMETERS)} (GET)"}
         try:
-            k = int(query.get("k", ["20"])[0])
-        except ValueError:
-            return self._answer(400, {"error": f"k must be an integer, got {query['k'][0]!r}"})
-        if not 1 <= k <= MAX_K:
-            return self._answer(400, {"error": f"k must be between 1 and {MAX_K}, got {k}"})
-        include_seen = query.get("include_seen", ["0"])[0].lower() in ("1", "true", "yes")
+            query = _parameters(url.path, url.query)
+            if url.path == "/health":
+                return 200, self.server.recommender.health()
+            users = query.get("user", [])
+            if not users:
+                return 400, {"error": "missing user=TOKEN (repeat it for several users)"}
+            if "" in users:
+                return 400, {"error": "user is empty: give user=TOKEN"}
+            if len(users) > MAX_USERS:
+                return 400, {"error": f"{len(users)} users in one request; at most {MAX_USERS}"}
+            k = _int_parameter("k", query.get("k", ["20"])[0], 1, MAX_K)
+            include_seen = _bool_parameter("include_seen", query.get("include_seen", ["0"])[0])
+        except BadRequest as err:
+            return 400, {"error": str(err)}
+        recommender = self.server.recommender
         try:
-            recs = self.server.recommender.recommend(users, k=k, include_seen=include_seen)
+            recs = recommender.recommend(users, k=k, include_seen=include_seen)
         except UnknownUserError as err:
-            return self._answer(404, {"error": str(err)})
-        return self._answer(200, {"k": k, "recommendations": [r.to_dict() for r in recs]})
+            return 404, {"error": str(err)}
+        return 200, {"k": recommender.capped_k(k), "recommendations": [r.to_dict() for r in recs]}
 
 
 class RecommendationServer(ThreadingHTTPServer):
@@ -77,7 +165,19 @@ class RecommendationServer(ThreadingHTTPServer):
     def __init__(self, recommender: Recommender, host: str = "127.0.0.1", port: int = 8000,
                  verbose: bool = False) -> None:
         self.recommender, self.verbose = recommender, verbose
-        super().__init__((host, port), _Handler)
+        try:
+            super().__init__((host, check_port(port)), _Handler)
+        except OSError as err:  # address in use, a privileged port, an unknown host: one line, naming it
+            raise OSError(f"cannot listen on {shorten(host)} port {port}: {err.strerror or err}") from None
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up mid-answer is one line, not a traceback; the server goes on either way."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            if self.verbose:
+                print(f"{client_address[0]}: connection lost ({error})", file=sys.stderr, flush=True)
+        else:
+            super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:
@@ -92,7 +192,8 @@ class RecommendationServer(ThreadingHTTPServer):
 
 
 def serve(artefact: str, host: str = "127.0.0.1", port: int = 8000, verbose: bool = True) -> None:
-    """Load an artefact and answer requests until Ctrl-C."""
+    """Load an artefact and answer requests until Ctrl-C (the port is checked before the artefact loads)."""
+    check_port(port)
     server = RecommendationServer(Recommender.load(artefact), host, port, verbose)
     print(f"serving {artefact} ({server.recommender.health()['model']}) on {server.url} "
           f"(GET /recommend?user=...&k=20, GET /health); Ctrl-C stops", flush=True)

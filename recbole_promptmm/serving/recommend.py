@@ -4,16 +4,37 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
 
 from recbole_promptmm.files import atomic_path
-from recbole_promptmm.serving.artefact import Catalogue, Recommendation
+from recbole_promptmm.serving.artefact import Catalogue, Recommendation, shorten
 from recbole_promptmm.serving.export import LoadedRun, load_run, serving_arrays
 
+EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}  # --out's extension -> format
 FORMATS = ("csv", "jsonl")
+
+
+@dataclass
+class Written:
+    """What :func:`recommend` wrote: ``users`` lists of at most ``k`` items (``k`` capped at the number of items);
+    ``shortest`` is below ``k`` when some users have fewer items left once their training items are excluded."""
+
+    users: int
+    k: int
+    shortest: int
+
+    def describe(self, out: str, requested_k: int) -> str:
+        """The one line the ``recommend`` command prints."""
+        line = f"top-{self.k} of {self.users} users written to {out}"
+        notes = [f"--k={requested_k} capped at the {self.k} items"] if self.k < requested_k else []
+        if self.shortest < self.k:
+            notes.append(f"the shortest list has {self.shortest} items: training items excluded")
+        return line + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def catalogue_of(loaded: LoadedRun) -> Catalogue:
@@ -36,17 +57,26 @@ def model_recommendations(loaded: LoadedRun, catalogue: Catalogue, users: Sequen
 
 
 def format_of(path: str, fmt: str | None) -> str:
-    fmt = fmt or ("jsonl" if path.endswith((".jsonl", ".json")) else "csv")
-    if fmt not in FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    return fmt
+    """The format to write ``path`` in: ``fmt``, or the one its extension names; a format the extension
+    contradicts, or neither, is a ValueError."""
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {shorten(fmt)}")
+    ext = os.path.splitext(path)[1].lower()
+    by_name = EXTENSIONS.get(ext)
+    if fmt is None and by_name is None:
+        raise ValueError(f"--out={shorten(path)}: its extension does not name a format; end it with "
+                         f"{', '.join(EXTENSIONS)} or give --format={'|'.join(FORMATS)}")
+    if fmt is not None and by_name is not None and fmt != by_name:
+        raise ValueError(f"--format={fmt} contradicts --out={shorten(path)} (a {ext} file is {by_name}); "
+                         "drop --format or change the extension")
+    return fmt or by_name
 
 
-def write_recommendations(batches: Iterable[list[Recommendation]], path: str, fmt: str) -> int:
+def write_recommendations(batches: Iterable[list[Recommendation]], path: str, fmt: str) -> tuple[int, int]:
     """Write recommendation batches to ``path`` (through a temporary file: a failure leaves nothing); returns the
-    number of users written. CSV: ``user,rank,item,score,fallback`` (rank from 1); JSON lines: one object per
-    user with ``user``, ``items``, ``scores``, ``fallback``."""
-    count = 0
+    number of users written and the length of the shortest list. CSV: ``user,rank,item,score,fallback`` (rank
+    from 1); JSON lines: one object per user with ``user``, ``items``, ``scores``, ``fallback``."""
+    count, shortest = 0, None
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f) if fmt == "csv" else None
         if writer:
@@ -59,34 +89,44 @@ def write_recommendations(batches: Iterable[list[Recommendation]], path: str, fm
                 else:
                     f.write(json.dumps(rec.to_dict()) + "\n")
                 count += 1
-    return count
+                shortest = len(rec.items) if shortest is None else min(shortest, len(rec.items))
+    return count, shortest or 0
 
 
 def recommend(checkpoint: str, out: str, users: Sequence[str] | None = None, k: int = 20,
               include_seen: bool = False, fmt: str | None = None, batch: int = 2048,
-              progress: bool = True) -> int:
+              progress: bool = True) -> Written:
     """Write the top-``k`` items (external tokens, with scores) of ``users`` (default: every user) from a
-    checkpoint to ``out`` (CSV or JSON lines, by ``fmt`` or the file's extension); returns the number of users.
+    checkpoint to ``out`` (CSV or JSON lines, by ``fmt`` or the file's extension); returns what was written.
 
     Training items are excluded unless ``include_seen``; a user without training interactions gets the
-    popularity list, marked ``popularity``. Needs the checkpoint's dataset files (the model is rebuilt from them);
-    an exported artefact (:func:`~recbole_promptmm.serving.export.export`) does not.
+    popularity list, marked ``popularity``. ``k`` is capped at the number of items. Needs the checkpoint's dataset
+    files (the model is rebuilt from them); an exported artefact (:func:`~recbole_promptmm.serving.export.export`)
+    does not. The arguments are checked before the dataset loads; an unknown user token (every one is named, up
+    to three) fails before anything is written.
     """
     fmt = format_of(out, fmt)
     if k < 1:
         raise ValueError(f"--k must be >= 1, got {k}")
+    if users is not None and not users:
+        raise ValueError("--users names no user: give tokens separated by commas, or leave it out for every user")
+    if os.path.isdir(out):
+        raise ValueError(f"--out={shorten(out)} is a folder; give a file name ending in {', '.join(EXTENSIONS)}")
     loaded = load_run(checkpoint)
     catalogue = catalogue_of(loaded)
     tokens = list(catalogue.user_tokens[1:]) if users is None else [str(u) for u in users]
-    catalogue.user_ids(tokens)  # an unknown token fails before anything is written
+    catalogue.user_ids(tokens)  # unknown tokens fail before anything is written
 
     def batches():
         from tqdm import tqdm
 
-        with tqdm(total=len(tokens), unit="user", desc="recommend", disable=not progress, file=sys.stderr) as bar:
+        # disable=None: tqdm draws only on a terminal, never into piped output
+        with tqdm(total=len(tokens), unit="user", desc="recommend", disable=None if progress else True,
+                  file=sys.stderr) as bar:
             for start in range(0, len(tokens), batch):
                 chunk = tokens[start:start + batch]
                 yield model_recommendations(loaded, catalogue, chunk, k, include_seen)
                 bar.update(len(chunk))
 
-    return write_recommendations(batches(), out, fmt)
+    count, shortest = write_recommendations(batches(), out, fmt)
+    return Written(count, catalogue.capped_k(k), shortest)
