@@ -11,6 +11,9 @@ from recbole_promptmm import Config, create_dataset, data_preparation, get_model
 from recbole_promptmm.model.graph import lightgcn_adjacency, lightgcn_embeddings, prune_edges
 from recbole_promptmm.model.item_graph import knn_graph, knn_matrix, knn_neighbours, knn_values
 
+# the graphs are handed to torch with check_invariants=False (scipy's coo is valid); torch warns once otherwise
+pytestmark = pytest.mark.filterwarnings("error:Sparse invariant checks")
+
 # Row 0 is the padding item: a vector that would be every item's best neighbour if it were not excluded.
 # Items 1..4 have cosines (3-4-5 triangles; item 2 is scaled by 5, which cosine ignores):
 #        1     2     3     4
@@ -80,6 +83,33 @@ def test_chunking_gives_identical_graphs(block_entries):
         assert np.allclose(full, chunked, atol=1e-6)
     small_idx, _ = knn_neighbours(FEATURES, 3, block_entries=block_entries)
     assert small_idx[1:].tolist() == EXPECTED_NEIGHBOURS
+
+
+def test_knn_values_by_hand_on_any_degrees():
+    # A directed kNN pattern with k = 2 whose row sums (degrees, weighted: similarities clamped at 0) are
+    # 0.7 (row 1), exactly 1 (row 2) and 0 (row 3); row 0 (padding) is ignored whatever it holds.
+    #   row 1 -> items [1, 3], s = [0.5, 0.2]:   deg 0.7
+    #   row 2 -> items [2, 1], s = [1.0, 0 (-0.4)]: deg 1
+    #   row 3 -> items [3, 2], s = [0 (-0.3), 0]:   deg 0, so D^-1/2 := 0 there
+    # D^-1/2 = [0, 1/sqrt(0.7), 1, 0]; value (i, j) = d_i^-1/2 s_ij d_j^-1/2:
+    #   row 1: [0.5 / 0.7, 0.2 * 1/sqrt(0.7) * 0] = [5/7, 0] (item 3 has degree 0: its in-edge carries nothing)
+    #   row 2: [1 * 1 * 1, 0] = [1, 0];  row 3: [0, 0]
+    indices = torch.tensor([[0, 0], [1, 3], [2, 1], [3, 2]])
+    sims = torch.tensor([[5.0, 5.0], [0.5, 0.2], [1.0, -0.4], [-0.3, 0.0]])
+    values = knn_values(indices, sims, weighted=True)
+    assert torch.allclose(values, torch.tensor([[0, 0], [5 / 7, 0], [1, 0], [0, 0]]), atol=1e-6)
+    # binary: s = 1 on every kept edge of rows 1..3, degree 2 each, value 1/sqrt(2) * 1 * 1/sqrt(2) = 1/2
+    values = knn_values(indices, sims, weighted=False)
+    assert torch.allclose(values, torch.tensor([[0, 0], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]), atol=1e-6)
+
+
+def test_knn_matrix_keeps_the_square_shape():
+    # k = 1: 1 -> 2 (0.5), 2 -> 1 (0.25), 3 -> 1 (0.75); nobody points at item 3, and row 0 holds a zero
+    indices = torch.tensor([[0], [2], [1], [1]])
+    values = torch.tensor([[0.0], [0.5], [0.25], [0.75]])
+    m = knn_matrix(indices, values)
+    assert m.shape == (4, 4) and m.nnz == 3
+    assert m.toarray().tolist() == [[0, 0, 0, 0], [0, 0, 0.5, 0], [0, 0.25, 0, 0], [0, 0.75, 0, 0]]
 
 
 # ----------------------------------------------------------------------------------------------- edge pruning
