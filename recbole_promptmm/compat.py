@@ -24,6 +24,9 @@ smallest one that works; see ``../shared/design/RECBOLE.md`` for the breakages t
      of our trainers and RecBole's hold (:func:`checkpoint_safe_globals`). torch's safe loading stays on for
      every other file.
 
+* Every reader of a checkpoint goes through :func:`load_checkpoint`, RecBole's ``load_data_and_model`` too: a
+  file that is not a checkpoint (missing, truncated, not a torch file, another kind of object) is one
+  :class:`CheckpointError` naming the file and what it holds.
 * RecBole's ``recbole.utils.get_model`` (used by its ``Config``, ``run_recbole`` and ``load_data_and_model``)
   only searches ``recbole.model.<kind>.<name lower-cased>`` modules: each of our model modules is registered
   under ``recbole.model.general_recommender.<name lower-cased>`` in ``sys.modules``, so it finds ours too.
@@ -40,7 +43,9 @@ import collections
 import importlib
 import os
 import pickle
+import re
 import sys
+import warnings
 import zipfile
 from typing import Any
 
@@ -100,6 +105,9 @@ KNOWN_WARNINGS = (
     (FutureWarning, r"A value is trying to be set on a copy of a DataFrame or Series through chained assignment"),
     # torch, on the first CSR tensor of a process (our graphs and LATTICE's kNN graphs are CSR: the fast layout)
     (UserWarning, r"Sparse CSR tensor support is in beta state"),
+    # RecBole 1.2.1's LightGCN, NGCF, NCL, SGL, DMF, GCMC build their graphs with the deprecated
+    # torch.sparse.FloatTensor(indices, values, shape) (same tensor as torch.sparse_coo_tensor)
+    (UserWarning, r"torch\.sparse\.SparseTensor\(indices, values, shape, \*, device=\) is deprecated"),
 )
 """Library warnings that every run printed and that say nothing about the user's run; each is filtered by its
 exact message (and category) only, so any other warning still shows."""
@@ -187,6 +195,8 @@ def _save_checkpoint(self, epoch, verbose=True, **kwargs):
 
 
 def _fix_checkpoints() -> None:
+    import recbole.quick_start
+    import recbole.quick_start.quick_start as recbole_quick_start
     from recbole.config import Config as RecBoleConfig
     from recbole.trainer import Trainer
 
@@ -194,6 +204,21 @@ def _fix_checkpoints() -> None:
     RecBoleConfig.__setstate__ = _config_setstate
     Trainer._save_checkpoint = _save_checkpoint
     torch.serialization.add_safe_globals(checkpoint_safe_globals())
+    global _recbole_load_data_and_model
+    if _recbole_load_data_and_model is None:
+        _recbole_load_data_and_model = recbole_quick_start.load_data_and_model
+    recbole.quick_start.load_data_and_model = recbole_quick_start.load_data_and_model = load_data_and_model
+
+
+_recbole_load_data_and_model = None
+
+
+def load_data_and_model(model_file):
+    """RecBole's ``recbole.quick_start.load_data_and_model`` (which this replaces there), after
+    :func:`load_checkpoint` has read ``model_file``: a file that is no checkpoint is a :class:`CheckpointError`
+    before RecBole creates its log file or loads the dataset (RecBole then reads the file again)."""
+    load_checkpoint(model_file, what="model_file")
+    return _recbole_load_data_and_model(model_file)
 
 
 # Besides the allow-list: what torch itself pickles into a checkpoint (state dicts, optimizer states, devices).
@@ -261,15 +286,98 @@ def pickle_protocol(path: str | os.PathLike) -> int | None:
     return head[1] if head[:1] == pickle.PROTO else None
 
 
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
+class CheckpointError(ValueError):
+    """A file that cannot be a checkpoint of RecBole or recbole_promptmm: missing, empty, truncated, not a torch
+    file, or a torch file of another kind (an object outside the allow-list, no ``config`` / ``state_dict``). Its
+    one-line message names the file and what it holds; never torch's advice to load it unsafely. A ``ValueError``:
+    every entry point reports it as bad input (exit 2)."""
+
+
+CHECKPOINT_KEYS = ("config", "state_dict")
+"""What every reader takes from a checkpoint (RecBole's ``Trainer._save_checkpoint`` writes these among others; so do
+our student files and resume files)."""
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu", what: str = "checkpoint") -> dict:
     """Load a checkpoint of our trainers or RecBole's, safely: ``torch.load(weights_only=True)`` with the
     allow-list above. Files written with pickle protocol > 2 (RecBole before this fix, PromptMM's
     ``-student.pth``), which torch's safe unpickler cannot read, go through the same allow-list in Python's
-    restricted unpickler instead; a file naming anything else is refused either way."""
+    restricted unpickler instead; a file naming anything else is refused either way.
+
+    Anything else is a :class:`CheckpointError` whose message starts with ``what`` (how the user gave the file, e.g.
+    ``teacher_checkpoint``, ``--checkpoint``) and the path."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{what} {path} " + ("is a folder, not a checkpoint file" if os.path.isdir(path)
+                                                   else "does not exist"))
     protocol = pickle_protocol(path)
-    if protocol is not None and protocol > CHECKPOINT_PROTOCOL:
-        return torch.load(path, map_location=device, weights_only=False, pickle_module=_RestrictedPickle)
-    return torch.load(path, map_location=device, weights_only=True)
+    try:
+        with warnings.catch_warnings():  # torch's note on a plain pickle's protocol: the error below says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            if protocol is not None and protocol > CHECKPOINT_PROTOCOL:
+                checkpoint = torch.load(path, map_location=device, weights_only=False, pickle_module=_RestrictedPickle)
+            else:
+                checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # bytes that are no checkpoint make torch's unpickler raise almost anything
+        raise CheckpointError(f"{what} {path} {_unreadable(path, err)}") from None
+    problem = _not_a_checkpoint(checkpoint)
+    if problem:
+        raise CheckpointError(f"{what} {path} is not a checkpoint of RecBole or recbole_promptmm: {problem}")
+    return checkpoint
+
+
+def _unreadable(path: str, err: Exception) -> str:
+    """What a file that torch could not load holds, in a few words (from its first bytes and torch's error)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(256)
+    named = re.search(r"GLOBAL ([\w.]+)|names the global ([\w.]+)", str(err))
+    if named:
+        return (f"is not a checkpoint of RecBole or recbole_promptmm: it names {named.group(1) or named.group(2)}, "
+                "which no checkpoint holds (see recbole_promptmm.compat.checkpoint_safe_globals)")
+    if size == 0:
+        return "is empty (0 bytes)"
+    if head.startswith(b"PK\x03\x04"):  # torch's zip format
+        if not zipfile.is_zipfile(path):
+            return (f"is truncated: it starts as a torch checkpoint (a zip archive) but its end is missing "
+                    f"({size} bytes)")
+        return f"is damaged: a zip archive of {size} bytes that torch cannot read as a checkpoint ({_first_line(err)})"
+    if head.startswith(pickle.PROTO):
+        if isinstance(err, EOFError) or "truncated" in str(err):
+            return f"is truncated: a pickle whose end is missing ({size} bytes)"
+        return f"is a Python pickle ({size} bytes), not a torch checkpoint"
+    text = None
+    for cut in range(4):  # the first 256 bytes may end inside a UTF-8 character
+        try:
+            text = head[:len(head) - cut].decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            continue
+    if text is not None and text.strip() and all(c.isprintable() or c.isspace() for c in text):
+        first = text.strip().splitlines()[0]
+        return f"is a text file, not a torch checkpoint (it starts {first[:40]!r}{'...' if len(first) > 40 else ''})"
+    return f"is not a torch checkpoint: {size} bytes of binary data starting {head[:8].hex(' ')}"
+
+
+def _first_line(err: Exception) -> str:
+    """The first line of an error's message, shortened; never torch's advice about ``weights_only``."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return type(err).__name__ if "weights_only" in line else line[:120]
+
+
+def _not_a_checkpoint(obj: Any) -> str | None:
+    """Why a loaded object is not a checkpoint (``None`` when it is one)."""
+    from recbole.config import Config as RecBoleConfig
+
+    if not isinstance(obj, dict):
+        return f"it holds an object of type {type(obj).__name__}, not a dict with {' and '.join(CHECKPOINT_KEYS)}"
+    missing = [k for k in CHECKPOINT_KEYS if k not in obj]
+    if missing:
+        keys = ", ".join(map(str, list(obj)[:6])) + (", ..." if len(obj) > 6 else "")
+        return f"it holds a dict without {' and '.join(missing)} (its keys: {keys or 'none'})"
+    if not isinstance(obj["config"], RecBoleConfig):
+        return f"its config is an object of type {type(obj['config']).__name__}, not a RecBole Config"
+    return None
 
 
 def register_models() -> None:

@@ -19,7 +19,9 @@
   in [0, 1], ``knn_k`` and ``list_kd_negatives`` integers >= 1, layer counts integers >= 0, ``sce_gamma`` >= 1.
 * **choices** of our string switches (taken from the code's constants): ``graph_norm``, ``kd_mode``,
   ``list_kd_weighting``, ``cl_scope``, ``teacher_model`` (a multimodal model, resolved case-insensitively).
-* **files**: a ``teacher_checkpoint`` that does not exist.
+* **files**: a ``teacher_checkpoint`` that does not exist; for PromptMM, one that is no checkpoint or does not
+  fit this run's teacher (another dataset, model or teacher settings): a ``TeacherCheckpointError`` (a
+  ``ConfigError``), raised once the other checks pass.
 
 :func:`validate_against_data` runs once the dataset is loaded (still before anything is written): values that must
 fit the data, e.g. NCL's ``num_clusters`` (k-means needs at least that many users and items; RecBole's default
@@ -411,6 +413,20 @@ def validate_config(config) -> None:
     _check_files(config, problems)
     if problems:
         raise ConfigError("; ".join(problems))
+    _check_teacher_checkpoint(config)
+
+
+def _check_teacher_checkpoint(config) -> None:
+    """Read a PromptMM run's ``teacher_checkpoint`` now, before the dataset loads and the log starts: a file that
+    is no checkpoint, or whose model, dataset or teacher settings do not fit this run's teacher, fails here
+    (:func:`~recbole_promptmm.trainer.promptmm.read_teacher_checkpoint`, which the trainer calls again)."""
+    from recbole_promptmm.model.promptmm import PromptMM
+    from recbole_promptmm.trainer.promptmm import read_teacher_checkpoint
+
+    path = config.final_config_dict.get("teacher_checkpoint")
+    model_class = getattr(config, "model_class", None)  # None: a config stand-in without a model (a search value)
+    if path and isinstance(model_class, type) and issubclass(model_class, PromptMM):
+        read_teacher_checkpoint(os.fspath(path), config)
 
 
 # (model, key) -> (what the key counts, the largest value the dataset allows): values that must fit the data

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import json
 import os
@@ -31,20 +32,25 @@ class LoadedRun:
     test_data: Any
 
 
-def load_run(checkpoint_file: str) -> LoadedRun:
+def read_checkpoint(checkpoint_file: str) -> dict:
+    """The checkpoint that ``--checkpoint`` names, or the reader's one-line
+    :class:`~recbole_promptmm.compat.CheckpointError` (missing, truncated, not a torch file, another kind)."""
+    from recbole_promptmm.compat import load_checkpoint
+
+    return load_checkpoint(checkpoint_file, "cpu", what="--checkpoint")
+
+
+def load_run(checkpoint_file: str, checkpoint: dict | None = None) -> LoadedRun:
     """Rebuild the model of a checkpoint (ours or a RecBole built-in; PromptMM's ``-student.pth`` too) with its
-    dataset, as RecBole's ``load_data_and_model`` does, but without creating a log file."""
+    dataset, as RecBole's ``load_data_and_model`` does, but without creating a log file. The file is read (and
+    refused when it is no checkpoint) before the dataset loads; ``checkpoint``: already read by
+    :func:`read_checkpoint`."""
     from recbole.utils import init_seed
 
-    from recbole_promptmm.compat import load_checkpoint
     from recbole_promptmm.data import create_dataset, data_preparation
     from recbole_promptmm.utils import get_model
 
-    if not os.path.isfile(checkpoint_file):
-        raise FileNotFoundError(f"checkpoint {checkpoint_file} does not exist")
-    checkpoint = load_checkpoint(checkpoint_file, "cpu")
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "config" not in checkpoint:
-        raise ValueError(f"{checkpoint_file} is not a model checkpoint (no state_dict/config)")
+    checkpoint = read_checkpoint(checkpoint_file) if checkpoint is None else checkpoint
     config = checkpoint["config"]
     config["device"] = torch.device("cpu") if not torch.cuda.is_available() else config["device"]
     init_seed(config["seed"], config["reproducibility"])
@@ -139,16 +145,114 @@ def serving_arrays(loaded: LoadedRun, embeddings: bool = True) -> dict[str, np.n
     }
 
 
-def _metrics(checkpoint_file: str, result_json: str | None) -> dict:
-    """The run's validation/test figures: from its result JSON when given (RecBole's numbers, as the run reported
-    them), else the best validation score the checkpoint holds."""
-    from recbole_promptmm.compat import load_checkpoint
+class ResultMismatchError(ValueError):
+    """A ``--result_json`` that is not the result of the exported checkpoint's run."""
 
-    if result_json:
+
+def read_result(result_json: str) -> dict:
+    """The result file that ``run --result_json`` (or a comparison's ``result.json``) wrote, or a one-line
+    ValueError naming the file and what it holds instead."""
+    if not os.path.isfile(result_json):
+        raise FileNotFoundError(f"--result_json {result_json} does not exist")
+    try:
         with open(result_json, encoding="utf-8") as f:
             result = json.load(f)
-        return {"valid": result.get("best_valid_result"), "test": result.get("test_result"), "from": result_json}
-    score = load_checkpoint(checkpoint_file, "cpu").get("best_valid_score")
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"--result_json {result_json} is not a JSON file ({err})") from None
+    missing = [k for k in ("model", "dataset", "checkpoint") if not isinstance(result, dict) or k not in result]
+    if missing:
+        raise ValueError(f"--result_json {result_json} is not a run's result file (it has no {', '.join(missing)}; "
+                         "run --result_json=FILE writes one)")
+    return result
+
+
+# Keys in which a stage's checkpoint config legitimately differs from its run's (PromptMM's student and teacher
+# files hold the config a standalone run of that model would have).
+_MODEL_KEYS = ("model", "MODEL_TYPE", "MODEL_INPUT_TYPE")
+
+
+def _stages(result: dict) -> list[tuple[str, str | None, dict, dict]]:
+    """(model, checkpoint path, results, resolved config) of each checkpoint a result file names: the run's own,
+    PromptMM's student file (same results) and teacher file (the teacher's results and config)."""
+    from recbole_promptmm.model.promptmm import teacher_config
+    from recbole_promptmm.model.student import PromptMMStudent
+
+    config = result.get("config") or {}
+    stages = [(result["model"], result["checkpoint"], result, config)]
+    if result.get("student_checkpoint"):
+        stages.append((PromptMMStudent.__name__, result["student_checkpoint"], result, config))
+    teacher = result.get("teacher")
+    if isinstance(teacher, dict) and teacher.get("model"):
+        tconfig = teacher_config(_ConfigDict(config)).final_config_dict if config else {}
+        stages.append((teacher["model"], teacher.get("checkpoint"), teacher, tconfig))
+    return stages
+
+
+class _ConfigDict:
+    """A result file's resolved config, read as a RecBole ``Config`` is (for :func:`teacher_config`)."""
+
+    def __init__(self, values: dict) -> None:
+        self.final_config_dict = dict(values)
+
+    def __getitem__(self, key: str):
+        return self.final_config_dict.get(key)
+
+
+def _same_file(given: str, named: str | None) -> bool:
+    """Whether the result file's path ``named`` is the checkpoint ``given``: the same file or a copy of it when
+    ``named`` leads to a file from here, else the same name (run files are named uniquely per run)."""
+    if not named:
+        return False
+    if os.path.isfile(named):
+        return filecmp.cmp(given, named, shallow=False)
+    return os.path.basename(named) == os.path.basename(given)
+
+
+def _as_written(values: dict) -> dict:
+    """A resolved config as a result file holds it (``Config.to_dict`` written by ``write_json_atomic``)."""
+    from recbole_promptmm.config import plain
+    from recbole_promptmm.files import finite_or_none
+
+    return json.loads(json.dumps(finite_or_none({str(k): plain(v) for k, v in values.items()}), default=str))
+
+
+def check_result(result: dict, result_json: str, checkpoint_file: str, config) -> dict:
+    """The results in ``result`` that belong to the checkpoint (see :func:`_stages`), or a
+    :class:`ResultMismatchError` naming the first of model, dataset, config (every resolved key but the model's
+    name and type; skipped for a result file without one), checkpoint path that differs."""
+    def refuse(field: str, detail: str) -> ResultMismatchError:
+        return ResultMismatchError(f"--result_json {result_json} is not the result of --checkpoint {checkpoint_file}: "
+                                   f"{field} differs ({detail})")
+
+    stages = _stages(result)
+    matching = [stage for stage in stages if stage[0] == config["model"]]
+    if not matching:
+        models = ", ".join(stage[0] for stage in stages)
+        raise refuse("model", f"the result file's checkpoints hold {models}; this one holds {config['model']}")
+    _, path, results, expected = matching[0]
+    if result["dataset"] != config["dataset"]:
+        raise refuse("dataset", f"{result['dataset']!r} in the result file, {config['dataset']!r} in the checkpoint")
+    if expected:
+        saved, expected = _as_written(config.final_config_dict), _as_written(expected)
+        differing = [k for k in sorted(set(expected) | set(saved)) if k not in _MODEL_KEYS
+                     and expected.get(k) != saved.get(k)]
+        if differing:
+            key, more = differing[0], len(differing) - 1
+            raise refuse("config", f"{key}: {expected.get(key)!r} in the result file, {saved.get(key)!r} in the "
+                                   f"checkpoint" + (f"; {more} more key{'s' * (more > 1)}" if more else ""))
+    if not _same_file(checkpoint_file, path):
+        raise refuse("checkpoint", f"the result file names {path}")
+    return results
+
+
+def _metrics(checkpoint: dict, checkpoint_file: str, result_json: str | None) -> dict:
+    """The run's validation/test figures: from its result JSON when given (RecBole's numbers, as the run reported
+    them; checked against the checkpoint by :func:`check_result`), else the best validation score the checkpoint
+    holds."""
+    if result_json:
+        results = check_result(read_result(result_json), result_json, checkpoint_file, checkpoint["config"])
+        return {"valid": results.get("best_valid_result"), "test": results.get("test_result"), "from": result_json}
+    score = checkpoint.get("best_valid_score")
     return {"best_valid_score": None if score is None else float(score), "from": checkpoint_file}
 
 
@@ -157,14 +261,16 @@ def export(checkpoint_file: str, out: str, result_json: str | None = None) -> di
 
     ``result_json``: the run's result file, whose validation and test metrics go into the metadata.
     """
-    loaded = load_run(checkpoint_file)
+    checkpoint = read_checkpoint(checkpoint_file)  # both files are checked before the dataset loads
+    metrics = _metrics(checkpoint, checkpoint_file, result_json)
+    loaded = load_run(checkpoint_file, checkpoint)
     arrays = serving_arrays(loaded)
     config = loaded.config
     meta = {
         "model": type(loaded.model.active() if hasattr(loaded.model, "active") else loaded.model).__name__,
         "checkpoint_model": config["model"], "dataset": config["dataset"], "checkpoint": checkpoint_file,
         "config_hash": config_hash(config), "seed": config["seed"],
-        "metrics": _metrics(checkpoint_file, result_json), "versions": _versions(),
+        "metrics": metrics, "versions": _versions(),
         "seen": "training interactions (RecBole's train split)",
         "cold_user_fallback": "popularity (training interactions per item)",
     }

@@ -15,6 +15,7 @@ from recbole.trainer import Trainer
 
 from recbole_promptmm.compat import CHECKPOINT_PROTOCOL, load_checkpoint
 from recbole_promptmm.files import atomic_path
+from recbole_promptmm.log import CONSOLE_ONLY, FILE_ONLY
 from recbole_promptmm.paths import run_suffix
 from recbole_promptmm.trainer.resume import RESUME_FORMAT, capture_rng, restore_rng, resume_file_for
 
@@ -155,10 +156,23 @@ class CheckpointMixin:
         start = time.perf_counter()
         score, result = super()._valid_epoch(*args, **kwargs)
         self.valid_seconds.append(time.perf_counter() - start)
+        self._log_epoch(float(score))
         self.valid_scores.append((self.last_epoch, float(score)))
         self.last_valid_result = {k: float(v) for k, v in dict(result).items()}
         self._tell("valid")
         return score, result
+
+    def _log_epoch(self, score: float) -> None:
+        """The console's one line for this epoch (RecBole's own lines go to the log file only, see
+        :mod:`recbole_promptmm.log`): stage, loss, valid score, and whether it is the best so far (RecBole's rule)."""
+        best = self.best_valid_score
+        improved = score >= best if self.valid_metric_bigger else score <= best
+        loss = self.train_loss_dict.get(self.last_epoch)
+        loss = (f"train loss {loss:.4f} ({self.epoch_seconds[-1]:.1f} s), "
+                if loss is not None and self.epoch_seconds else "")
+        stage = f"{self.resume_stage} " if self.resume_stage else ""
+        self.logger.info(f"{stage}epoch {self.last_epoch}: {loss}valid {self.valid_metric} {score:.4f}"
+                         f"{' (best so far)' if improved else ''}", extra=CONSOLE_ONLY)
 
     def _tell(self, event: str) -> None:
         for listener in list(_LISTENERS):
@@ -177,14 +191,15 @@ class CheckpointMixin:
         mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
         return {"stage": self.resume_stage, "epochs_run": len(self.epoch_seconds),
                 "train_epoch_seconds": list(self.epoch_seconds), "train_seconds_per_epoch": mean(self.epoch_seconds),
-                "valid_seconds_per_eval": mean(self.valid_seconds), "best_epoch": self.best_epoch()}
+                "valid_seconds_per_eval": mean(self.valid_seconds), "best_epoch": self.best_epoch(),
+                "last_epoch": self.last_epoch if self.epoch_seconds else None, "max_epochs": self.epochs}
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         target = kwargs.pop("saved_model_file", self.saved_model_file)
         with atomic_path(target) as tmp:
             super()._save_checkpoint(epoch, verbose=False, saved_model_file=tmp, **kwargs)
         if verbose:
-            self.logger.info(f"Saving current: {target}")
+            self.logger.info(f"Saving current: {target}", extra=FILE_ONLY)
 
     def load_model_file(self, model_file: str | None = None) -> dict:
         """Load weights (and other parameters) from a checkpoint into ``self.model``; returns the checkpoint."""
@@ -192,7 +207,7 @@ class CheckpointMixin:
         checkpoint = load_checkpoint(checkpoint_file, self.device)
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        self.logger.info(f"Weights loaded from {checkpoint_file}", extra=FILE_ONLY)
         return checkpoint
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

@@ -12,20 +12,67 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from recbole.trainer import Trainer
 
-from recbole_promptmm.compat import load_checkpoint
+from recbole_promptmm.compat import CheckpointError, load_checkpoint
 from recbole_promptmm.config import config_for_model
+from recbole_promptmm.log import FILE_ONLY
 from recbole_promptmm.trainer.base import CheckpointMixin, save_atomic
+from recbole_promptmm.validate import ConfigError
 
 
 def _floats(result) -> dict | None:
     return None if result is None else {k: float(v) for k, v in dict(result).items()}
 
 
-class TeacherCheckpointError(ValueError):
-    """A teacher checkpoint that does not fit the current dataset or model."""
+class TeacherCheckpointError(ConfigError):
+    """A ``teacher_checkpoint`` that is no checkpoint or does not fit the current dataset or model (a config
+    error: every entry point that checks configs refuses it as bad input)."""
+
+
+def read_teacher_checkpoint(path: str, config, tconfig=None, device="cpu") -> tuple[dict, Any, dict]:
+    """(checkpoint, the teacher's saved config, the teacher's weights) of the teacher checkpoint ``path`` for the
+    PromptMM run of ``config`` (whose teacher sees ``tconfig``, by default :func:`teacher_config` of it).
+
+    A :class:`TeacherCheckpointError` for a file that is no checkpoint (the reader's message,
+    :func:`~recbole_promptmm.compat.load_checkpoint`) or one trained on other data, of a model that is not this
+    run's teacher (or no teacher at all) or with other teacher settings (the teacher's ``forward_keys()``).
+    Needs no data: run() calls it (through :func:`~recbole_promptmm.validate.validate_config`) before the dataset
+    loads; :meth:`PromptMMTrainer.load_teacher` also checks the weights' sizes against the built teacher."""
+    from recbole_promptmm.model.promptmm import teacher_config
+    from recbole_promptmm.utils import multimodal_models
+
+    tconfig = teacher_config(config) if tconfig is None else tconfig
+    try:
+        checkpoint = load_checkpoint(path, device, what="teacher_checkpoint")
+    except CheckpointError as err:
+        raise TeacherCheckpointError(str(err)) from None
+    state, saved_config = checkpoint["state_dict"], checkpoint["config"]
+    if saved_config["dataset"] != config["dataset"]:
+        raise TeacherCheckpointError(
+            f"teacher_checkpoint {path} was trained on dataset {saved_config['dataset']!r}, this run uses "
+            f"{config['dataset']!r}")
+    if saved_config["model"] == "PromptMM":  # a whole PromptMM checkpoint: its teacher part
+        saved_config = teacher_config(saved_config)
+        state = {k[len("teacher."):]: v for k, v in state.items() if k.startswith("teacher.")}
+    saved_model, teachers = saved_config["model"], multimodal_models()
+    if saved_model not in teachers:
+        raise TeacherCheckpointError(
+            f"teacher_checkpoint {path} holds a {saved_model} model, which cannot be a teacher (teachers are "
+            f"multimodal: {', '.join(teachers)}); pass a checkpoint of {tconfig['model']} (this run's teacher_model)")
+    if saved_model != tconfig["model"]:
+        raise TeacherCheckpointError(
+            f"teacher_checkpoint {path} holds a {saved_model} model, this run's teacher_model is "
+            f"{tconfig['model']}; pass --teacher_model={saved_model} or a checkpoint of {tconfig['model']}")
+    differing = [f"{k}={saved_config[k]!r} (this run {tconfig[k]!r})" for k in tconfig.model_class.forward_keys()
+                 if saved_config[k] != tconfig[k]]
+    if differing:
+        raise TeacherCheckpointError(
+            f"teacher_checkpoint {path} was trained with other teacher settings: {', '.join(differing)}; "
+            "pass the checkpoint's values (e.g. --" + differing[0].split(" ")[0] + ")")
+    return checkpoint, saved_config, state
 
 
 class PromptMMTrainer(CheckpointMixin, Trainer):
@@ -79,33 +126,9 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
     def load_teacher(self, path: str) -> None:
         """Load a teacher checkpoint into ``model.teacher``, refusing one made for another model, other data or
         other settings (the teacher's ``forward_keys()``) or sizes."""
-        if not os.path.isfile(path):
-            raise TeacherCheckpointError(f"teacher_checkpoint {path} does not exist")
-        checkpoint = load_checkpoint(path, self.device)
-        teacher, tconfig = self.model.teacher, self.model.teacher_config
-        state = checkpoint.get("state_dict", {})
-        saved_config = checkpoint.get("config")
-        saved_dataset = saved_config["dataset"] if saved_config is not None else None
-        if saved_dataset != self.config["dataset"]:
-            raise TeacherCheckpointError(
-                f"teacher_checkpoint {path} was trained on dataset {saved_dataset!r}, this run uses "
-                f"{self.config['dataset']!r}")
-        if saved_config["model"] == "PromptMM":  # a whole PromptMM checkpoint: its teacher part
-            from recbole_promptmm.model.promptmm import teacher_config
-
-            saved_config = teacher_config(saved_config)
-            state = {k[len("teacher."):]: v for k, v in state.items() if k.startswith("teacher.")}
-        saved_model = saved_config["model"]
-        if saved_model != tconfig["model"]:
-            raise TeacherCheckpointError(
-                f"teacher_checkpoint {path} holds a {saved_model} model, this run's teacher_model is "
-                f"{tconfig['model']}; pass --teacher_model={saved_model} or another checkpoint")
-        differing = [f"{k}={saved_config[k]!r} (this run {tconfig[k]!r})" for k in type(teacher).forward_keys()
-                     if saved_config[k] != tconfig[k]]
-        if differing:
-            raise TeacherCheckpointError(
-                f"teacher_checkpoint {path} was trained with other teacher settings: {', '.join(differing)}; "
-                "pass the checkpoint's values (e.g. --" + differing[0].split(" ")[0] + ")")
+        checkpoint, saved_config, state = read_teacher_checkpoint(path, self.config, self.model.teacher_config,
+                                                                  self.device)
+        teacher = self.model.teacher
         expected = teacher.state_dict()
         problems = [f"missing {k}" for k in expected if k not in state]
         problems += [f"unexpected {k}" for k in state if k not in expected]
@@ -119,7 +142,7 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
                 f"run {sorted(teacher.modalities)}): " + "; ".join(problems[:8]))
         teacher.load_state_dict(state)
         teacher.load_other_parameter(checkpoint.get("other_parameter"))
-        self.logger.info(f"Loaded teacher from {path}")
+        self.logger.info(f"Teacher weights loaded from {path}", extra=FILE_ONLY)
 
     # ------------------------------------------------------------------ stages
     def _reset_stage(self, params, learning_rate: float, epochs: int) -> None:
@@ -157,6 +180,7 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
             self.logger.info(f"Stage 1 done before the interruption (teacher {self.teacher_model_file})")
         elif teacher_checkpoint:
             self.load_teacher(teacher_checkpoint)
+            self.logger.info(f"Stage 1 skipped: teacher {model.teacher_name} from {teacher_checkpoint}")
             self.teacher_model_file = teacher_trainer.saved_model_file = teacher_checkpoint
             if valid_data:
                 self.teacher_valid_result = teacher_trainer.evaluate(valid_data, load_best_model=False)
@@ -200,7 +224,7 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
         state = {"config": config_for_model(self.config, PromptMMStudent), "epoch": None, "cur_step": 0, "best_valid_score": self.best_valid_score,
                  "state_dict": self.model.student.state_dict(), "other_parameter": None, "optimizer": {}}
         save_atomic(state, self.student_model_file)
-        self.logger.info(f"Saving student: {self.student_model_file}")
+        self.logger.info(f"Saving student: {self.student_model_file}", extra=FILE_ONLY)
 
     # ------------------------------------------------------------------ report
     def extra_results(self, test_data=None) -> dict:

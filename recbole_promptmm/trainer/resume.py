@@ -65,15 +65,13 @@ class ResumeError(ValueError):
 
 def read_resume_file(path: str) -> dict:
     """The state in a resume file, or a :class:`ResumeError` that names the file and says what is wrong."""
-    from recbole_promptmm.compat import load_checkpoint
+    from recbole_promptmm.compat import CheckpointError, load_checkpoint
 
-    if not os.path.isfile(path):
-        raise ResumeError(f"--resume: {path} does not exist")
     try:
-        state = load_checkpoint(path, "cpu")
-    except Exception as err:  # truncated, not a torch file, a foreign pickle: say which file, not torch's words
-        raise ResumeError(f"--resume: {path} is not a readable checkpoint ({type(err).__name__})") from None
-    if not isinstance(state, dict) or state.get("resume_format") != RESUME_FORMAT:
+        state = load_checkpoint(path, "cpu", what="--resume:")
+    except CheckpointError as err:  # missing, truncated, not a torch file, a foreign pickle: the reader's words
+        raise ResumeError(str(err)) from None
+    if state.get("resume_format") != RESUME_FORMAT:
         raise ResumeError(f"--resume: {path} is not a resume file (those end in {RESUME_SUFFIX} and are written "
                           f"at every epoch; a best-model checkpoint cannot continue a run)")
     return state
