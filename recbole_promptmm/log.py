@@ -11,6 +11,11 @@ folder after it, that folder too). Here the time stamp carries ``-<pid>-<8 hex d
 :func:`buffer_logs` keeps what is logged before the file exists (data loading, model construction) and
 :func:`replay_buffered_logs` writes it to the new run's handlers, so the checks that can fail run before anything is written
 and the log is still complete. :func:`discard_run_log` removes a run's log file (a run that failed early).
+
+The console is the log file's short version: records logged with ``extra=FILE_ONLY`` (the config, data and model
+dumps, checkpoint saves) and RecBole's per-epoch records of ``Trainer.fit`` (loss, valid score, the valid result's
+dict, its stop line) go to the file only; our trainers print one line per epoch instead (``extra=CONSOLE_ONLY``).
+Warnings and errors always reach the console.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 from contextlib import contextmanager
 from typing import Iterator
 
+import recbole.trainer.trainer as recbole_trainer
 import recbole.utils.logger as recbole_logger
 from recbole.utils import init_logger as recbole_init_logger
 from recbole.utils.utils import get_local_time
@@ -28,6 +34,25 @@ from recbole_promptmm.paths import run_suffix
 
 _RUN_HANDLERS: list[logging.Handler] = []
 _BUFFERED: list[logging.LogRecord] = []
+
+FILE_ONLY = {"to": "file"}
+"""``logger.info(..., extra=FILE_ONLY)``: detail for the run's log file, not its console."""
+CONSOLE_ONLY = {"to": "console"}
+"""``logger.info(..., extra=CONSOLE_ONLY)``: a console line that stands for records the log file already holds."""
+_RECBOLE_TRAINER_FILE = os.path.normcase(os.path.abspath(recbole_trainer.__file__))
+
+
+def _on_console(record: logging.LogRecord) -> bool:
+    if record.levelno >= logging.WARNING:
+        return True
+    if getattr(record, "to", None) == "file":
+        return False
+    in_fit = record.funcName == "fit" and os.path.normcase(os.path.abspath(record.pathname)) == _RECBOLE_TRAINER_FILE
+    return not in_fit
+
+
+def _in_file(record: logging.LogRecord) -> bool:
+    return getattr(record, "to", None) != "console"
 
 
 def unique_time() -> str:
@@ -69,27 +94,33 @@ def buffer_logs(level: int = logging.INFO) -> Iterator[None]:
         root.setLevel(old_level)
 
 
-def init_logger(config) -> str | None:
+def init_logger(config, stamp: str | None = None) -> str | None:
     """Set up RecBole's console and file logging for this run (a unique file name, see the module docstring);
-    returns the log file's absolute path."""
+    returns the log file's absolute path. ``stamp`` (default: a new :func:`unique_time`) replaces RecBole's time
+    stamp in the file name: ``run()`` names the run's checkpoints with the same one."""
     root = logging.getLogger()
     _close_run_handlers()
     others = root.handlers[:]
     root.handlers = []
-    recbole_logger.get_local_time = unique_time  # what RecBole's init_logger stamps its file name with
+    stamp = stamp or unique_time()
+    recbole_logger.get_local_time = lambda: stamp  # what RecBole's init_logger stamps its file name with
     try:
         recbole_init_logger(config)
     finally:
         recbole_logger.get_local_time = get_local_time
     ours = root.handlers[:]
+    for handler in ours:
+        handler.addFilter(_in_file if isinstance(handler, logging.FileHandler) else _on_console)
     root.handlers = others + ours
     _RUN_HANDLERS[:] = ours
     return run_log_file()
 
 
 def replay_buffered_logs() -> None:
-    """Write the records :func:`buffer_logs` kept into the current run's handlers (once)."""
+    """Write the records :func:`buffer_logs` kept into the current run's handlers (once): data loading's detail goes
+    to the log file only."""
     for record in _BUFFERED:
+        record.to = getattr(record, "to", "file")
         for handler in _RUN_HANDLERS:
             if record.levelno >= handler.level:
                 handler.handle(record)

@@ -17,7 +17,9 @@ from recbole_promptmm.config import Config
 from recbole_promptmm.data import create_dataset, data_preparation
 from recbole_promptmm.experiments.cost import count_parameters
 from recbole_promptmm.files import write_json_atomic
-from recbole_promptmm.log import buffer_logs, discard_run_log, init_logger, remove_empty_dirs, replay_buffered_logs
+from recbole_promptmm.log import (FILE_ONLY, buffer_logs, discard_run_log, init_logger, remove_empty_dirs,
+                                  replay_buffered_logs, unique_time)
+from recbole_promptmm.summary import display_path, summary_lines
 from recbole_promptmm.trainer.base import completed_epochs
 from recbole_promptmm.trainer.resume import (ResumeError, RunInterrupted, config_differences, interrupted,
                                              read_resume_file)
@@ -44,6 +46,24 @@ def plain_result(result: Any, digits: int = 4) -> Any:
 def _log_level(config) -> int:
     state = config["state"]
     return logging.DEBUG if isinstance(state, str) and state.lower() == "debug" else logging.INFO
+
+
+def show_progress(config) -> bool:
+    """RecBole's ``show_progress`` where the user sets it; by default progress bars only on a terminal (tqdm draws on
+    stderr, so piped or redirected output gets none of its redraws)."""
+    if config.key_source("show_progress") != "defaults":
+        return bool(config["show_progress"])
+    return sys.stderr.isatty()
+
+
+def run_stamp(resumed: dict | None, model: str) -> str:
+    """The time stamp and random suffix that name every file of this run (checkpoints, log, TensorBoard folder): a
+    new one, or a resumed run's (``<checkpoint_dir>/<model>-<stamp>.pth``), so its log goes on in the same file."""
+    if resumed is not None:
+        name = os.path.splitext(os.path.basename(resumed["run_files"]["saved_model_file"]))[0]
+        if name.startswith(f"{model}-"):
+            return name[len(model) + 1:]
+    return unique_time()
 
 
 def discard_failed_run(config, trainer, log_file: str | None) -> None:
@@ -121,17 +141,22 @@ def run(
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
 
-    log_file = init_logger(config)
+    stamp = run_stamp(resumed, config["model"])
+    log_file = init_logger(config, stamp)
     logger = getLogger()
     epochs_before = completed_epochs()
     trainer = None
+    progress = show_progress(config)
     try:
-        logger.info(" ".join(sys.argv))
-        logger.info(config)
-        logger.info(data)
+        logger.info(f"{config['model']} on {config['dataset']}: config, data and model in {display_path(log_file)}")
+        logger.info(" ".join(sys.argv), extra=FILE_ONLY)
+        logger.info(config, extra=FILE_ONLY)
+        logger.info(data, extra=FILE_ONLY)
         replay_buffered_logs()
-        logger.info(net)
+        logger.info(net, extra=FILE_ONLY)
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+        if hasattr(trainer, "adopt_run_files"):  # one stamp names the log and the checkpoints
+            trainer.adopt_run_files(os.path.join(config["checkpoint_dir"], f"{config['model']}-{stamp}.pth"))
         trainer.run_inputs = {"model": model, "dataset": dataset, "result_json": result_json,
                               "config_file_list": [os.path.abspath(f) for f in config_file_list or []],
                               "config_dict": dict(config_dict or {}), "cmd_args": list(cmd_args or [])}
@@ -141,7 +166,7 @@ def run(
 
         start = time.perf_counter()
         best_valid_score, best_valid_result = trainer.fit(
-            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+            train_data, valid_data, saved=saved, show_progress=progress
         )
     except BaseException as err:
         # Failed before its first epoch ended (e.g. a foreign teacher_checkpoint): leave nothing behind (a
@@ -153,11 +178,12 @@ def run(
         raise
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=progress)
     eval_seconds = time.perf_counter() - start
 
-    logger.info(f"best valid : {plain_result(best_valid_result)}")
-    logger.info(f"test result: {plain_result(test_result)}")
+    stage = "student " if hasattr(trainer, "teacher_trainer") else ""
+    logger.info(f"{stage}best valid : {plain_result(best_valid_result)}", extra=FILE_ONLY)
+    logger.info(f"{stage}test result: {plain_result(test_result)}", extra=FILE_ONLY)
     result = {
         "model": config["model"],
         "dataset": config["dataset"],
@@ -175,15 +201,19 @@ def run(
     }
     if hasattr(trainer, "extra_results"):
         result.update(trainer.extra_results(test_data=test_data))
+    if result.get("teacher"):
+        logger.info(f"teacher best valid : {plain_result(result['teacher']['best_valid_result'])}", extra=FILE_ONLY)
+        logger.info(f"teacher test result: {plain_result(result['teacher']['test_result'])}", extra=FILE_ONLY)
     if hasattr(trainer, "timing"):
         result["stages"] = [t.timing() for t in (*trainer.stage_trainers(), trainer) if t is trainer or t.epoch_seconds]
     if after_fit is not None:
         result.update(after_fit(trainer, train_data))
     if result_json:
         write_json_atomic(result_json, result)
-        logger.info(f"result written to {result_json}")
+        logger.info(f"result written to {result_json}", extra=FILE_ONLY)
     if trainer.resume_file and os.path.isfile(trainer.resume_file):
         os.remove(trainer.resume_file)  # finished: nothing left to resume
+    logger.info("\n".join(summary_lines(result, result_json)))
     return result
 
 
