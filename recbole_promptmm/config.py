@@ -127,6 +127,9 @@ class Config(RecBoleConfig):
                 values.update({k: v for k, v in section.items() if k != "model"})
             merged.update(values)
             self.file_key_sources.update({key: os.fspath(file) for key in values})
+            if isinstance(sections, dict) and isinstance(sections.get(self._requested_model), dict):
+                self.file_key_sources.update({key: f"{os.fspath(file)} (models: {self._requested_model})"
+                                              for key in sections[self._requested_model] if key != "model"})
         return merged
 
     def key_source(self, key: str) -> str:
@@ -159,13 +162,17 @@ class Config(RecBoleConfig):
         super()._load_internal_config_dict(model, model_class, dataset)
         props = properties_dir()
         model_files = [props / "model" / f"{name}.yaml" for name in (*default_sources(model_class, self), model)]
+        model_keys: set = set()
         for file in (props / "overall.yaml", *model_files, props / "dataset" / f"{dataset}.yaml"):
             if file.is_file():
                 values = load_yaml(file)
                 self.internal_config_dict.update(values)
-                if file.parent.name == "dataset":
-                    # keys RecBole files under training/evaluation (e.g. epochs) stay there
-                    known = {k for cat in self.parameters.values() for k in cat}
+                if file.parent.name == "model":
+                    model_keys.update(values)
+                elif file.parent.name == "dataset":
+                    # keys RecBole files under training/evaluation (e.g. epochs) stay there, and a model's own key
+                    # given a per-dataset default (ml-100k's teacher_learning_rate) stays a model key
+                    known = model_keys | {k for cat in self.parameters.values() for k in cat}
                     self.parameters["Dataset"] += [k for k in values if k not in known]
 
     def to_dict(self) -> dict:

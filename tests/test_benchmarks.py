@@ -16,6 +16,7 @@ import yaml
 
 from recbole_promptmm import run
 from recbole_promptmm.compare import compare
+from recbole_promptmm.experiments.plan import PlanError
 from tests.conftest import REPO
 
 SEED = 7
@@ -50,15 +51,17 @@ def test_variants_against_the_teachers_of_an_earlier_run(toy_files, tmp_path):
     config_file = tmp_path / "compare.yaml"
     config_file.write_text(yaml.safe_dump(shared))
 
-    def variants():
+    def variants(extra=""):
         return compare("toy", "PromptMM", str(tmp_path / "v"), [SEED], config_files=[str(config_file)],
-                       variants="no_pair_kd,half:pair_kd_weight=0.5;emb_kd_weight=0,bad:kd_mode=nonsense",
+                       variants="no_pair_kd,half:pair_kd_weight=0.5;emb_kd_weight=0" + extra,
                        overrides=[f"--teacher_checkpoint={teachers}"], cost_repeats=1, stream=io.StringIO())
 
+    with pytest.raises(PlanError, match="PromptMM-bad: .*kd_mode"):  # refused before any run starts
+        variants(",bad:kd_mode=nonsense")
+    assert not (tmp_path / "v").exists()
     result = variants()
     by = {o.spec.label: o for o in result.outcomes}
-    assert [o.status for o in result.outcomes] == ["ok", "ok", "ok", "failed"]
-    assert "kd_mode" in by["PromptMM-bad"].error
+    assert [o.status for o in result.outcomes] == ["ok", "ok", "ok"]
     teacher_file = teachers.format(seed=SEED).replace("*", "T")
     for label in ("PromptMM", "PromptMM-no_pair_kd", "PromptMM-half"):
         res = by[label].result
@@ -69,7 +72,7 @@ def test_variants_against_the_teachers_of_an_earlier_run(toy_files, tmp_path):
     assert (config["PromptMM-half"]["pair_kd_weight"], config["PromptMM-half"]["emb_kd_weight"]) == (0.5, 0.0)
     table = (tmp_path / "v" / "results.md").read_text()
     assert f"{by['PromptMM-half'].result['test_result']['recall@20']:.4f}" in table
-    assert [o.cached for o in variants().outcomes] == [True, True, True, False]
+    assert [o.cached for o in variants().outcomes] == [True, True, True]
 
 
 def test_teacher_headroom_ensemble_ends_equal_each_model(toy_files):

@@ -143,7 +143,7 @@ def test_changed_config_reruns_and_broken_model_is_reported_as_failed(first_copy
     config.write_text(
         "models:\n"
         "  Pop: {learning_rate: 0.05}\n"                          # a changed config: Pop runs again
-        "  BPR-broken: {model: BPR, embedding_size: -5}\n"        # crashes while building the model
+        "  BPR-broken: {model: BPR, weight_decay: -1}\n"          # passes run's checks, crashes in torch's optimizer
     )
     again, log = _compare(out, "Pop,BPR,BPR-broken", seeds=[2020], config_files=[str(config)])
     by_label = {o.spec.label: o for o in again.outcomes}
@@ -152,10 +152,10 @@ def test_changed_config_reruns_and_broken_model_is_reported_as_failed(first_copy
     assert by_label["Pop"].spec.config_hash != old_pop.spec.config_hash
     assert by_label["BPR"].status == "ok" and by_label["BPR"].cached
     broken = by_label["BPR-broken"]
-    assert broken.status == "failed" and "embedding_size" in broken.error
+    assert broken.status == "failed" and "weight_decay" in broken.error
     assert (Path(broken.run_dir) / "failure.json").is_file()
     rows = {r["label"]: r for r in _rows(out)}
-    assert rows["BPR-broken"]["status"] == "failed" and "embedding_size" in rows["BPR-broken"]["error"]
+    assert rows["BPR-broken"]["status"] == "failed" and "weight_decay" in rows["BPR-broken"]["error"]
     assert rows["BPR"]["status"] == "ok" and rows["Pop"]["status"] == "ok"
     text = (out / "results.md").read_text()
     assert "## Runs without a result" in text and re.search(r"\| BPR-broken +\| 0/1 +\|", text)

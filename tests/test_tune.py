@@ -338,8 +338,8 @@ def test_resume_continues_an_interrupted_sweep(tmp_path, ray_session, monkeypatc
                 signal.raise_signal(signal.SIGINT)  # Ray Tune's handler stops the sweep and saves its state
 
     make_tuner = sweep.make_tuner
-    monkeypatch.setattr(sweep, "make_tuner", lambda *args, **kwargs: make_tuner(
-        *args, callbacks=[InterruptAfterFirstCheckpoint()], **kwargs))
+    monkeypatch.setattr(sweep, "make_tuner", lambda *args, callbacks=(), **kwargs: make_tuner(
+        *args, callbacks=[*callbacks, InterruptAfterFirstCheckpoint()], **kwargs))
     code = main(["--model=BPR", "--dataset=ml-100k", f"--search_space={space}", "--epochs=5", f"--out={out}",
                  "--scheduler=fifo", *FAST])
     assert marker.read_text() == "1"
@@ -397,7 +397,7 @@ def test_promptmm_students_are_swept_against_one_teacher(promptmm_sweep):
     assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
     for row in rows:
         log = "".join(p.read_text() for p in (Path(row["trial_dir"]) / "log").rglob("*.log"))
-        assert f"Loaded teacher from {teacher}" in log and "Stage 1" not in log
+        assert f"Teacher weights loaded from {teacher}" in log and "Stage 1" not in log
     best = load_yaml(out / "best_config.yaml")
     assert best["teacher_checkpoint"] == str(teacher)
     teacher_config = Config("PromptMMTeacher", "ml-100k")  # stage 1 ran with the defaults: they reach stage 2

@@ -8,19 +8,33 @@ the trials spread over that cluster. A Ray session already running in the proces
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Any, Callable, Iterator, Mapping
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+class _DefaultAuthNotice(logging.Filter):
+    """Drops Ray's notice that a new local instance uses token authentication (Ray's default, unchanged here;
+    every sweep and comparison would print it). Its other messages pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled" not in record.getMessage()
+
+
+_AUTH_NOTICE = _DefaultAuthNotice()
 
 
 @contextlib.contextmanager
 def ray_session(address: str | None, num_cpus: int | None, say: Callable[[str], None] = print,
-                threads: int = 1) -> Iterator[None]:
+                threads: int = 1, verbose: bool = False) -> Iterator[None]:
     """Use the running Ray session, or connect to ``address``, or start a local one (and stop it after). Every
     worker of the session, on every node, runs its OpenMP / BLAS pools with ``threads`` threads (the CPUs of one
-    trial: trials that share a machine must not each take all of its cores)."""
+    trial: trials that share a machine must not each take all of its cores). Ray's own INFO lines (instance
+    started, results written) only when ``verbose``."""
     import ray
 
     # One checkpoint kept per trial forces a state snapshot per report; Ray warns about that on every sweep.
@@ -29,15 +43,17 @@ def ray_session(address: str | None, num_cpus: int | None, say: Callable[[str], 
         yield
         return
     runtime_env = {"env_vars": {var: str(threads) for var in THREAD_VARIABLES}}
+    level = logging.INFO if verbose else logging.WARNING
     if address:
-        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
+        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env, logging_level=level)
         nodes = [node for node in ray.nodes() if node.get("Alive")]
         resources = ray.cluster_resources()
         say(f"ray: connected to {address}: {len(nodes)} node(s), {resources.get('CPU', 0):g} CPU(s), "
             f"{resources.get('GPU', 0):g} GPU(s)")
     else:
+        logging.getLogger(RAY_AUTH_LOGGER).addFilter(_AUTH_NOTICE)  # a filter is added once
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env=runtime_env)
+                 runtime_env=runtime_env, logging_level=level)
     try:
         yield
     finally:
@@ -64,11 +80,15 @@ def make_tuner(trainable: Any, param_space: Mapping[str, Any], out: str, name: s
                max_concurrent: int | None, trial_name: Callable[[Any], str], restore: bool = False,
                scheduler: Any = None, search_alg: Any = None, num_samples: int = 1, max_failures: int = 0,
                stop: Mapping[str, float] | None = None, callbacks: list | None = None, reuse_actors: bool = False,
-               **data: Any) -> Any:
+               verbose: bool = False, **data: Any) -> Any:
     """A ``ray.tune.Tuner`` of ``trainable`` (a function trainable, ``data`` shipped once through Ray's object
-    store with ``tune.with_parameters``) writing its experiment to ``out/name``; ``restore`` continues one."""
+    store with ``tune.with_parameters``) writing its experiment to ``out/name``; ``restore`` continues one. Ray
+    prints its trial tables only when ``verbose`` (``--verbose``); the callers print a line per finished trial."""
     from ray import tune
 
+    # Ray Tune's legacy output engine honours verbose=0 fully (its new one prints an experiment box regardless);
+    # with verbose=1 it prints its trial tables (a CLIReporter).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     trainable = tune.with_resources(tune.with_parameters(trainable, **data) if data else trainable,
                                     {"cpu": cpus, "gpu": gpus})
     experiment = os.path.join(out, name)
@@ -77,7 +97,8 @@ def make_tuner(trainable: Any, param_space: Mapping[str, Any], out: str, name: s
     tune_config = tune.TuneConfig(num_samples=num_samples, scheduler=scheduler, search_alg=search_alg,
                                   max_concurrent_trials=max_concurrent, trial_dirname_creator=trial_name,
                                   trial_name_creator=trial_name, reuse_actors=reuse_actors)
-    run_config = tune.RunConfig(name=name, storage_path=out, verbose=1, stop=dict(stop) if stop else None,
+    run_config = tune.RunConfig(name=name, storage_path=out, verbose=1 if verbose else 0,
+                                stop=dict(stop) if stop else None,
                                 failure_config=tune.FailureConfig(max_failures=max_failures),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=callbacks)
     return tune.Tuner(trainable, param_space=dict(param_space), tune_config=tune_config, run_config=run_config)

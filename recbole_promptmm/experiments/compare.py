@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import glob
+import math
 import os
 import resource
 import shutil
@@ -27,7 +28,7 @@ from typing import Any, Iterator, Sequence
 from recbole_promptmm.experiments import plan as p
 from recbole_promptmm.experiments.cluster import check_resources, error_line, make_tuner, ray_session
 from recbole_promptmm.experiments.options import CompareOptions
-from recbole_promptmm.experiments.report import run_row, write_comparison
+from recbole_promptmm.experiments.report import run_row, summaries, summary_table, write_comparison
 from recbole_promptmm.files import read_json, write_json_atomic
 
 RESULT_FILE, FAILURE_FILE, CONFIG_FILE, LOCK_FILE = "result.json", "failure.json", "config.json", ".compare.lock"
@@ -93,8 +94,10 @@ def execute_run(spec: dict, report=lambda metrics: None) -> dict:
 
     def progress(trainer, event: str) -> None:
         if event == "valid":
+            # No best yet (-inf) or a diverged score (nan) is left out: Ray's TensorBoard logger warns on each.
+            scores = {"valid_score": trainer.valid_scores[-1][1], "best_valid_score": trainer.best_valid_score}
             report({"stage": trainer.resume_stage or "", "epoch": trainer.last_epoch + 1,
-                    "valid_score": trainer.valid_scores[-1][1], "best_valid_score": float(trainer.best_valid_score)})
+                    **{k: float(v) for k, v in scores.items() if v is not None and math.isfinite(v)}})
 
     args = (spec["model"], spec["dataset"], None, spec["config_dict"], spec["cmd_args"])
     resume = glob.glob(os.path.join("saved", "*-resume.pth"))
@@ -160,7 +163,8 @@ def _recorded(spec: p.RunSpec, run_dir: str, failures: bool) -> RunOutcome | Non
 
 
 class _Lines:
-    """One line per finished run, ``[3/12] LightGCN seed 2021: ok, test recall@20 0.0850 (41 s)``."""
+    """One line per finished run, ``[3/12] LightGCN seed 2021: ok, valid recall@20 0.0912, test recall@20 0.0850
+    (41 s)``."""
 
     def __init__(self, total: int, say) -> None:
         self.total, self.done, self.say = total, 0, say
@@ -169,9 +173,11 @@ class _Lines:
         self.done += 1
         spec, result = outcome.spec, outcome.result or {}
         metric = str(result.get("valid_metric", "")).lower()
-        test = (result.get("test_result") or {}).get(metric)
+        scores = [(part, (result.get(f"{key}_result") or {}).get(metric)) for part, key in (("valid", "best_valid"),
+                                                                                            ("test", "test"))]
         what = outcome.error or outcome.status if outcome.status != "ok" else (
-            f"ok{' (cached)' if outcome.cached else ''}" + (f", test {metric} {test:.4f}" if test is not None else ""))
+            f"ok{' (cached)' if outcome.cached else ''}"
+            + "".join(f", {part} {metric} {value:.4f}" for part, value in scores if value is not None))
         took = f" ({seconds:.0f} s)" if seconds is not None else ""
         self.say(f"[{self.done}/{self.total}] {spec.label} seed {spec.seed}: {what}{took}")
 
@@ -201,7 +207,8 @@ def _run_trials(todo: list[p.RunSpec], out_dir: str, options: CompareOptions, li
     tuner = make_tuner(
         comparison_trial, {"run": tune.grid_search(list(runs))}, out_dir, TRIALS_DIR, cpus=options.cpus_per_trial,
         gpus=options.gpus_per_trial, max_concurrent=options.max_concurrent, trial_name=lambda t: t.config["run"],
-        stop={"time_total_s": options.run_timeout} if options.run_timeout else None, callbacks=[Finished()], runs=runs)
+        stop={"time_total_s": options.run_timeout} if options.run_timeout else None, callbacks=[Finished()],
+        verbose=options.verbose, runs=runs)
     for result in tuner.fit():  # the trials that did not end (interrupted) have no outcome yet
         spec = by_name[result.config["run"]]
         if (spec.label, spec.seed) not in outcomes:
@@ -249,6 +256,15 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _final_table(frame: Any, entries: Sequence[p.Entry], protocol: dict) -> str:
+    """The console's closing table: per label, runs with a result and mean ± std over seeds of the validation
+    metric (at the best epoch), the same test metric and the seconds of a run (results.md has every column)."""
+    metric = str(protocol.get("valid_metric") or "recall@20").lower()
+    columns = [(f"valid_{metric}", f"valid {metric}", None, 1, 4), (f"test_{metric}", f"test {metric}", None, 1, 4),
+               ("wall_seconds", "seconds", None, 1, 0)]
+    return summary_table(frame, summaries(frame, [e.label for e in entries]), [e.title for e in entries], columns)
+
+
 def plan(options: CompareOptions) -> tuple[list[p.Entry], list[p.RunSpec], dict, list[str], list[str]]:
     """Entries, resolved run specs, protocol, config files and notes, without running anything."""
     variants = p.parse_variants(options.ablations, options.variants)
@@ -262,6 +278,7 @@ def plan(options: CompareOptions) -> tuple[list[p.Entry], list[p.RunSpec], dict,
     specs = p.build_specs(entries, p.parse_seeds(options.seeds), options.dataset, settings, options.overrides,
                           options.data_path)
     p.resolve(specs)
+    p.refuse_bad_input(specs)  # run's checks, before Ray starts or anything is written
     protocol = p.check_protocol(specs)
     if options.share_teacher:
         notes += p.link_shared_teachers(specs)
@@ -288,7 +305,6 @@ def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
         raise p.PlanError("--out=DIR is required")
     options.check_ray_options()
     out_dir = os.path.abspath(options.out)
-    say("resolving the config of every run ...")
     entries, specs, protocol, files, notes = plan(options)
     labels = [e.label for e in entries]
     reference = options.reference or (p.BASE_MODEL if p.BASE_MODEL in labels else labels[0])
@@ -327,7 +343,8 @@ def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
 
         def execute(todo: list[p.RunSpec]) -> None:  # Ray starts only when something must run
             if todo and not started:
-                stack.enter_context(ray_session(options.address, options.num_cpus, say, max(1, int(options.cpus_per_trial))))
+                stack.enter_context(ray_session(options.address, options.num_cpus, say,
+                                                max(1, int(options.cpus_per_trial)), options.verbose))
                 check_resources(options.cpus_per_trial, options.gpus_per_trial)
                 started.append(True)
             if todo:
@@ -358,7 +375,9 @@ def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
         context = {"dataset": options.dataset, "seeds": p.parse_seeds(options.seeds), "reference": reference,
                    "protocol": protocol, "overrides": list(options.overrides), "config_files": files, "notes": notes}
         rows = [run_row(o, out_dir) for o in ordered]
-        _, tests = write_comparison(rows, entries, context, out_dir)
+        frame, tests = write_comparison(rows, entries, context, out_dir)
+    for line in _final_table(frame, entries, protocol).splitlines():
+        say(line)
     result = ComparisonResult(ordered, rows, tests, reference, interrupted=interrupted,
                               files={ext: os.path.join(out_dir, f"results.{ext}") for ext in ("csv", "md", "json", "png")})
     failed = len(result.failed)

@@ -65,6 +65,7 @@ class RayOptions:
     gpus_per_trial: float = opt(0.0, "GPUs Ray reserves per trial (default 0)")
     num_cpus: int | None = opt(None, "CPUs of the local Ray instance (default: all cores)", type=int)
     address: str | None = opt(None, "an existing Ray cluster: HOST:PORT of its head (or auto)", type=str)
+    verbose: bool = opt(False, "print Ray Tune's trial tables as well (default: one line per finished run/trial)")
 
     def check_ray_options(self) -> None:
         if self.max_concurrent is not None and self.max_concurrent < 1:

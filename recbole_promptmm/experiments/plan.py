@@ -11,6 +11,10 @@ config files (everything but ``models:``); ``models: {MODEL: {...}}``, then ``mo
 
 Variants are labels with overrides of :data:`BASE_MODEL`: the named ablations of the paper (:data:`ABLATIONS`)
 or ``NAME:key=value;key=value``. Every run must share the protocol (:data:`PROTOCOL_KEYS`).
+
+Every run's resolved config passes ``run``'s checks (:func:`recbole_promptmm.validate.validate_config`) before
+anything runs: a refused key refuses the whole comparison (:func:`refuse_bad_input`), its message naming the
+config file and ``models:`` section, the variant or the command line that gave it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, Mapping, Sequence
 
 from recbole_promptmm.config import Config, load_yaml, parse_cmd_args
 from recbole_promptmm.model.promptmm import DEFAULT_TEACHER, stage_one_keys
+from recbole_promptmm.validate import ConfigError, validate_config
 
 BASE_MODEL = "PromptMM"
 PROTOCOL_KEYS: tuple[str, ...] = (
@@ -124,11 +129,14 @@ def describe_ablations() -> str:
 
 @dataclass
 class Settings:
-    """The compare config files, merged in order (later files win, key by key)."""
+    """The compare config files, merged in order (later files win, key by key); ``sources``: where each shared
+    key, ``section_sources``: where each key of each ``models:`` section was given (for error messages)."""
 
     shared: dict[str, Any] = field(default_factory=dict)
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+    section_sources: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,7 @@ class Entry:
     model: str
     section: Mapping[str, Any]
     variant: Variant | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)  # key of ``section`` -> the file and section giving it
 
     @property
     def title(self) -> str:
@@ -147,8 +156,9 @@ class Entry:
 
 @dataclass
 class RunSpec:
-    """One run. ``config`` / ``config_hash`` are filled by :func:`resolve` (``error`` when it cannot be resolved);
-    ``teacher_from`` names the run (label) whose stage-1 teacher of the same seed this run reuses."""
+    """One run. ``config`` / ``config_hash`` are filled by :func:`resolve` (``error`` when it cannot be resolved,
+    ``refusal`` too when that is bad input); ``teacher_from`` names the run (label) whose stage-1 teacher of the
+    same seed this run reuses; ``sources``: where each key of ``config_dict`` and each variant key was given."""
 
     entry: Entry
     seed: int
@@ -159,6 +169,8 @@ class RunSpec:
     config_hash: str | None = None
     error: str | None = None
     teacher_from: str | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+    refusal: str | None = None
 
     @property
     def label(self) -> str:
@@ -217,11 +229,14 @@ def load_settings(files: Sequence[str]) -> Settings:
             raise PlanError(f"config file {path}: 'models' must map model names to settings, found {sections!r}")
         _check_controlled(values, f"config file {path}")
         settings.shared.update(_absolute_paths(values))
+        settings.sources.update(dict.fromkeys(values, f"config file {path}"))
         for label, section in sections.items():
             if not isinstance(section or {}, dict):
                 raise PlanError(f"config file {path}: models: {label}: must be a mapping of keys, found {section!r}")
             _check_controlled(section or {}, f"config file {path}, models: {label}:", allow_model=True)
             settings.sections.setdefault(str(label), {}).update(_absolute_paths(section or {}))
+            settings.section_sources.setdefault(str(label), {}).update(
+                dict.fromkeys(section or {}, f"config file {path} (models: {label})"))
         settings.files.append(path)
     return settings
 
@@ -234,7 +249,9 @@ def build_entries(labels: Sequence[str], settings: Settings, variants: Sequence[
         model = BASE_MODEL if variant else str(section.pop("model", label))
         section.pop("model", None)
         base = {k: v for k, v in settings.sections.get(model, {}).items() if k != "model"} if model != label else {}
-        entries.append(Entry(label, model, {**base, **section}, variant))
+        sources = {**(settings.section_sources.get(model, {}) if model != label else {}),
+                   **settings.section_sources.get(label, {})}
+        entries.append(Entry(label, model, {**base, **section}, variant, sources))
     seen: set[str] = set()
     for entry in entries:
         if entry.label in seen or "," in entry.label or not entry.label.strip():
@@ -279,8 +296,12 @@ def build_specs(entries: Sequence[Entry], seeds: Sequence[int], dataset: str, se
             cmd = {"show_progress": "False", **user, **(entry.variant.overrides if entry.variant else {}),
                    "seed": str(seed)}
             values = {**settings.shared, **entry.section}
+            given = {**settings.sources, **entry.sources}
+            sources = {k: given[k] for k in values if k in given and k not in cmd}
+            sources.update(dict.fromkeys(entry.variant.overrides if entry.variant else (),
+                                         f"variant {entry.label}"))
             specs.append(RunSpec(entry, seed, dataset, {k: _per_seed(v, seed, k) for k, v in values.items()},
-                                 [f"--{k}={_per_seed(v, seed, k)}" for k, v in cmd.items()]))
+                                 [f"--{k}={_per_seed(v, seed, k)}" for k, v in cmd.items()], sources=sources))
     return specs
 
 
@@ -290,9 +311,22 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
+class RunConfig(Config):
+    """One run's :class:`Config`, whose :meth:`key_source` names where the comparison got a key (a compare config
+    file and its ``models:`` section, a variant; ``sources``) before what :class:`Config` knows (command line)."""
+
+    def __init__(self, *args: Any, sources: Mapping[str, str] | None = None) -> None:
+        self.run_key_sources = dict(sources or {})
+        super().__init__(*args)
+
+    def key_source(self, key: str) -> str:
+        return self.run_key_sources.get(key) or super().key_source(key)
+
+
 def resolve(specs: Sequence[RunSpec]) -> None:
-    """Resolve every spec's config and hash it; a spec that cannot be resolved gets its ``error`` instead. A
-    variant key that :data:`BASE_MODEL` does not define fails the variant (instead of running the full model)."""
+    """Resolve every spec's config, check it as ``run`` does (:func:`validate_config`) and hash it; a spec that
+    cannot be resolved gets its ``error`` instead, and its ``refusal`` when that is bad input (a refused config,
+    or a variant key that :data:`BASE_MODEL` does not define, which would otherwise run the full model)."""
     defined: set[str] | None = None
     for spec in specs:
         try:
@@ -304,10 +338,27 @@ def resolve(specs: Sequence[RunSpec]) -> None:
                     raise PlanError(f"variant {spec.label} sets {', '.join(missing)}, which {BASE_MODEL} does not "
                                     f"define (properties/model/{BASE_MODEL}.yaml; the ablations are ABLATIONS in "
                                     "recbole_promptmm/experiments/plan.py)")
-            spec.config = Config(spec.model, spec.dataset, None, spec.config_dict, spec.cmd_args).to_dict()
-            spec.config_hash, spec.error = config_hash(spec.config), None
-        except Exception as err:  # any config error fails this run only
+            config = RunConfig(spec.model, spec.dataset, None, spec.config_dict, spec.cmd_args, sources=spec.sources)
+            validate_config(config)
+            spec.config = config.to_dict()
+            spec.config_hash, spec.error, spec.refusal = config_hash(spec.config), None, None
+        except Exception as err:  # any other config error fails this run only
             spec.error = f"{type(err).__name__}: {err}".strip()
+            spec.refusal = str(err) if isinstance(err, (ConfigError, PlanError)) else None
+
+
+def refuse_bad_input(specs: Sequence[RunSpec]) -> None:
+    """One :class:`PlanError` with the distinct :attr:`RunSpec.refusal` messages (prefixed with the labels they
+    concern unless every label), when any: bad input refuses the whole comparison before anything runs."""
+    refusals: dict[str, list[str]] = {}
+    for spec in specs:
+        if spec.refusal:
+            labels = refusals.setdefault(spec.refusal, [])
+            labels += [spec.label] if spec.label not in labels else []
+    every = list(dict.fromkeys(s.label for s in specs))
+    if refusals:
+        raise PlanError("; ".join(message if labels == every else f"{', '.join(labels)}: {message}"
+                                  for message, labels in refusals.items()))
 
 
 def has_validation_split(config: Mapping[str, Any]) -> bool:

@@ -47,6 +47,7 @@ from recbole_promptmm.files import write_json_atomic, write_text_atomic
 from recbole_promptmm.model.promptmm import teacher_config, teacher_setting_keys
 from recbole_promptmm.model.promptmm import teacher_settings as model_teacher_settings
 from recbole_promptmm.utils import get_model, get_trainer
+from recbole_promptmm.validate import validate_config
 
 TRIALS_DIR, TEACHER_DIR, TEACHER_FILE, DISTILLED_MODEL = "trials", "teacher", "teacher.pth", "PromptMM"
 EXIT_OK, EXIT_ALL_FAILED, EXIT_UNFINISHED = 0, 1, 3
@@ -165,6 +166,7 @@ def make_plan(options: SweepOptions, extra_fixed: Mapping[str, Any] | None = Non
     values fixed besides the command line's (the teacher stage's); ``extra_sources``: key -> what fixes it."""
     extra_fixed = dict(extra_fixed or {})
     config = build_config(options, extra_fixed)
+    validate_config(config)  # run's checks: unknown keys, types, ranges (ConfigError, exit 2)
     sources = {key: f"--{key}={value} on the command line" for key, value in parse_cmd_args(options.overrides).items()}
     sources.update(extra_sources or {})
     for key in extra_fixed:
@@ -229,7 +231,32 @@ def _tuner(plan: Plan, train_data: Any, valid_data: Any) -> Any:
         scheduler=scheduler, search_alg=BasicVariantGenerator(random_state=int(plan.config["seed"]),
                                                               max_concurrent=opts.max_concurrent or 0),
         num_samples=opts.num_samples, max_failures=opts.max_failures, reuse_actors=True,
-        setup=plan.setup, train_data=train_data, valid_data=valid_data)
+        callbacks=[_finished_trials(plan)], verbose=opts.verbose, setup=plan.setup, train_data=train_data,
+        valid_data=valid_data)
+
+
+def _finished_trials(plan: Plan) -> Any:
+    """A Ray Tune callback that says one line per finished trial (Ray's own tables only with ``--verbose``)."""
+    from ray import tune
+
+    def line(trial: Any, error: BaseException | None) -> str:
+        last = trial.last_result or {}
+        status = (f"failed: {error_line(error)}" if error is not None else COMPLETED if last.get("finished")
+                  else "stopped early" if "valid_score" in last else "ended")
+        best = (f", best valid {plan.metric} {last['best_valid_score']:.4f} at epoch {last.get('best_epoch')}"
+                if last.get("best_valid_score") is not None else "")
+        took = f" ({last['time_total_s']:.0f} s)" if last.get("time_total_s") is not None else ""
+        params = {k: trial.config.get(k) for k in plan.space.keys}
+        return f"trial {trial.trial_id} ({_params(params)}): {status}{best}{took}"
+
+    class Finished(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            say(line(trial, None))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            say(line(trial, trial.get_error()))
+
+    return Finished()
 
 
 def _row(result: Any, keys: list[str]) -> TrialRow:
@@ -355,7 +382,7 @@ def prepare_out(options: SweepOptions) -> None:
 # ------------------------------------------------------------------------------- two-stage PromptMM
 def teacher_settings(path: str) -> dict:
     """The settings a PromptMM run must share with the teacher checkpoint at ``path``, from its stored config."""
-    saved = load_checkpoint(path, "cpu").get("config")
+    saved = load_checkpoint(path, "cpu", what="teacher_checkpoint").get("config")
     if saved is None:
         return {}
     return plain(model_teacher_settings(teacher_config(saved) if saved["model"] == DISTILLED_MODEL else saved))
@@ -436,7 +463,8 @@ def prepare_sweep(options: SweepOptions) -> PreparedSweep:
 def execute_sweep(prepared: PreparedSweep) -> SweepResult:
     """Run a prepared sweep: the teacher stage if any, then the trials; write and print the results."""
     options, plan, data = prepared.options, prepared.plan, prepared.data
-    with driver_log(options.out), ray_session(options.address, options.num_cpus, say, max(1, int(options.cpus_per_trial))):
+    with driver_log(options.out), ray_session(options.address, options.num_cpus, say,
+                                              max(1, int(options.cpus_per_trial)), options.verbose):
         check_resources(options.cpus_per_trial, options.gpus_per_trial)
         for description in data.descriptions:
             logger.info(description)
