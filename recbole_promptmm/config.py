@@ -173,7 +173,8 @@ class Config(RecBoleConfig):
                     # keys RecBole files under training/evaluation (e.g. epochs) stay there, and a model's own key
                     # given a per-dataset default (ml-100k's teacher_learning_rate) stays a model key
                     known = model_keys | {k for cat in self.parameters.values() for k in cat}
-                    self.parameters["Dataset"] += [k for k in values if k not in known]
+                    # a new list: RecBole's categories are its module-level lists, shared by every Config
+                    self.parameters["Dataset"] = self.parameters["Dataset"] + [k for k in values if k not in known]
 
     def to_dict(self) -> dict:
         """The resolved configuration as plain JSON-able values."""

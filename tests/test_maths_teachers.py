@@ -283,3 +283,283 @@ def test_freedom_modality_bpr_weight_scales_only_the_modality_terms(tmp_path):
     model.modality_bpr_weight = 0.0
     # 0.757337 + 0.1 * 2
     assert model.calculate_loss(BATCH).item() == pytest.approx(0.957337, abs=1e-5)
+
+
+# --------------------------------------------------------------- LATTICE: the learned graph's sparse machinery
+# Pattern with indices [[1, 0], [2, 1], [1, 2]] (n = 3, k = 2); each row sorted: [[0, 1], [1, 2], [1, 2]].
+#   CSR: crow = [0, 2, 4, 6], cols = [0, 1, 1, 2, 1, 2] (rows 0, 0, 1, 1, 2, 2)
+#   transpose: column counts [1, 3, 2] -> crow_t = [0, 1, 4, 6]; perm = the stable order of cols by value
+#   = [0, 1, 2, 4, 3, 5]; cols_t = rows[perm] = [0, 0, 1, 2, 1, 2]
+# values V = [[1, 2], [3, 4], [5, 6]] in that layout: A = [[1, 2, 0], [0, 3, 4], [0, 5, 6]], A^T its transpose.
+PATTERN = [[1, 0], [2, 1], [1, 2]]
+V = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+A_V = [[1.0, 2.0, 0.0], [0.0, 3.0, 4.0], [0.0, 5.0, 6.0]]
+U = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
+
+
+def test_knn_pattern_csr_structure_by_hand():
+    from recbole_promptmm.model.lattice import KnnPattern
+
+    p = KnnPattern(torch.tensor(PATTERN))
+    assert p.indices.tolist() == [[0, 1], [1, 2], [1, 2]]
+    assert p.crow.tolist() == [0, 2, 4, 6] and p.cols.tolist() == [0, 1, 1, 2, 1, 2]
+    assert p.perm.tolist() == [0, 1, 2, 4, 3, 5]
+    assert p.crow_t.tolist() == [0, 1, 4, 6] and p.cols_t.tolist() == [0, 0, 1, 2, 1, 2]
+    assert p.crow_t.dtype == torch.long
+    assert torch.equal(p.matrix(torch.tensor(V)).to_dense(), torch.tensor(A_V))
+    assert torch.equal(p.matrix_t(torch.tensor(V)).to_dense(), torch.tensor(A_V).T)
+    # a column nobody points to (2): counts [3, 3, 0] -> crow_t = [0, 3, 6, 6]; the matrices stay 3 x 3
+    q = KnnPattern(torch.tensor([[0, 1], [0, 1], [1, 0]]))
+    assert q.crow_t.tolist() == [0, 3, 6, 6] and q.cols_t.tolist() == [0, 1, 2, 0, 1, 2]
+    assert q.matrix(torch.tensor(V)).shape == (3, 3) and q.matrix_t(torch.tensor(V)).shape == (3, 3)
+    # k = 1: one entry per row, crow = [0, 1, 2, 3]; the transpose of the permutation (0)(1 2)
+    r = KnnPattern(torch.tensor([[0], [2], [1]]))
+    assert r.crow.tolist() == [0, 1, 2, 3] and r.crow_t.tolist() == [0, 1, 2, 3]
+    assert torch.equal(r.matrix_t(torch.tensor([[1.0], [2.0], [3.0]])).to_dense(),
+                       torch.tensor([[1.0, 0, 0], [0, 0, 3], [0, 2, 0]]))
+
+
+def test_pair_dots_and_pattern_matmul_values_and_gradients_by_hand():
+    from recbole_promptmm.model.lattice import KnnPattern, pair_dots, pattern_matmul
+
+    p = KnnPattern(torch.tensor(PATTERN))
+    # sampled products a_i . b_{indices[i, j]} with a = U, b = V: row 0 (cols 0, 1): 1, 3; row 1 (cols 1, 2):
+    # 4, 6; row 2 (cols 1, 2): 3 + 4 = 7, 5 + 6 = 11
+    assert torch.equal(p.sampled_dots(torch.tensor(U), torch.tensor(V)), torch.tensor([[1.0, 3], [4, 6], [7, 11]]))
+    # pair_dots(U): u_i . u_{indices[i, j]}: [[1, 0], [1, 1], [1, 2]]; backward of sum(G * s) with G = V:
+    # G u + G^T u = A U + A^T U = [[1, 2], [4, 7], [6, 11]] + [[1, 0], [7, 8], [6, 10]]
+    u = torch.tensor(U, requires_grad=True)
+    s = pair_dots(u, p)
+    assert torch.equal(s.detach(), torch.tensor([[1.0, 0], [1, 1], [1, 2]]))
+    (s * torch.tensor(V)).sum().backward()
+    assert torch.equal(u.grad, torch.tensor([[2.0, 2], [11, 15], [12, 21]]))
+    # pattern_matmul(V, E = U) = A U = [[1, 2], [4, 7], [6, 11]]; backward of sum(W * out), W = [[1, 0], [0, 2],
+    # [1, -1]]: d/dV[i, j] = W_i . e_{indices[i, j]} = [[1, 0], [2, 2], [-1, 0]];
+    # d/dE = A^T W = [[1, 0], [2 W0 + 3 W1 + 5 W2], [4 W1 + 6 W2]] = [[1, 0], [7, 1], [6, 2]]
+    w = torch.tensor([[1.0, 0], [0, 2], [1, -1]])
+    for need_values, need_e in [(True, True), (True, False), (False, True)]:
+        values = torch.tensor(V, requires_grad=need_values)
+        e = torch.tensor(U, requires_grad=need_e)
+        out = pattern_matmul(values, e, p)
+        assert torch.equal(out.detach(), torch.tensor([[1.0, 2], [4, 7], [6, 11]]))
+        (out * w).sum().backward()
+        if need_values:
+            assert torch.equal(values.grad, torch.tensor([[1.0, 0], [2, 2], [-1, 0]]))
+        if need_e:
+            assert torch.equal(e.grad, torch.tensor([[1.0, 0], [7, 1], [6, 2]]))
+
+
+# ------------------------------------------------------------------------ LATTICE: the learned-neighbour cache
+# With the image projection set to the identity after the first training forward, the cached neighbour sets of
+# W = diag(9, 16) (1 -> {1, 2}, 2 -> {2, 3}, 3 -> {2, 3}) stay for the epoch while their weights are recomputed
+# from the new projections (the raw features: cos 12 = 0.8, 23 = 0.6):
+#   S rows: [1, 0.8, 0], [0, 1, 0.6], [0, 0.6, 1]; degrees 1.8, 1.6, 1.6
+#   learned = [[1/1.8, 0.8/sqrt(1.8 * 1.6) = sqrt2/3, 0], [0, 1/1.6, 0.6/1.6], [0, 0.6/1.6, 1/1.6]]
+# A switch of mode (or a load_state_dict) drops the cache: the neighbours of the identity projection are the
+# fixed graph's, so learned = FIXED_IMAGE and A^image = FIXED_IMAGE.
+CACHED_LEARNED = np.array([[5 / 9, R2 / 3, 0], [0, 5 / 8, 3 / 8], [0, 3 / 8, 5 / 8]])
+
+
+def test_lattice_learned_neighbours_are_cached_for_an_epoch(tmp_path):
+    model = lattice(tmp_path, 1)
+    model.train()
+    assert model.training, "train() trains by default"
+    image = model.forward().modality_item["image"]
+    assert torch.allclose(image, padded(A_IMAGE @ E_I), atol=1e-5)
+    put(model.projection["image"].weight, [[1, 0], [0, 1]])
+    assert CACHED_LEARNED[0, 1] == pytest.approx(0.8 / math.sqrt(1.8 * 1.6))
+    cached = (1 - LAMBDA) * CACHED_LEARNED + LAMBDA * FIXED_IMAGE
+    assert torch.allclose(model.forward().modality_item["image"], padded(cached @ E_I), atol=1e-5)
+    model.eval()
+    assert torch.allclose(model.forward().modality_item["image"], padded(FIXED_IMAGE @ E_I), atol=1e-5)
+
+
+def test_lattice_load_state_dict_drops_the_cached_neighbours(tmp_path):
+    model = lattice(tmp_path, 1)
+    model.forward()  # caches the neighbours of W = diag(9, 16)
+    state = model.state_dict()
+    state["projection.image.weight"] = torch.eye(2)
+    del state["modality_logits"]
+    result = model.load_state_dict(state, strict=False)
+    assert result.missing_keys == ["modality_logits"]
+    assert torch.equal(model.projection["image"].weight.detach(), torch.eye(2))
+    assert torch.allclose(model.forward().modality_item["image"], padded(FIXED_IMAGE @ E_I), atol=1e-5)
+
+
+# The gradients of the loss: the model's sparse backward passes (pair_dots, pattern_matmul on the per-epoch
+# pattern, whose padding row repeats column 0) against autograd of the formulas written densely, on the
+# neighbour sets listed above (image with W = diag(9, 16): 1 -> {1, 2}, 2 -> {2, 3}, 3 -> {3, 2}; text:
+# 1 -> {1, 3}, 2 -> {2, 3}, 3 -> {3, 2}).
+def dense_lattice_loss(w_image, b_image, w_text, b_text, logits, e_u, e_i):
+    neighbours = {"image": [[0, 1], [1, 2], [2, 1]], "text": [[0, 2], [1, 2], [2, 1]]}
+    fixed = {"image": torch.tensor(FIXED_IMAGE).float(), "text": torch.tensor(TEXT_GRAPH).float()}
+    projections = {"image": (w_image, b_image), "text": (w_text, b_text)}
+    alpha = torch.softmax(logits, dim=0)
+    h = 0
+    for k, m in enumerate(["image", "text"]):
+        w, b = projections[m]
+        p = torch.nn.functional.normalize(torch.tensor(FEATURES[m][1:]).float() @ w.T + b, dim=-1)
+        mask = torch.zeros(3, 3)
+        for i, row in enumerate(neighbours[m]):
+            mask[i, row] = 1.0
+        sims = (p @ p.T).clamp_min(0) * mask
+        deg = sims.sum(dim=1)
+        learned = sims / torch.sqrt(deg[:, None] * deg[None, :])
+        h = h + alpha[k] * ((1 - LAMBDA) * learned + LAMBDA * fixed[m]) @ e_i
+    item = e_i + torch.nn.functional.normalize(h, dim=-1)
+    u, pos, neg = torch.tensor([0, 1]), torch.tensor([1, 2]), torch.tensor([2, 0])
+    bpr_term = -torch.nn.functional.logsigmoid((e_u[u] * (item[pos] - item[neg])).sum(-1)).mean()
+    return bpr_term + 0.1 * (e_u[u].pow(2).sum() + e_i[pos].pow(2).sum() + e_i[neg].pow(2).sum()) / 4
+
+
+def test_lattice_gradients_equal_autograd_of_the_dense_formulas(tmp_path):
+    model = lattice(tmp_path, 1)
+    model.train()
+    loss = model.calculate_loss(BATCH)
+    assert loss.item() == pytest.approx(LATTICE_LOSS[1], abs=1e-5)
+    loss.backward()
+    params = [model.projection["image"].weight, model.projection["image"].bias, model.projection["text"].weight,
+              model.projection["text"].bias, model.modality_logits]
+    ref = [x.detach().clone().requires_grad_() for x in params]
+    e_u = torch.tensor(E_U).float().requires_grad_()
+    e_i = torch.tensor(E_I).float().requires_grad_()
+    dense = dense_lattice_loss(*ref, e_u, e_i)
+    assert dense.item() == pytest.approx(LATTICE_LOSS[1], abs=1e-5)
+    dense.backward()
+    for got, want in zip(params, ref):
+        assert want.grad.abs().sum() > 0
+        assert torch.allclose(got.grad, want.grad, atol=1e-5)
+    assert torch.allclose(model.item_embedding.weight.grad[1:], e_i.grad, atol=1e-5)
+    assert torch.allclose(model.user_embedding.weight.grad[1:], e_u.grad, atol=1e-5)
+
+
+# ------------------------------------------------------------------------ LATTICE: one modality, lambda's range
+# Image alone: no softmax weights (alpha = [1]); h = A^image E_I = [[0.572917, 0.421722], [4/9, 2/3],
+# [0.607639, 0.983915]]; |h| = 0.711395, 0.801234, 1.156423; h / |h| = [[0.805343, 0.592810],
+# [0.554700, 0.832050], [0.525447, 0.850826]].
+# n_layers 1 (A_ui = [[S, 1/2, 0], [0, 1/2, 1/2], [0, 0, S]]) on E_U = [1,0], [0,1], [1,-1] and E_I:
+#   layer 1: u1 = S [1,0] + 1/2 [0,1] = [S, 1/2], u2 = 1/2 [0,1] + 1/2 [1,1] = [1/2, 1], u3 = S [1,1] = [S, S]
+#            i1 = S [1,0] = [S, 0], i2 = 1/2 ([1,0] + [0,1]) = [1/2, 1/2], i3 = 1/2 [0,1] + S [1,-1] = [S, 1/2 - S]
+#   mean: users [(1+S)/2, 1/4], [1/4, 1], [(1+S)/2, (S-1)/2]; items [(1+S)/2, 0], [1/4, 3/4], [(1+S)/2, 3/4 - S/2]
+#   e_i = mean + h / |h| = [[1.658896, 0.592810], [0.804700, 1.582050], [1.379000, 1.247273]]
+SINGLE_USER = np.array([[(1 + S) / 2, 0.25], [0.25, 1], [(1 + S) / 2, (S - 1) / 2]])
+SINGLE_ITEM = np.array([[(1 + S) / 2, 0], [0.25, 0.75], [(1 + S) / 2, 0.75 - S / 2]])
+
+
+def test_lattice_single_modality_by_hand(tmp_path):
+    model, _ = build("LATTICE", tmp_path, modalities=("image",), knn_k=2, lambda_coeff=LAMBDA,
+                     item_graph_layers=1, n_layers=1, reg_weight=0.1)
+    assert model.modality_logits is None and "modality_logits" not in dict(model.named_parameters())
+    assert torch.equal(model.modality_weights(model.item_embedding.weight), torch.tensor([1.0]))
+    put(model.projection["image"].weight, [[9, 0], [0, 16]])
+    put(model.projection["image"].bias, [0, 0])
+    put(model.user_embedding.weight, np.vstack([np.zeros((1, 2)), E_U]))
+    put(model.item_embedding.weight, np.vstack([np.zeros((1, 2)), E_I]))
+    # a fresh model (no train() / eval() yet) builds its learned neighbours on the first forward
+    e_i = SINGLE_ITEM + rownorm(A_IMAGE @ E_I)
+    assert rownorm(A_IMAGE @ E_I)[2].tolist() == pytest.approx([0.525447, 0.850826], abs=1e-6)
+    assert np.allclose(e_i, [[1.658896, 0.592810], [0.804700, 1.582050], [1.379000, 1.247273]], atol=1e-6)
+    out = model.forward()
+    assert torch.allclose(out.user, padded(SINGLE_USER), atol=1e-5)
+    assert torch.allclose(out.item, padded(e_i), atol=1e-5)
+    assert torch.allclose(out.modality_item["image"], padded(A_IMAGE @ E_I), atol=1e-5)
+    expected = bpr(diffs(SINGLE_USER, e_i, TRIPLES)) + 0.1 * l2(E_U[[0, 1]], E_I[[1, 2]], E_I[[2, 0]])
+    assert model.calculate_loss(BATCH).item() == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("lam, graph", [(0.0, LEARNED_IMAGE), (1.0, FIXED_IMAGE)])
+def test_lattice_lambda_ends_pick_one_graph(tmp_path, lam, graph):
+    model, _ = build("LATTICE", tmp_path, modalities=("image",), knn_k=2, lambda_coeff=lam, n_layers=0)
+    put(model.projection["image"].weight, [[9, 0], [0, 16]])
+    put(model.projection["image"].bias, [0, 0])
+    put(model.item_embedding.weight, np.vstack([np.zeros((1, 2)), E_I]))
+    model.eval()
+    assert torch.allclose(model.forward().modality_item["image"], padded(graph @ E_I), atol=1e-5)
+
+
+@pytest.mark.parametrize("setting, message", [(dict(lambda_coeff=-0.1), "lambda_coeff must be in"),
+                                              (dict(lambda_coeff=1.1), "lambda_coeff must be in"),
+                                              (dict(item_graph_layers=0), "item_graph_layers must be at least 1")])
+def test_lattice_bad_settings_are_refused(tmp_path, setting, message):
+    with pytest.raises(ValueError, match=message):
+        build("LATTICE", tmp_path, **setting)
+
+
+# ------------------------------------------------------------------------------------- FREEDOM: the settings
+def test_freedom_modality_weights_by_hand():
+    from recbole_promptmm.model.freedom import modality_weights
+
+    assert modality_weights(None, ["image", "text"]) == [0.5, 0.5]
+    assert modality_weights(None, ["image"]) == [1.0]
+    assert modality_weights(2, ["image"]) == [2.0]
+    got = modality_weights((1, 0), ["image", "text"])  # a zero weight is allowed; ints become floats
+    assert got == [1.0, 0.0] and all(type(w) is float for w in got)
+    with pytest.raises(ValueError, match="mm_weights has 1 value"):
+        modality_weights([1.0], ["image", "text"])
+    for bad in ([-1.0, 1.0], [math.inf, 1.0], [math.nan, 1.0], ["a", 1.0]):
+        with pytest.raises(ValueError, match="mm_weights must be non-negative numbers"):
+            modality_weights(bad, ["image", "text"])
+
+
+@pytest.mark.parametrize("setting, message", [(dict(edge_dropout=1.0), r"edge_dropout must be in \[0, 1\)"),
+                                              (dict(edge_dropout=-0.1), r"edge_dropout must be in \[0, 1\)"),
+                                              (dict(mm_layers=0), "mm_layers must be at least 1")])
+def test_freedom_bad_settings_are_refused(tmp_path, setting, message):
+    with pytest.raises(ValueError, match=message):
+        build("FREEDOM", tmp_path, **setting)
+
+
+# ------------------------------------------------------------------ FREEDOM: LightGCN on the full / pruned graph
+# n_layers = 1 on the full graph (A_ui = [[S, 1/2, 0], [0, 1/2, 1/2], [0, 0, S]]), users F_USER, items E_I:
+#   layer 1: u1 = S [1,0] + 1/2 [0,1] = [S, 1/2], u2 = 1/2 [0,1] + 1/2 [1,1] = [1/2, 1], u3 = S [1,1] = [S, S]
+#            i1 = S u1_0 = [S, 0], i2 = 1/2 ([1,0] + [0,1]) = [1/2, 1/2], i3 = 1/2 [0,1] + S [0,0] = [0, 1/2]
+#   mean: users [(1+S)/2, 1/4], [1/4, 1], [S/2, S/2];  items [(1+S)/2, 0], [1/4, 3/4], [1/2, 3/4] (+ h)
+FULL_USER = np.array([[(1 + S) / 2, 0.25], [0.25, 1], [S / 2, S / 2]])
+FULL_ITEM = np.array([[(1 + S) / 2, 0], [0.25, 0.75], [0.5, 0.75]])
+
+
+def test_freedom_prunes_the_graph_in_training_only(tmp_path):
+    model, _ = build("FREEDOM", tmp_path, modalities=("image", "text"), knn_k=2, mm_weights=MM_WEIGHTS,
+                     mm_layers=1, n_layers=1, edge_dropout=0.4)
+    put(model.user_embedding.weight, np.vstack([np.zeros((1, 2)), F_USER]))
+    put(model.item_embedding.weight, np.vstack([np.zeros((1, 2)), E_I]))
+    model.eval()
+    h = FUSED @ E_I
+    out = model.forward()
+    assert torch.allclose(out.user, padded(FULL_USER), atol=1e-6)
+    assert torch.allclose(out.item, padded(FULL_ITEM + h), atol=1e-6)
+
+    model.train()  # a new epoch: round(0.6 * 5) = 3 of the 5 edges, normalised by their own degrees
+    graph = model.adjacency()
+    assert graph is model._epoch_graph[0] and graph is not model.full_adjacency
+    dense = graph.matrix.to_dense().numpy()
+    block = dense[:4, 4:]  # users (rows 0..3) x items (columns 4..7 of the [U + I] graph)
+    edges = [(u, i) for u in range(4) for i in range(4) if block[u, i] != 0]
+    assert len(edges) == 3 and set(edges) <= {(1, 1), (1, 2), (2, 2), (2, 3), (3, 3)}
+    d_u = {u: sum(1 for e in edges if e[0] == u) for u, _ in edges}
+    d_i = {i: sum(1 for e in edges if e[1] == i) for _, i in edges}
+    for u, i in edges:
+        assert block[u, i] == pytest.approx(1 / math.sqrt(d_u[u] * d_i[i]), abs=1e-6)
+    assert np.allclose(dense[4:, :4], block.T)
+    # LightGCN, one layer, on the kept edges: mean of layer 0 and one step
+    layer0_u, layer0_i = np.vstack([np.zeros((1, 2)), F_USER]), np.vstack([np.zeros((1, 2)), E_I])
+    out = model.forward()
+    assert torch.allclose(out.user, torch.tensor((layer0_u + block @ layer0_i) / 2).float(), atol=1e-6)
+    assert torch.allclose(out.item[1:], torch.tensor((layer0_i + block.T @ layer0_u)[1:] / 2 + h).float(), atol=1e-6)
+
+    model.eval()  # evaluation: the full graph again
+    assert model.adjacency() is model.full_adjacency
+    assert torch.allclose(model.forward().user, padded(FULL_USER), atol=1e-6)
+
+    model.train()  # the model moves after the epoch began ('meta' stands for another device): the graph follows
+    model.item_embedding.to("meta")
+    moved = model.adjacency()
+    assert moved.matrix.device.type == "meta" and model._epoch_graph == (moved,)
+    model.train()  # the next epoch's graph is drawn straight onto the model's device
+    assert model._epoch_graph[0].matrix.device.type == "meta"
+
+
+def test_freedom_without_dropout_keeps_every_edge(tmp_path):
+    model, _ = build("FREEDOM", tmp_path, n_layers=1, edge_dropout=0.0)
+    model.train()
+    assert torch.equal(model.adjacency().matrix.to_dense(), model.full_adjacency.matrix.to_dense())

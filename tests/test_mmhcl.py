@@ -271,3 +271,121 @@ def test_bad_settings_are_refused(mm_toy):
         validate_config(Config("MMHCL", "toy", config_dict=toy_dict(mm_toy, cl_scope="everything")))
     with pytest.raises(ValueError, match="item_layers must be at least 1"):
         build(mm_toy, item_layers=0)
+
+
+# ------------------------------------------------------------------------------------ edge cases of the graphs
+def test_knn_incidence_keeps_the_square_shape():
+    # item 3 has no features: its cosines are all 0 and, with k = 1, nobody (itself included) picks it, so its
+    # column stays empty; B is still [I, I]
+    x = torch.tensor([[7.0, 7.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    b = knn_incidence(x, 1)
+    assert b.shape == (4, 4)
+    assert b.toarray()[1:3].tolist() == [[0, 1, 0, 0], [0, 0, 1, 0]]
+
+
+def test_item_hypergraph_of_degree_one():
+    # k = 1, one modality, distinct directions: B = I (padding empty), every degree 1, so P = B
+    b = knn_incidence(FEATURES_A, 1)
+    assert np.array_equal(b.toarray(), padded(np.eye(4)))
+    (p,) = item_hypergraph([b])
+    assert np.array_equal(p.toarray(), padded(np.eye(4)))
+
+
+def test_user_hypergraph_with_a_lone_user():
+    # u1 {1}, u2 {1, 2}, u3 {3}: u1 and u2 share item 1 (d = 1 each), u3 shares nothing (d = 0)
+    inter = sp.csr_matrix(np.array([[0, 0, 0, 0],
+                                    [0, 1, 0, 0],
+                                    [0, 1, 1, 0],
+                                    [0, 0, 0, 1]], dtype=np.float32))
+    left, right, self_weight = user_hypergraph(inter)
+    # left = D^-1 R: rows of R over d = 1, 1; u3 (d = 0) and the padding user get zero rows;
+    # self weights D^-1 d_U = 1/1, 2/1, 0
+    assert left.toarray().tolist() == [[0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
+    assert self_weight.tolist() == [0.0, 1.0, 2.0, 0.0]
+    # A_U: u1 -> u2, u2 -> u1, u3 -> nobody
+    operator = (left @ right).toarray() - np.diag(self_weight)
+    assert operator.tolist() == [[0, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]]
+
+
+def test_user_hypergraph_is_no_checkpoint_state():
+    # the fixed graph is rebuilt from the data: none of it goes into a state_dict
+    assert list(UserHypergraph(INTER).state_dict()) == []
+
+
+def test_infonce_at_a_low_temperature():
+    # tau = 0.01; anchors a1 = [1, 0], a2 = [-1, 0], positives p1 = p2 = [-1, 0]
+    # node 1: logits a1.p1, a1.p2, a1.a2 all -1/0.01 = -100 -> l1 = (-100 + log 3) - (-100) = log 3
+    # node 2: a2.p1 = a2.p2 = 100, a2.a1 = -100 -> l2 = 100 + log(2 + e^-200) - 100 = log 2
+    # (each row's own maximum is subtracted before exp: node 1's logits lie 200 below node 2's)
+    a = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    p = torch.tensor([[-1.0, 0.0], [-1.0, 0.0]])
+    assert hypergraph_infonce(a, p, 0.01).item() == pytest.approx(math.log(6) / 2, abs=1e-5)
+
+
+def test_loss_scores_each_pair():
+    user = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    pos = torch.tensor([[2.0, 1.0], [1.0, 1.0]])
+    neg = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+    # scores: positives 2, 1; negatives 1, 3 -> BPR of (1, -2) = (log(1 + e^-1) + log(1 + e^2)) / 2
+    bpr = (math.log1p(math.exp(-1)) + math.log1p(math.exp(2))) / 2
+    assert bpr == pytest.approx(1.220095, abs=1e-6)
+    assert mmhcl_loss(user, pos, neg, (Z, H), (H, Z), 0.5, 0.0, 0.0, 0.0).item() == pytest.approx(bpr, abs=1e-6)
+
+
+# ------------------------------------------------------------------- the model on tests/hand_example.py by hand
+# u1 {i1, i2}, u2 {i2, i3}, u3 {i3}; image x1 = [1, 0], x2 = [4, 3], x3 = [0, 1] (cos 12: 0.8, 23: 0.6, 13: 0).
+# knn_k 2: B rows 1 -> {1, 2}, 2 -> {2, 1}, 3 -> {3, 2}: [[1,1,0],[1,1,0],[0,1,1]]; column sums [2, 3, 1];
+# degrees B (B^T 1) = [2 + 3, 2 + 3, 3 + 1] = [5, 5, 4]; B B^T = [[2,2,1],[2,2,1],[1,1,2]]
+# A_I = D^-1/2 B B^T D^-1/2 = [[2/5, 2/5, 1/sqrt20], [2/5, 2/5, 1/sqrt20], [1/sqrt20, 1/sqrt20, 1/2]]
+# item_layers 1: h_I = A_I E^ii with E^ii = [1, 0], [0, 0], [0, 1]:
+#   h1 = h2 = [2/5, 1/sqrt20] = [0.4, 0.223607], h3 = [1/sqrt20, 1/2] = [0.223607, 0.5]
+# user_layers 0: h_U = E^uu = [1, 1], [0, 2], [3, 4] (unit: [S, S], [0, 1], [0.6, 0.8])
+# n_layers 0: fused e_u = E_U + h_u / |h_u|, e_i = E_I + h_i / |h_i| (|h1| = sqrt(0.16 + 0.05) = 0.458258)
+#   e_i1 = [1, 0] + [0.872872, 0.487950] = [1.872872, 0.487950], e_i2 = [0.872872, 1.487950],
+#   e_i3 = [1, 1] + [0.408248, 0.912871] = [1.408248, 1.912871]  (|h3| = sqrt(0.05 + 0.25) = 0.547723)
+HAND_A_I = np.array([[0.4, 0.4, 1 / math.sqrt(20)], [0.4, 0.4, 1 / math.sqrt(20)],
+                     [1 / math.sqrt(20), 1 / math.sqrt(20), 0.5]])
+
+
+def test_model_on_the_hand_example(tmp_path):
+    from tests.hand_example import batch, bpr, build as hand_build, dot, put
+
+    model, _ = hand_build("MMHCL", tmp_path, knn_k=2, user_layers=0, item_layers=1, n_layers=0,
+                          user_cl_weight=0.0, item_cl_weight=0.0, reg_weight=0.1)
+    e_u, e_i = np.array([[1.0, 0], [0, 1], [1, -1]]), np.array([[1.0, 0], [0, 1], [1, 1]])
+    e_uu, e_ii = np.array([[1.0, 1], [0, 2], [3, 4]]), np.array([[1.0, 0], [0, 0], [0, 1]])
+    for table, rows in [(model.user_embedding, e_u), (model.item_embedding, e_i),
+                        (model.user_hyper_embedding, e_uu), (model.item_hyper_embedding, e_ii)]:
+        put(table.weight, np.vstack([np.zeros((1, 2)), rows]))
+    b = np.array([[1, 1, 0], [1, 1, 0], [0, 1, 1]])
+    deg = b @ b.sum(axis=0)
+    assert deg.tolist() == [5, 5, 4]
+    assert np.allclose(b @ b.T / np.sqrt(np.outer(deg, deg)), HAND_A_I)
+    h_i = HAND_A_I @ e_ii
+    assert h_i[0].tolist() == pytest.approx([0.4, 0.223607], abs=1e-6)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    fused_u, fused_i = e_u + unit(e_uu), e_i + unit(h_i)
+    assert fused_i[0].tolist() == pytest.approx([1.872872, 0.487950], abs=1e-6)
+    assert fused_i[2].tolist() == pytest.approx([1.408248, 1.912871], abs=1e-6)
+    model.eval()
+    out = model.forward()
+    assert torch.allclose(out.extra["second_user"][1:], torch.tensor(e_uu).float())
+    assert torch.allclose(out.extra["second_item"][1:], torch.tensor(h_i).float(), atol=1e-6)
+    assert torch.allclose(out.modality_item["image"][1:], torch.tensor(h_i).float(), atol=1e-6)
+    assert torch.allclose(out.user[1:], torch.tensor(fused_u).float(), atol=1e-6)
+    assert torch.allclose(out.item[1:], torch.tensor(fused_i).float(), atol=1e-6)
+    # loss on (u1, +i2, -i3), (u2, +i3, -i1): BPR of the fused scores + 0.1 * sum of squares / (2 B)
+    diffs = [dot(fused_u[0], fused_i[1] - fused_i[2]), dot(fused_u[1], fused_i[2] - fused_i[0])]
+    l2 = sum(float(np.sum(r ** 2)) for r in (fused_u[[0, 1]], fused_i[[1, 2]], fused_i[[2, 0]])) / 4
+    assert model.calculate_loss(batch([1, 2], [2, 3], [3, 1])).item() == pytest.approx(bpr(diffs) + 0.1 * l2,
+                                                                                       abs=1e-5)
+
+
+@pytest.mark.parametrize("setting, message", [(dict(user_layers=-1), "user_layers must be at least 0"),
+                                              (dict(temperature=0.0), "temperature must be > 0"),
+                                              (dict(cl_scope="everything"), "cl_scope must be one of")])
+def test_model_refuses_bad_settings(tmp_path, setting, message):
+    from tests.hand_example import build as hand_build
+
+    with pytest.raises(ValueError, match=message):
+        hand_build("MMHCL", tmp_path, **setting)

@@ -272,3 +272,66 @@ def test_prompt_trains(mm_toy, model_name):
     optimizer.step()
     assert torch.isfinite(loss)
     assert all(not torch.equal(p, before[n]) for n, p in model.prompt.named_parameters())
+
+
+def test_bm3_loss_with_every_target_dropped():
+    # dropout p = 1 zeroes every target entry: cos(a, 0) = 0, so each of the 2 + 2 M terms is 1 - 0 = 1:
+    # 2 + cl_weight * 2 = 2 + 2 * 2 = 6 (one modality), whatever the predictions
+    assert bm3_loss(**_bm3_toy(), dropout=1.0, cl_weight=2.0).item() == pytest.approx(6.0)
+
+
+def test_bm3_loss_needs_one_online_view_per_modality():
+    toy = _bm3_toy()
+    toy["pred_modality"] = toy["pred_modality"] * 2  # two predicted modalities, one online
+    with pytest.raises(ValueError):
+        bm3_loss(**toy, dropout=0.0, cl_weight=2.0)
+
+
+# ----------------------------------------------------------------------- BM3 on tests/hand_example.py by hand
+# n_layers 0 (online user h_u = e_u, online item h_i = e_i + e_i = 2 e_i), image features x1 = [1, 0],
+# x2 = [4, 3], x3 = [0, 1] with an identity projection (h^m = x), predictor W = I, b = [1, 0] (dot h = h + [1, 0]).
+# Users u1 = [1, 0], u2 = [0, 1], u3 = [0, 0]; items i1 = [1, 0], i2 = [0, 1], i3 = [1, 1]. Batch (u1, i2), (u2, i3):
+#   pred users [2, 0], [1, 1]; pred items 2 e_i + [1, 0] = [1, 2], [3, 2]; targets h_i = [0, 2], [2, 2]; h_u = u
+#   C(pred_u, h_i): cos 0 and 1 -> (1 + 0) / 2 = 0.5
+#   C(pred_i, h_u): cos([1,2],[1,0]) = 1/sqrt5, cos([3,2],[0,1]) = 2/sqrt13 -> (2 - 0.447214 - 0.554700) / 2 = 0.499043
+#   pred_m = x + [1, 0] = [5, 3], [1, 1]
+#   C(pred_m, h_i): cos([5,3],[0,2]) = 3/sqrt34 = 0.514496, cos([1,1],[2,2]) = 1 -> 0.485504 / 2 = 0.242752
+#   C(pred_m, h^m): cos([5,3],[4,3]) = 29/(5 sqrt34) = 0.994692, cos([1,1],[0,1]) = S -> 0.298207 / 2 = 0.149101
+#   cos loss (cl_weight 2) = 0.5 + 0.499043 + 2 (0.242752 + 0.149101) = 1.782749
+# regulariser on the full online matrices (padding rows included), over n_items = 4:
+#   (|H_U|_F + |H_I|_F) / 4 = (sqrt2 + 2 sqrt(1 + 1 + 2)) / 4 = (1.414214 + 4) / 4 = 1.353553; x 0.1 = 0.135355
+BM3_COS = 1.782749
+BM3_REG = 0.1 * (math.sqrt(2) + 4) / 4
+
+
+def _bm3_hand(tmp_path, **config):
+    from tests.hand_example import build as hand_build, put
+
+    model, _ = hand_build("BM3", tmp_path, n_layers=0, cl_weight=2.0, reg_weight=0.1, **config)
+    put(model.projection["image"].weight, [[1, 0], [0, 1]])
+    put(model.projection["image"].bias, [0, 0])
+    put(model.predictor.weight, [[1, 0], [0, 1]])
+    put(model.predictor.bias, [1, 0])
+    put(model.user_embedding.weight, [[0, 0], [1, 0], [0, 1], [0, 0]])
+    put(model.item_embedding.weight, [[0, 0], [1, 0], [0, 1], [1, 1]])
+    return model
+
+
+def test_bm3_model_by_hand(tmp_path):
+    from tests.hand_example import batch
+
+    model = _bm3_hand(tmp_path, dropout=1.0)
+    interaction = batch([1, 2], [2, 3], [3, 1])
+    s = 1 / math.sqrt(2)
+    cos = (0.5 + (2 - 1 / math.sqrt(5) - 2 / math.sqrt(13)) / 2
+           + 2 * ((1 - 3 / math.sqrt(34)) / 2 + (2 - 29 / (5 * math.sqrt(34)) - s) / 2))
+    assert cos == pytest.approx(BM3_COS, abs=1e-6) and BM3_REG == pytest.approx(0.135355, abs=1e-6)
+    model.eval()  # evaluation: no dropout on the targets, whatever the setting
+    out = model.forward()
+    assert torch.allclose(out.user[1:3], torch.tensor([[2.0, 0], [1, 1]]))
+    assert torch.allclose(out.item[2:], torch.tensor([[1.0, 2], [3, 2]]))
+    assert model.calculate_loss(interaction).item() == pytest.approx(BM3_COS + BM3_REG, abs=1e-5)
+    model.train()  # training: dropout 1 zeroes every target, each cosine term is 1: 2 + 2 * 2
+    assert model.calculate_loss(interaction).item() == pytest.approx(6.0 + BM3_REG, abs=1e-5)
+    model.reg_weight = 0.0
+    assert model.calculate_loss(interaction).item() == pytest.approx(6.0, abs=1e-5)
