@@ -42,9 +42,11 @@ TEST_PATTERNS = ("tests/test_losses.py", "tests/test_item_graph.py", "tests/test
                  "tests/test_vbpr_bm3.py")
 COPIED = (PACKAGE, "properties", "tests")
 MUTMUT = "mutmut>=3.8,<4"
-# mutmut's exit codes of a mutant's test run (mutmut/stats.py), folded into the columns printed here
-STATUS = {1: "killed", 3: "killed", 37: "killed", 0: "survived", 36: "timeout", 24: "timeout", -24: "timeout",
-          152: "timeout", 255: "timeout", 5: "no tests", 33: "no tests", 34: "skipped", None: "not checked"}
+# mutmut's exit codes of a mutant's test run (mutmut/stats.py), folded into the columns printed here; a test process
+# that crashes (SIGSEGV, -11: e.g. a sparse matrix built without its values) fails the suite, so it counts as killed
+STATUS = {1: "killed", 3: "killed", 37: "killed", -11: "killed", 0: "survived", 36: "timeout", 24: "timeout",
+          -24: "timeout", 152: "timeout", 255: "timeout", 5: "no tests", 33: "no tests", 34: "skipped",
+          None: "not checked"}
 COLUMNS = ("killed", "survived", "timeout", "no tests", "other")
 
 
@@ -220,7 +222,7 @@ def main() -> int:
         print(f"{r['module']:{width}s} {r['mutants']:7d} {r['killed']:7d} {r['survived']:8d} {r['timeout']:7d} "
               f"{r['no tests']:8d} {r['other']:5d} {score:>6s}")
     print("(score: killed / mutants a test reaches; 'no tests': no selected test calls the function; 'other': "
-          f"suspicious, segfault, skipped or not checked) in {seconds:.0f} s")
+          f"suspicious, killed by SIGKILL, skipped or not checked) in {seconds:.0f} s")
     print(f"\nsurvivors ({len(survivors)}):")
     for s in survivors:
         print(f"  {s['module']}:{s['line']}  {s['function']}  [{s['name']}]")
