@@ -1,6 +1,7 @@
 """What the benchmark scripts share: options, config and data, timing, full-sort scoring, checkpoint loading."""
 
 import argparse
+import glob
 import os
 import statistics
 import sys
@@ -11,7 +12,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from recbole_promptmm import Config, create_dataset, data_preparation, get_model  # noqa: E402  (compatibility fixes)
-from recbole_promptmm.compat import load_checkpoint  # noqa: E402
+from recbole_promptmm.compat import CheckpointError, load_checkpoint  # noqa: E402
+from recbole_promptmm.validate import ConfigError  # noqa: E402
 from recbole_promptmm.experiments.cost import score_all_users  # noqa: E402
 
 
@@ -27,6 +29,29 @@ def options(doc: str, config_files: bool = False, **extra: dict):
     args, overrides = p.parse_known_args()
     torch.set_num_threads(args.threads)
     return args, overrides
+
+
+def entry(main) -> None:
+    """Run a script's ``main``: bad input (a checkpoint that cannot be read, a pattern matching no file, a config
+    error) ends it with one line and exit status 2, as the package's commands do."""
+    try:
+        main()
+    except (CheckpointError, ConfigError, FileNotFoundError) as err:
+        print(f"{os.path.basename(sys.argv[0])}: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def checkpoint_files(patterns: str, option: str) -> list[str]:
+    """The files of comma-separated paths or globs, each read once as a checkpoint before any data loads."""
+    files = []
+    for pattern in patterns.split(","):
+        hits = sorted(glob.glob(pattern))
+        if not hits:
+            raise FileNotFoundError(f"{option}: no file matches {pattern!r}")
+        files += hits
+    for path in files:
+        load_checkpoint(path, "cpu", what=option)
+    return files
 
 
 def load_data(args, overrides, model: str = "PromptMM", **values):

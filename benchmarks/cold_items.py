@@ -10,12 +10,10 @@ model knows nothing of it; on TikTok 449 of 6,130 test and 223 of 3,051 validati
 held-out items, averaged over users (RecBole's definition: the "all users" figure is RecBole's Recall@k).
 """
 
-import glob
-
 import numpy as np
 import torch
 
-from _common import load_data, load_model, options, top_k
+from _common import checkpoint_files, entry, load_data, load_model, options, top_k
 
 
 @torch.no_grad()
@@ -39,11 +37,12 @@ def main() -> None:
     args, overrides = options(__doc__, config_files=True,
                               checkpoints={"required": True, "help": "comma-separated checkpoint paths or globs"},
                               split={"choices": ("valid", "test"), "default": "test"}, k={"type": int, "default": 20})
+    files = checkpoint_files(args.checkpoints, "--checkpoints")
     _, _, train_data, valid_data, test_data = load_data(args, overrides)
     data = valid_data if args.split == "valid" else test_data
     cold_items = torch.from_numpy(np.asarray(train_data._dataset.inter_matrix(form="csr").sum(axis=0)).ravel() == 0)
     print(f"{args.split} Recall@{args.k}: all users / users whose held-out item has no training interaction")
-    for path in [f for pattern in args.checkpoints.split(",") for f in sorted(glob.glob(pattern))]:
+    for path in files:
         name, model = load_model(path, train_data)
         label = type(model.active()).__name__ if name == "PromptMM" else name
         r_all, r_cold, n_cold = cold_recall(model, data, cold_items, args.k)
@@ -51,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -16,7 +16,7 @@ import time
 import psutil
 import torch
 
-from _common import full_sort_all, load_checkpoint, load_data, options, timed
+from _common import checkpoint_files, entry, full_sort_all, load_checkpoint, load_data, options, timed
 from recbole_promptmm import get_model, get_trainer
 
 
@@ -63,6 +63,8 @@ def main() -> None:
     args, overrides = options(
         __doc__, checkpoint={"default": None, "help": "a PromptMM checkpoint (saved/PromptMM-*.pth)"},
         epochs={"type": int, "default": 300}, users_per_batch={"type": int, "default": 256})
+    if args.checkpoint:
+        checkpoint_files(args.checkpoint, "--checkpoint")  # read before the data loads: a bad file ends here
     config, dataset, train_data, valid_data, test_data = load_data(args, overrides, epochs=args.epochs)
     model = get_model("PromptMM")(config, train_data._dataset)
     trainer = get_trainer(config["MODEL_TYPE"], "PromptMM")(config, model)
@@ -114,4 +116,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

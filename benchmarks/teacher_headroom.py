@@ -13,20 +13,19 @@ roughly bounds what distilling this teacher into a model like ``other`` can add:
 ``other``, the teacher knows little that ``other`` does not.
 """
 
-import glob
-
 import torch
 
-from _common import load_data, load_model, options, top_k  # first: applies the compatibility fixes
+# first: applies the compatibility fixes
+from _common import checkpoint_files, entry, load_data, load_model, options, top_k
 from recbole.trainer import Trainer
 
 GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def one_file(pattern: str) -> str:
-    hits = sorted(glob.glob(pattern))
+def one_file(pattern: str, option: str) -> str:
+    hits = checkpoint_files(pattern, option)
     if len(hits) != 1:
-        raise SystemExit(f"{pattern!r}: expected one file, found {len(hits)}: {hits}")
+        raise FileNotFoundError(f"{option}: {pattern!r} must match one file, found {len(hits)}: {hits}")
     return hits[0]
 
 
@@ -58,9 +57,10 @@ def main() -> None:
     args, overrides = options(__doc__, config_files=True,
                               teacher={"required": True, "help": "teacher checkpoint (glob with one match)"},
                               other={"required": True, "help": "checkpoint of the model to compare with (glob)"})
+    teacher_file, other_file = one_file(args.teacher, "--teacher"), one_file(args.other, "--other")
     config, _, train_data, valid_data, test_data = load_data(args, overrides)
-    _, teacher = load_model(one_file(args.teacher), train_data)
-    o_name, other = load_model(one_file(args.other), train_data)
+    _, teacher = load_model(teacher_file, train_data)
+    o_name, other = load_model(other_file, train_data)
     o_name = o_name if o_name != "PromptMM" else "PromptMM student"
 
     def evaluate(model, data):
@@ -85,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

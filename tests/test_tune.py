@@ -397,7 +397,8 @@ def test_promptmm_students_are_swept_against_one_teacher(promptmm_sweep):
     assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
     for row in rows:
         log = "".join(p.read_text() for p in (Path(row["trial_dir"]) / "log").rglob("*.log"))
-        assert f"Teacher weights loaded from {teacher}" in log and "Stage 1" not in log
+        assert f"Teacher weights loaded from {teacher}" in log
+        assert "Stage 1 skipped" in log and "Stage 1: teacher" not in log
     best = load_yaml(out / "best_config.yaml")
     assert best["teacher_checkpoint"] == str(teacher)
     teacher_config = Config("PromptMMTeacher", "ml-100k")  # stage 1 ran with the defaults: they reach stage 2
