@@ -20,10 +20,12 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
+from recbole_promptmm.parser import EXIT_USAGE, OneLineParser
+
 PROG = "recbole-promptmm"
 DEFAULT_MODEL = "PromptMM"
 DEFAULT_DATASET = "ml-100k"
-EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+EXIT_INTERRUPTED = 130
 
 RUN_DESCRIPTION = """Train and evaluate one model on one dataset: ours (PromptMM, ...) or any RecBole built-in.
 
@@ -36,8 +38,8 @@ Exit status: 0 done, 2 bad input (one line says what), 130 interrupted (Ctrl-C).
 
 def build_run_parser(prog: str = f"{PROG} run") -> argparse.ArgumentParser:
     """The options of ``run`` (unknown ``--key=value`` arguments are config overrides)."""
-    parser = argparse.ArgumentParser(prog=prog, description=RUN_DESCRIPTION, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog=prog, description=RUN_DESCRIPTION, allow_abbrev=False,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", default=None,
                         help=f"model name (default: model: of a config file, else {DEFAULT_MODEL})")
     parser.add_argument("--dataset", "-d", default=None,
@@ -87,15 +89,6 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> dict:
                                 result_json=args.result_json)
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose refusal is the one line ``PROG: error: ...`` (exit 2), without the usage block."""
-
-    def error(self, message: str):
-        if len(message) > 200:  # "unrecognized arguments: ..." quotes them all
-            message = message[:200] + "..."
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; -h lists the options\n")
-
-
 def _integer(text: str) -> int:
     """An integer option's type: the refusal quotes at most the start of what was given."""
     from recbole_promptmm.serving.artefact import shorten
@@ -114,7 +107,7 @@ def _serving_parser(command: str, prog: str) -> argparse.ArgumentParser:
                   "LightGCN, BPR, the multimodal teachers, ...): Recommender.load(OUT).recommend([...]).",
         "serve": "Answer GET /recommend?user=...&k=20 and GET /health over an artefact (loopback by default).",
     }
-    parser = _OneLineParser(prog=f"{prog} {command}", description=descriptions[command], allow_abbrev=False)
+    parser = OneLineParser(prog=f"{prog} {command}", description=descriptions[command], allow_abbrev=False)
     if command in ("recommend", "export"):
         parser.add_argument("--checkpoint", required=True, help="a checkpoint (saved/*.pth; PromptMM's -student.pth)")
         parser.add_argument("--out", required=True,

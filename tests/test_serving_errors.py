@@ -317,3 +317,15 @@ def test_recommend_caps_k_at_the_items_and_reports_what_it_wrote(checkpoint, tmp
     else:  # each list holds every item but the user's training items
         assert max(lengths.values()) < 40
         assert line == written + f"; the shortest list has {min(lengths.values())} items: training items excluded)"
+
+
+@pytest.mark.parametrize("command, args, expected", [
+    ("run", ["--model"], "argument --model/-m: expected one argument"),
+    ("compare", ["--max_concurrent=abc"], "argument --max_concurrent: invalid int value: 'abc'"),
+    ("tune", ["--num_samples=x"], "argument --num_samples: invalid int value: 'x'"),
+])
+def test_every_command_line_parser_refuses_in_one_line(capsys, command, args, expected):
+    code, out, err = _console(capsys, command, *args)
+    prog = f"{PROG} run" if command == "run" else f"python -m recbole_promptmm.{command}"
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [f"{prog}: error: {expected}; -h lists the options"]

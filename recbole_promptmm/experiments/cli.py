@@ -13,6 +13,7 @@ from typing import Sequence
 import recbole_promptmm  # noqa: F401  (RecBole compatibility fixes, before anything else of RecBole)
 from recbole_promptmm.config import parse_cmd_args
 from recbole_promptmm.experiments.options import CompareOptions, SweepOptions, add_options
+from recbole_promptmm.parser import OneLineParser
 
 TUNE_USAGE = """A Ray Tune sweep of one model on one dataset (docs/TUNING.md).
 
@@ -38,8 +39,8 @@ or config, 130 when interrupted.
 
 
 def _parse(cls: type, prog: str, usage: str, argv: Sequence[str], extra=None) -> tuple[dict, list[str]]:
-    parser = argparse.ArgumentParser(prog=prog, description=usage, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog=prog, description=usage, allow_abbrev=False,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     add_options(parser, cls)
     if extra:
         extra(parser)
