@@ -18,10 +18,9 @@ from urllib.parse import urlparse
 
 import pytest
 
-from recbole_promptmm import run
 from recbole_promptmm.serving.http import RecommendationServer
-from tests.conftest import REPO, write_toy_dataset
-from tests.test_bad_input import TOY_DICT
+from tests.conftest import REPO
+from tests.test_checkpoint_errors import bpr  # noqa: F401  (the fixture: a 1-epoch BPR run on the toy data)
 from tests.test_serving import _hand_artefact
 
 PROG = "recbole-promptmm"
@@ -247,17 +246,9 @@ def test_an_internal_error_is_a_json_500_and_the_server_goes_on(tmp_path, capsys
 
 # ------------------------------------------------------------------ recommend
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> str:
-    """A BPR checkpoint on the toy dataset (30 users, 40 items, 1 epoch)."""
-    folder = tmp_path_factory.mktemp("recommend")
-    write_toy_dataset(folder / "data")
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        result = run("BPR", "toy", config_dict={**TOY_DICT, "data_path": str(folder / "data")})
-    finally:
-        os.chdir(cwd)
-    return str(folder / result["checkpoint"])
+def checkpoint(bpr) -> str:
+    """A BPR checkpoint on the toy dataset (30 users, 40 items, 1 epoch): the run of ``bpr``."""
+    return bpr["checkpoint"]
 
 
 MISSING = "--checkpoint=missing.pth"
