@@ -182,7 +182,7 @@ def test_unknown_model_fails_its_runs_only():
 
 def test_protocol_must_be_shared(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("models:\n  LightGCN: {stopping_step: 3}\n")
+    config.write_text("models:\n  LightGCN: {stopping_step: 7}\n")
     with pytest.raises(PlanError, match="stopping_step"):
         plan("ml-100k", "BPR,LightGCN", [2020], config_files=[str(config)])
 
