@@ -146,8 +146,9 @@ def test_ctrl_c_ends_run_with_130_and_one_line(mm_toy, tmp_path):
                                  f"--config_files={config}", "--epochs=100000", "--stopping_step=100000"],
                                 cwd=tmp_path, env=_env(), stdout=stdout, stderr=stderr)
         deadline = time.monotonic() + 120
-        try:  # interrupt once the first epoch is logged (RecBole's log file is written as it goes)
-            while not any("epoch 0 training" in f.read_text() for f in (tmp_path / "log").glob("*/*.log")):
+        try:  # interrupt once the first resume file is there (written atomically at the start of epoch 1 on): no
+            # race with the end of epoch 0, where there is nothing to resume from yet
+            while not list((tmp_path / "saved").glob("BPR-*-resume.pth")):
                 assert proc.poll() is None, err_file.read_text()[-2000:]
                 assert time.monotonic() < deadline, "no epoch logged in 120 s"
                 time.sleep(0.2)
