@@ -194,6 +194,15 @@ def _edited_result(bpr: dict, tmp_path: Path, edit) -> Path:
     return tmp_path / "result.json"
 
 
+def _export_refusal(bpr: dict, tmp_path: Path, result_json: Path) -> str:
+    """The one line of ``export`` refusing ``--result_json`` for the BPR run's checkpoint (exit 2, no artefact)."""
+    out = tmp_path / "artefact"
+    message = _one_line(_serving("export", f"--checkpoint={bpr['checkpoint']}", f"--out={out}",
+                                 f"--result_json={result_json}", cwd=tmp_path), "recbole-promptmm export")
+    assert not out.exists()
+    return message
+
+
 RESULT_MISMATCHES = {
     # id: (edit of the run's own result file, what the message must say)
     "model": (lambda r: r.update(model="LightGCN"), "model differs (the result file's checkpoints hold LightGCN; "
@@ -212,20 +221,14 @@ RESULT_MISMATCHES = {
 def test_export_refuses_the_result_file_of_another_run(case, bpr, tmp_path):
     edit, expected = RESULT_MISMATCHES[case]
     result_json = _edited_result(bpr, tmp_path, edit)
-    out = tmp_path / "artefact"
-    message = _one_line(_serving("export", f"--checkpoint={bpr['checkpoint']}", f"--out={out}",
-                                 f"--result_json={result_json}", cwd=tmp_path), "recbole-promptmm export")
+    message = _export_refusal(bpr, tmp_path, result_json)
     assert f"--result_json {result_json} is not the result of --checkpoint {bpr['checkpoint']}: {expected}" in message
-    assert not out.exists()
 
 
 def test_export_refuses_a_result_file_that_is_not_json(bpr, tmp_path):
     (tmp_path / "result.json").write_text("best valid : {'recall@5': 0.2}\n")
-    out = tmp_path / "artefact"
-    message = _one_line(_serving("export", f"--checkpoint={bpr['checkpoint']}", f"--out={out}",
-                                 f"--result_json={tmp_path / 'result.json'}", cwd=tmp_path), "recbole-promptmm export")
+    message = _export_refusal(bpr, tmp_path, tmp_path / "result.json")
     assert f"--result_json {tmp_path / 'result.json'} is not a JSON file" in message
-    assert not out.exists()
 
 
 def test_export_takes_the_metrics_of_its_own_result_file(bpr, tmp_path):

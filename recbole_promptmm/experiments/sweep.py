@@ -382,9 +382,7 @@ def prepare_out(options: SweepOptions) -> None:
 # ------------------------------------------------------------------------------- two-stage PromptMM
 def teacher_settings(path: str) -> dict:
     """The settings a PromptMM run must share with the teacher checkpoint at ``path``, from its stored config."""
-    saved = load_checkpoint(path, "cpu", what="teacher_checkpoint").get("config")
-    if saved is None:
-        return {}
+    saved = load_checkpoint(path, "cpu", what="teacher_checkpoint")["config"]  # the reader ensures a config
     return plain(model_teacher_settings(teacher_config(saved) if saved["model"] == DISTILLED_MODEL else saved))
 
 
