@@ -40,6 +40,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+from recbole_promptmm.errors import ConfigError
+
 EXTRA_KEYS = "extra_keys"
 TEACHER_PREFIX = "teacher_"
 CHECKED_TYPES = ("int", "float", "bool", "str")
@@ -47,10 +49,6 @@ CHECKED_TYPES = ("int", "float", "bool", "str")
 REQUIRED = ("learning_rate", "epochs", "train_batch_size", "eval_batch_size", "stopping_step", "eval_step")
 POSITIVE_INTS = ("train_batch_size", "eval_batch_size", "embedding_size")
 INTS = ("stopping_step", "eval_step")
-
-
-class ConfigError(ValueError):
-    """A config that cannot run: unknown keys, wrong types or ranges, missing files."""
 
 
 # ---------------------------------------------------------------------------------------------- known keys

@@ -18,9 +18,9 @@ from recbole.trainer import Trainer
 
 from recbole_promptmm.compat import CheckpointError, load_checkpoint
 from recbole_promptmm.config import config_for_model
+from recbole_promptmm.errors import ConfigError
 from recbole_promptmm.log import FILE_ONLY
 from recbole_promptmm.trainer.base import CheckpointMixin, save_atomic
-from recbole_promptmm.validate import ConfigError
 
 
 def _floats(result) -> dict | None:
