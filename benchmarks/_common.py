@@ -1,25 +1,31 @@
-"""What the benchmark scripts share: options, config and data, timing, full-sort scoring, checkpoint loading."""
+"""What the benchmark scripts share: the command line, bad input as one line, checkpoints, data, timing, ranking."""
 
-import argparse
 import glob
 import os
-import statistics
 import sys
 import time
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from recbole_promptmm import Config, create_dataset, data_preparation, get_model  # noqa: E402  (compatibility fixes)
-from recbole_promptmm.compat import CheckpointError, load_checkpoint  # noqa: E402
-from recbole_promptmm.validate import ConfigError  # noqa: E402
-from recbole_promptmm.experiments.cost import score_all_users  # noqa: E402
+from recbole_promptmm import Config, create_dataset, data_preparation  # noqa: E402  (compatibility fixes)
+from recbole_promptmm.checkpoint import load_checkpoint  # noqa: E402
+from recbole_promptmm.parser import OneLineParser  # noqa: E402
+from recbole_promptmm.serving.export import load_run  # noqa: E402
+
+
+def parser(doc: str) -> OneLineParser:
+    """The package's parser (``--name=value``; a refusal is one line, exit status 2), the docstring as help."""
+    import argparse
+
+    return OneLineParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def options(doc: str, config_files: bool = False, **extra: dict):
     """(options, ``--key=value`` overrides): --dataset, --NAME=spec of ``extra``, [--config_files], --threads (set)."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(doc)
     p.add_argument("--dataset", default="tiktok")
     for name, spec in extra.items():
         p.add_argument(f"--{name}", **spec)
@@ -33,25 +39,32 @@ def options(doc: str, config_files: bool = False, **extra: dict):
 
 def entry(main) -> None:
     """Run a script's ``main``: bad input (a checkpoint that cannot be read, a pattern matching no file, a config
-    error) ends it with one line and exit status 2, as the package's commands do."""
+    error: a ValueError, as the package's commands treat it) ends it with one line and exit status 2."""
     try:
         main()
-    except (CheckpointError, ConfigError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:
         print(f"{os.path.basename(sys.argv[0])}: error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
 
-def checkpoint_files(patterns: str, option: str) -> list[str]:
-    """The files of comma-separated paths or globs, each read once as a checkpoint before any data loads."""
+def checkpoint_files(patterns: str, option: str, one: bool = False) -> list[tuple[str, str]]:
+    """(path, ``option``) of each file of comma-separated paths or globs (``one``: exactly one file)."""
     files = []
     for pattern in patterns.split(","):
         hits = sorted(glob.glob(pattern))
         if not hits:
             raise FileNotFoundError(f"{option}: no file matches {pattern!r}")
         files += hits
-    for path in files:
-        load_checkpoint(path, "cpu", what=option)
-    return files
+    if one and len(files) != 1:
+        raise FileNotFoundError(f"{option}: {patterns!r} must match one file, found {len(files)}: {files}")
+    return [(path, option) for path in files]
+
+
+def load_runs(files: list[tuple[str, str]]):
+    """(path, the package's ``LoadedRun``: model in eval mode with its own data), one at a time, of each
+    ``checkpoint_files`` entry; every file is read (and refused, naming its option) before any data loads."""
+    checkpoints = [load_checkpoint(path, "cpu", what=option) for path, option in files]
+    return ((path, load_run(path, checkpoint)) for (path, _), checkpoint in zip(files, checkpoints))
 
 
 def load_data(args, overrides, model: str = "PromptMM", **values):
@@ -70,37 +83,11 @@ def seconds(fn, *args):
     return out, time.perf_counter() - start
 
 
-def timed(fn, repeat: int = 5, warmup: bool = True, pick=statistics.median) -> float:
-    """Median (or ``pick``) seconds of ``repeat`` calls, after one warm-up call."""
-    if warmup:
-        fn()
-    return pick([seconds(fn)[1] for _ in range(repeat)])
-
-
-def top_k(model, interaction, history_index, k: int) -> torch.Tensor:
-    """Item ids [n, k] of the best full-sort scores of ``interaction``'s users, padding and ``history_index`` masked."""
-    scores = model.full_sort_predict(interaction).view(interaction.length, -1).clone()
-    scores[:, 0] = -torch.inf
+@torch.no_grad()
+def top_k(model, interaction, history_index, catalogue, k: int) -> torch.Tensor:
+    """Item ids [n, k] of the model's own full-sort scores of ``interaction``'s users, RecBole's ``history_index``
+    masked, ranked by the package's ``Catalogue.top_k`` (padding never chosen, equal scores: lower id first)."""
+    scores = model.full_sort_predict(interaction).view(interaction.length, -1).float().cpu().numpy().copy()
     if history_index is not None:
-        scores[history_index] = -torch.inf
-    return scores.topk(k, dim=1).indices
-
-
-def full_sort_all(model, n_users: int, k: int, batch: int) -> None:
-    """Top-k of all users (ids 1 .. n_users - 1) from the model's own ``full_sort_predict``."""
-    score_all_users(model, model.USER_ID, n_users, k, batch)
-
-
-def load_model(path: str, train_data):
-    """(name, model in eval mode) of a checkpoint, built from its saved config (PromptMM's ``-teacher.pth``: the
-    teacher model's; ``-student.pth``: the PromptMM model serving its student)."""
-    saved = load_checkpoint(path)
-    config, state = saved["config"], saved["state_dict"]
-    model = get_model(config["model"])(config, train_data._dataset)
-    if config["model"] == "PromptMM" and not any(k.startswith("teacher.") for k in state):  # a *-student.pth
-        model.student.load_state_dict(state)
-        model.set_stage("student")
-    else:
-        model.load_state_dict(state)
-        model.load_other_parameter(saved.get("other_parameter"))
-    return config["model"], model.eval()
+        scores[tuple(np.asarray(i.cpu()) for i in history_index)] = -np.inf
+    return torch.from_numpy(catalogue.top_k(scores, None, k, include_seen=True)[0])

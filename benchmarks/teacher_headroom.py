@@ -1,32 +1,27 @@
 """How much could a student learn from its teacher? (an analysis that prints figures; not a test)
 
-    python benchmarks/teacher_headroom.py --dataset=tiktok --data_path=../shared/data \
-        --teacher=results/tiktok/runs/PromptMM/seed2020-*/saved/*-teacher.pth \
-        --other=results/tiktok/runs/PromptMMStudent/seed2020-*/saved/PromptMMStudent-*.pth [--key=value ...]
+    python benchmarks/teacher_headroom.py \
+        --teacher='results/tiktok/runs/PromptMM/seed2020-*/saved/*-teacher.pth' \
+        --other='results/tiktok/runs/PromptMMStudent/seed2020-*/saved/PromptMMStudent-*.pth'
 
 Loads a trained teacher (PromptMM's ``*-teacher.pth`` or any multimodal model's checkpoint) and another model of the
-same dataset (any checkpoint; typically the student trained without KD, which KD must improve on), and prints for
-validation and test, through RecBole's evaluator: Recall@20 / NDCG@20 of each alone; the overlap of their top-20
-lists (mean Jaccard, training items excluded); and the ensemble ``a * z(teacher) + (1 - a) * z(other)`` (scores
-standardised per user) for ``a`` on a grid, ``a`` chosen on validation and its test figure read once. The ensemble
-roughly bounds what distilling this teacher into a model like ``other`` can add: if even it barely beats
-``other``, the teacher knows little that ``other`` does not.
+same data and split (any checkpoint; typically the student trained without KD, which KD must improve on), each
+rebuilt with its data by the package's ``load_run``, and prints as a markdown table, for validation and test,
+through RecBole's evaluator: Recall@20 / NDCG@20 of each alone; the overlap of their top-20 lists (mean Jaccard,
+training items excluded); and the ensemble ``a * z(teacher) + (1 - a) * z(other)`` (scores standardised per user)
+for ``a`` on a grid, ``a`` chosen on validation and its test figure read once. The ensemble roughly bounds what
+distilling this teacher into a model like ``other`` can add: if even it barely beats ``other``, the teacher knows
+little that ``other`` does not.
 """
 
+import pandas as pd
 import torch
-
-# first: applies the compatibility fixes
-from _common import checkpoint_files, entry, load_data, load_model, options, top_k
 from recbole.trainer import Trainer
 
+from _common import checkpoint_files, entry, load_runs, parser, top_k
+from recbole_promptmm.serving.recommend import catalogue_of
+
 GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def one_file(pattern: str, option: str) -> str:
-    hits = checkpoint_files(pattern, option)
-    if len(hits) != 1:
-        raise FileNotFoundError(f"{option}: {pattern!r} must match one file, found {len(hits)}: {hits}")
-    return hits[0]
 
 
 class Blend(torch.nn.Module):
@@ -43,45 +38,47 @@ class Blend(torch.nn.Module):
 
 
 @torch.no_grad()
-def top_overlap(first, second, data, k: int = 20) -> float:
+def top_overlap(first, second, data, catalogue, k: int = 20) -> float:
     """Mean Jaccard of the two models' top-k lists over the users ``data`` evaluates, history masked."""
     total, users = 0.0, 0
     for interaction, history_index, _, _ in data:
-        for a, b in zip(*(top_k(m, interaction, history_index, k) for m in (first, second))):
+        for a, b in zip(*(top_k(m, interaction, history_index, catalogue, k) for m in (first, second))):
             inter = len(set(a.tolist()) & set(b.tolist()))
             total, users = total + inter / (2 * k - inter), users + 1
     return total / max(users, 1)
 
 
 def main() -> None:
-    args, overrides = options(__doc__, config_files=True,
-                              teacher={"required": True, "help": "teacher checkpoint (glob with one match)"},
-                              other={"required": True, "help": "checkpoint of the model to compare with (glob)"})
-    teacher_file, other_file = one_file(args.teacher, "--teacher"), one_file(args.other, "--other")
-    config, _, train_data, valid_data, test_data = load_data(args, overrides)
-    _, teacher = load_model(teacher_file, train_data)
-    o_name, other = load_model(other_file, train_data)
-    o_name = o_name if o_name != "PromptMM" else "PromptMM student"
+    p = parser(__doc__)
+    p.add_argument("--teacher", required=True, help="teacher checkpoint (a path, or a glob with one match)")
+    p.add_argument("--other", required=True, help="checkpoint of the model to compare with (idem)")
+    args = p.parse_args()
+    (_, teacher_run), (_, other_run) = load_runs(checkpoint_files(args.teacher, "--teacher", one=True)
+                                                 + checkpoint_files(args.other, "--other", one=True))
+    seen = [r.train_data._dataset.inter_matrix(form="csr") for r in (teacher_run, other_run)]
+    if seen[0].shape != seen[1].shape or (seen[0] != seen[1]).nnz:
+        raise ValueError(f"--other {args.other} was trained on other data or another split than --teacher")
+    teacher, other, config = teacher_run.model, other_run.model, teacher_run.config
+    catalogue = catalogue_of(teacher_run)
+    o_name = "PromptMM student" if type(other).__name__ == "PromptMM" else type(other).__name__
 
-    def evaluate(model, data):
+    def evaluate(split, what, model, data):
         result = Trainer(config, model).evaluate(data, load_best_model=False, show_progress=False)
-        return float(result["recall@20"]), float(result["ndcg@20"])
+        return {"split": split, "what": what, "recall@20": float(result["recall@20"]),
+                "ndcg@20": float(result["ndcg@20"])}
 
     rows = []
-    for split, data in (("valid", valid_data), ("test", test_data)):
-        rows.append((split, "teacher alone", *evaluate(teacher, data)))
-        rows.append((split, f"{o_name} alone", *evaluate(other, data)))
-        rows.append((split, "top-20 overlap (Jaccard)", top_overlap(teacher, other, data), None))
-    blends = {a: evaluate(Blend(teacher, other, a), valid_data) for a in GRID}
-    best = max(GRID, key=lambda a: blends[a][0])
+    for split, data in (("valid", teacher_run.valid_data), ("test", teacher_run.test_data)):
+        rows += [evaluate(split, "teacher alone", teacher, data), evaluate(split, f"{o_name} alone", other, data),
+                 {"split": split, "what": "top-20 overlap (Jaccard)",
+                  "recall@20": top_overlap(teacher, other, data, catalogue)}]
+    blends = [evaluate("valid", f"ensemble a={a} (a: teacher weight)", Blend(teacher, other, a),
+                       teacher_run.valid_data) for a in GRID]
+    best = max(GRID, key=lambda a: blends[GRID.index(a)]["recall@20"])
+    rows += blends + [evaluate("test", f"ensemble a={best} (chosen on valid)", Blend(teacher, other, best),
+                               teacher_run.test_data)]
     print(f"teacher: {args.teacher}\nother ({o_name}): {args.other}\n")
-    print(f"{'split':6s} {'what':40s} {'recall@20':>10s} {'ndcg@20':>10s}")
-    for split, what, r, n in rows:
-        print(f"{split:6s} {what:40s} {r:10.4f} {'' if n is None else f'{n:10.4f}'}")
-    for a in GRID:
-        print(f"valid  {f'ensemble a={a} (a: teacher weight)':40s} {blends[a][0]:10.4f} {blends[a][1]:10.4f}")
-    r, n = evaluate(Blend(teacher, other, best), test_data)
-    print(f"test   {f'ensemble a={best} (chosen on valid)':40s} {r:10.4f} {n:10.4f}")
+    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f", tablefmt="github", missingval=""))
 
 
 if __name__ == "__main__":

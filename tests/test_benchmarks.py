@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -75,29 +77,52 @@ def test_variants_against_the_teachers_of_an_earlier_run(toy_files, tmp_path):
     assert [o.cached for o in variants().outcomes] == [True, True, True]
 
 
+def _markdown_rows(text: str) -> list[list[str]]:
+    """The body rows of the one markdown table in ``text`` (header and separator left out), cells stripped."""
+    lines = [line for line in text.splitlines() if line.startswith("|")][2:]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+
+
 def test_teacher_headroom_ensemble_ends_equal_each_model(toy_files):
-    config_file, teachers, student = toy_files
+    _, teachers, student = toy_files
     out = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "teacher_headroom.py"), "--dataset=toy",
-         f"--config_files={config_file}", f"--teacher={teachers.format(seed=SEED)}", f"--other={student}"],
-        capture_output=True, text=True, timeout=600)
+        [sys.executable, str(REPO / "benchmarks" / "teacher_headroom.py"), f"--teacher={teachers.format(seed=SEED)}",
+         f"--other={student}"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    values = {}
-    for line in out.stdout.splitlines():
-        parts = re.split(r"\s{2,}", line.strip())
-        if line.startswith(("valid", "test")) and len(parts) >= 3:
-            values[parts[0], parts[1]] = float(parts[2])
+    values = {(row[0], row[1]): float(row[2]) for row in _markdown_rows(out.stdout)}
     # a = 0 scores with the other model only, a = 1 with the teacher only (standardising keeps each ranking)
     assert values["valid", "ensemble a=0.0 (a: teacher weight)"] == values["valid", "PromptMMStudent alone"]
     assert values["valid", "ensemble a=1.0 (a: teacher weight)"] == values["valid", "teacher alone"]
     assert 0.0 <= values["test", "top-20 overlap (Jaccard)"] <= 1.0
 
 
+@pytest.mark.parametrize("script, args", [("cold_items.py", ["--checkpoints=BAD"]),
+                                          ("teacher_headroom.py", ["--teacher=BAD", "--other=BAD"]),
+                                          ("teacher_headroom.py", ["--teacher=GOOD", "--other=BAD"])])
+def test_benchmark_scripts_refuse_a_bad_checkpoint_before_any_data(request, tmp_path, script, args):
+    """A file that is no checkpoint: one line naming the option, exit status 2, nothing written; refused before
+    any data loads (the good checkpoint's data folder is gone: loading it first would fail otherwise)."""
+    bad = tmp_path / "run" / "random.pth"
+    bad.parent.mkdir()
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    if "--teacher=GOOD" in args:
+        teachers = request.getfixturevalue("toy_files")[1]
+        shutil.rmtree(request.getfixturevalue("mm_toy"))
+        args = [a.replace("GOOD", teachers.format(seed=SEED)) for a in args]
+    args = [a.replace("BAD", str(bad)) for a in args]
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True,
+                         cwd=bad.parent, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 2, out.stderr
+    option = next(a for a in args if str(bad) in a).split("=")[0]
+    assert out.stderr.strip().splitlines() == [
+        f"{script}: error: {option} {bad} is not a torch checkpoint: 4096 bytes of binary data starting "
+        + " ".join(f"{b:02x}" for b in bad.read_bytes()[:8])]
+    assert [p.name for p in bad.parent.iterdir()] == ["random.pth"]
+
+
 def test_cold_items_counts_cold_users_and_matches_recboles_recall(tmp_path):
     """A fixed split whose test holds items without any training interaction: the script finds exactly the users
     holding one, and its all-users Recall@20 is RecBole's."""
-    import numpy as np
-
     folder = tmp_path / "data" / "cold"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -121,8 +146,8 @@ def test_cold_items_counts_cold_users_and_matches_recboles_recall(tmp_path):
     config_file.write_text(yaml.safe_dump(config))
     result = run("LATTICE", "cold", config_file_list=[str(config_file)])
     out = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "cold_items.py"), "--dataset=cold", f"--config_files={config_file}",
-         f"--checkpoints={result['checkpoint']}"], capture_output=True, text=True, timeout=600)
+        [sys.executable, str(REPO / "benchmarks" / "cold_items.py"), f"--checkpoints={result['checkpoint']}"],
+        capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if x.startswith("LATTICE"))
     all_users, cold, count = re.match(r"LATTICE\s+([\d.]+) ([\d.na]+) \(cold users: (\d+)\)", line).groups()
@@ -167,6 +192,17 @@ SECOND = [[9, 5, 1, 2, 4, 3],  # user 0: item 1 masked -> top-2 {4, 5}
           [9, 5, 1, 2, 6, 4]]  # user 2: item 4 masked -> top-2 {1, 5}
 
 
+def _catalogue(cold=()):
+    """The package's Catalogue of the hand example: users 0..2, items 0..5, no training item, ``cold`` items
+    without any training interaction (the padding item 0 has none either)."""
+    from recbole_promptmm.serving.artefact import Catalogue
+
+    popularity = np.ones(6)
+    popularity[[0, *cold]] = 0
+    return Catalogue({"user_tokens": np.arange(3), "item_tokens": np.arange(6), "seen_indptr": np.zeros(4, int),
+                      "seen_indices": np.zeros(0, int), "popularity": popularity})
+
+
 def _hand_data():
     return [(batch, tuple(torch.tensor(x) for x in history), *(torch.tensor(x) for x in positives))
             for batch, history, positives in HAND_BATCHES]
@@ -176,13 +212,12 @@ def test_cold_recall_matches_a_hand_computation():
     """cold_items.cold_recall: Recall@k per user (hits / held-out items), averaged over all users and over those
     holding a cold item, with history and padding masked, over several batches."""
     cold_recall = _benchmark("cold_items").cold_recall
-    cold = torch.tensor([False, False, False, False, False, True])
     # user 0: held out {3, 5}, top-2 {2, 3}: 1/2 (cold: holds 5); user 1: {5} in {5, 4}: 1 (cold);
     # user 2: {1, 2} against {5, 1}: 1/2 (not cold). All: (0.5 + 1 + 0.5) / 3 = 2/3; cold: (0.5 + 1) / 2 = 0.75
     # (unmasked history would give user 0 {1, 2}: 0 and user 2 {4, 5}: 0; a mean over held-out items 3/5)
-    all_users, cold_users, count = cold_recall(_FixedScores(FIRST), _hand_data(), cold, k=2)
+    all_users, cold_users, count = cold_recall(_FixedScores(FIRST), _hand_data(), _catalogue(cold=[5]), k=2)
     assert (all_users, cold_users, count) == pytest.approx((2 / 3, 0.75, 2))
-    assert cold_recall(_FixedScores(FIRST), _hand_data(), torch.zeros(6, dtype=torch.bool), k=2)[1:] == (
+    assert cold_recall(_FixedScores(FIRST), _hand_data(), _catalogue(), k=2)[1:] == (
         pytest.approx(float("nan"), nan_ok=True), 0)  # no cold item: no cold figure
 
 
@@ -192,9 +227,10 @@ def test_top_overlap_is_the_mean_jaccard_of_the_top_lists():
     # user 0: {2, 3} vs {4, 5}: 0 / 4 = 0; user 1: {5, 4} vs {3, 5}: 1 / 3; user 2: {5, 1} vs {1, 5}: 2 / 2 = 1;
     # mean (0 + 1/3 + 1) / 3 = 4/9 (i / k instead would give 1/2; unmasked history: user 0 {1, 2} vs {1, 4} and
     # user 2 {4, 5} vs {4, 1}, 1/3 each: 1/3)
-    assert top_overlap(_FixedScores(FIRST), _FixedScores(SECOND), _hand_data(), k=2) == pytest.approx(4 / 9)
-    assert top_overlap(_FixedScores(FIRST), _FixedScores(FIRST), _hand_data(), k=2) == pytest.approx(1.0)
-    assert top_overlap(_FixedScores(FIRST), _FixedScores(FIRST), [], k=2) == 0.0  # no user: 0, not a division by 0
+    first, second, catalogue = _FixedScores(FIRST), _FixedScores(SECOND), _catalogue()
+    assert top_overlap(first, second, _hand_data(), catalogue, k=2) == pytest.approx(4 / 9)
+    assert top_overlap(first, first, _hand_data(), catalogue, k=2) == pytest.approx(1.0)
+    assert top_overlap(first, first, [], catalogue, k=2) == 0.0  # no user: 0, not a division by 0
 
 
 def test_mm_table_pools_seeds_of_one_folder_only(tmp_path):

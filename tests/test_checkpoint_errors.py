@@ -160,17 +160,6 @@ def test_load_data_and_model_refuses_before_recbole_writes_its_log(tmp_path, dat
     assert _written(tmp_path) == []
 
 
-def test_benchmarks_read_checkpoints_through_the_same_reader(tmp_path, data):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from _common import load_model
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    path = _text(tmp_path, data)
-    with pytest.raises(CheckpointError, match=f"checkpoint {path} is a text file"):
-        load_model(str(path), train_data=None)
-
-
 # ------------------------------------------------------------------ export --result_json
 @pytest.fixture(scope="module")
 def bpr(tmp_path_factory) -> dict:
@@ -237,18 +226,3 @@ def test_export_takes_the_metrics_of_its_own_result_file(bpr, tmp_path):
     meta = export(bpr["checkpoint"], str(tmp_path / "artefact"), result_json=str(bpr["root"] / "result.json"))
     assert meta["metrics"]["test"] == bpr["result"]["test_result"]
     assert meta["metrics"]["valid"] == bpr["result"]["best_valid_result"]
-
-
-@pytest.mark.parametrize("script, option", [("cold_items.py", "--checkpoints"), ("teacher_headroom.py", "--teacher"),
-                                            ("promptmm_cost.py", "--checkpoint")])
-def test_benchmark_scripts_refuse_a_bad_checkpoint_before_the_data(tmp_path, script, option):
-    bad = _random_bytes(tmp_path, tmp_path)
-    args = [f"{option}={bad}"] + (["--other=" + str(bad)] if script == "teacher_headroom.py" else [])
-    # a dataset that does not exist: the checkpoint must be refused before any data is looked for
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--dataset=no_such_data", *args],
-                         capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300)
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.strip().splitlines() == [
-        f"{script}: error: {option} {bad} is not a torch checkpoint: 4096 bytes of binary data starting "
-        + " ".join(f"{b:02x}" for b in bad.read_bytes()[:8])]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["random.pth"]
