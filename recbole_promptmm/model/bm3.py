@@ -92,10 +92,7 @@ class BM3(MultimodalRecommender):
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
         self.adjacency = lightgcn_adjacency(dataset.inter_matrix(form="coo"))
-        self.n_layers = config["n_layers"]
-        self.dropout = config["dropout"]
-        self.cl_weight = config["cl_weight"]
-        self.reg_weight = config["reg_weight"]
+        self.config_attributes(config, "n_layers", "dropout", "cl_weight", "reg_weight")
         self.trainable_features = bool(config["trainable_features"])
         if self.trainable_features:
             for m in self.modalities:

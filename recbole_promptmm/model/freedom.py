@@ -18,9 +18,8 @@ from torch import nn
 
 from recbole_promptmm.model.graph import Propagation, lightgcn_adjacency, lightgcn_embeddings, prune_edges
 from recbole_promptmm.model.item_graph import knn_graph
-from recbole_promptmm.model.losses import l2_loss
+from recbole_promptmm.model.losses import batch_bpr
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
-from recbole_promptmm.model.teacher import batch_bpr
 
 
 def modality_weights(weights, modalities: list[str]) -> list[float]:
@@ -63,12 +62,8 @@ class FREEDOM(MultimodalRecommender):
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        self.n_layers = config["n_layers"]
-        self.knn_k = config["knn_k"]
-        self.mm_layers = config["mm_layers"]
-        self.edge_dropout = config["edge_dropout"]
-        self.modality_bpr_weight = config["modality_bpr_weight"]
-        self.reg_weight = config["reg_weight"]
+        self.config_attributes(config, "n_layers", "knn_k", "mm_layers", "edge_dropout", "modality_bpr_weight",
+                               "reg_weight")
         self.mm_weights = modality_weights(config["mm_weights"], self.modalities)
         if not 0.0 <= self.edge_dropout < 1.0:
             raise ValueError(f"edge_dropout must be in [0, 1), got {self.edge_dropout}")
@@ -113,13 +108,7 @@ class FREEDOM(MultimodalRecommender):
         return TeacherOutput(e_u, e_i + h, projected)
 
     def loss(self, interaction, out: TeacherOutput) -> torch.Tensor:
-        u = interaction[self.USER_ID]
-        pos = interaction[self.ITEM_ID]
-        neg = interaction[self.NEG_ITEM_ID]
-        loss = batch_bpr(out.user, out.item, u, pos, neg)
+        loss = self.bpr_reg_loss(interaction, out.user, out.item, self.reg_weight)
+        u, pos, neg = self.triples(interaction)
         modality = sum(batch_bpr(out.user, out.modality_item[m], u, pos, neg) for m in self.modalities)
-        loss = loss + self.modality_bpr_weight * modality
-        if self.reg_weight:
-            loss = loss + self.reg_weight * l2_loss(
-                self.user_embedding(u), self.item_embedding(pos), self.item_embedding(neg))
-        return loss
+        return loss + self.modality_bpr_weight * modality

@@ -23,9 +23,7 @@ from torch import nn
 
 from recbole_promptmm.model.graph import Propagation, lightgcn_adjacency, lightgcn_embeddings
 from recbole_promptmm.model.item_graph import knn_graph, knn_neighbours, knn_values
-from recbole_promptmm.model.losses import l2_loss
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
-from recbole_promptmm.model.teacher import batch_bpr
 
 
 class KnnPattern:
@@ -133,11 +131,7 @@ class LATTICE(MultimodalRecommender):
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        self.n_layers = config["n_layers"]
-        self.knn_k = config["knn_k"]
-        self.lambda_coeff = config["lambda_coeff"]
-        self.item_graph_layers = config["item_graph_layers"]
-        self.reg_weight = config["reg_weight"]
+        self.config_attributes(config, "n_layers", "knn_k", "lambda_coeff", "item_graph_layers", "reg_weight")
         if not 0.0 <= self.lambda_coeff <= 1.0:
             raise ValueError(f"lambda_coeff must be in [0, 1], got {self.lambda_coeff}")
         if self.item_graph_layers < 1:
@@ -200,11 +194,4 @@ class LATTICE(MultimodalRecommender):
         return TeacherOutput(e_u, e_i + F.normalize(h, dim=-1), per_modality)
 
     def loss(self, interaction, out: TeacherOutput) -> torch.Tensor:
-        u = interaction[self.USER_ID]
-        pos = interaction[self.ITEM_ID]
-        neg = interaction[self.NEG_ITEM_ID]
-        loss = batch_bpr(out.user, out.item, u, pos, neg)
-        if self.reg_weight:
-            loss = loss + self.reg_weight * l2_loss(
-                self.user_embedding(u), self.item_embedding(pos), self.item_embedding(neg))
-        return loss
+        return self.bpr_reg_loss(interaction, out.user, out.item, self.reg_weight)

@@ -16,6 +16,21 @@ def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor
     return -F.logsigmoid(pos_scores - neg_scores).mean()
 
 
+def triple_bpr(user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    r""":func:`bpr_loss` of dot-product scores, row b of each [B, d] tensor being triple b's embeddings:
+    :math:`-\frac{1}{B}\sum_b \log\sigma(e_{u_b}^\top e_{i^+_b} - e_{u_b}^\top e_{i^-_b})`."""
+    return bpr_loss((user * pos).sum(-1), (user * neg).sum(-1))
+
+
+def batch_bpr(users: torch.Tensor, items: torch.Tensor, u: torch.Tensor, pos: torch.Tensor,
+              neg: torch.Tensor) -> torch.Tensor:
+    r""":func:`triple_bpr` of a batch's triples :math:`(u_b, i^+_b, i^-_b)` (index tensors [B]) looked up in the
+    embedding tables ``users`` [U, d] and ``items`` [I, d]:
+    :math:`-\frac{1}{B}\sum_b \log\sigma(e_{u_b}^\top e_{i^+_b} - e_{u_b}^\top e_{i^-_b})`,
+    :math:`e_{u_b}` = ``users[u[b]]``, :math:`e_{i^\pm_b}` = ``items[pos[b]]`` / ``items[neg[b]]``."""
+    return triple_bpr(users[u], items[pos], items[neg])
+
+
 def l2_loss(*embeddings: torch.Tensor) -> torch.Tensor:
     r"""Batch L2 regulariser: :math:`\frac{1}{2B}\sum_t \lVert E_t\rVert_F^2` over the given [B, d] tensors."""
     batch = embeddings[0].shape[0]

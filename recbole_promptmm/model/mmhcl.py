@@ -28,7 +28,7 @@ from torch import nn
 
 from recbole_promptmm.model.graph import Propagation, lightgcn_adjacency, lightgcn_embeddings
 from recbole_promptmm.model.item_graph import knn_neighbours
-from recbole_promptmm.model.losses import bpr_loss, l2_loss
+from recbole_promptmm.model.losses import l2_loss, triple_bpr
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
 
 CL_SCOPES = ("batch", "all")
@@ -176,7 +176,7 @@ def mmhcl_loss(user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
     (:func:`hypergraph_infonce`; :math:`\lambda_U, \lambda_I, \lambda` = ``user_cl_weight``, ``item_cl_weight``,
     ``reg_weight``; a zero weight skips its term).
     """
-    loss = bpr_loss((user * pos).sum(-1), (user * neg).sum(-1))
+    loss = triple_bpr(user, pos, neg)
     if user_cl_weight:
         loss = loss + user_cl_weight * hypergraph_infonce(*user_views, tau)
     if item_cl_weight:
@@ -221,15 +221,8 @@ class MMHCL(MultimodalRecommender):
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        self.n_layers = config["n_layers"]
-        self.user_layers = config["user_layers"]
-        self.item_layers = config["item_layers"]
-        self.knn_k = config["knn_k"]
-        self.temperature = config["temperature"]
-        self.user_cl_weight = config["user_cl_weight"]
-        self.item_cl_weight = config["item_cl_weight"]
-        self.cl_scope = config["cl_scope"]
-        self.reg_weight = config["reg_weight"]
+        self.config_attributes(config, "n_layers", "user_layers", "item_layers", "knn_k", "temperature",
+                               "user_cl_weight", "item_cl_weight", "cl_scope", "reg_weight")
         if self.cl_scope not in CL_SCOPES:
             raise ValueError(f"cl_scope must be one of {CL_SCOPES}, got {self.cl_scope!r}")
         if self.item_layers < 1:
@@ -275,9 +268,7 @@ class MMHCL(MultimodalRecommender):
         return torch.unique(u), torch.unique(pos)
 
     def loss(self, interaction, out: TeacherOutput) -> torch.Tensor:
-        u = interaction[self.USER_ID]
-        pos = interaction[self.ITEM_ID]
-        neg = interaction[self.NEG_ITEM_ID]
+        u, pos, neg = self.triples(interaction)
         users, items = self.contrast_nodes(u, pos, neg)
         return mmhcl_loss(out.user[u], out.item[pos], out.item[neg],
                           (out.user[users], out.extra["second_user"][users]),

@@ -142,6 +142,11 @@ class MultimodalRecommender(CachedDotProductScorer, GeneralRecommender):
     def forward_keys(cls) -> tuple[str, ...]:
         return (*PROMPT_FORWARD_KEYS, *cls.model_forward_keys)
 
+    def config_attributes(self, config, *keys: str) -> None:
+        """Read each of ``keys`` from the config into the attribute of the same name (``self.<key> = config[key]``)."""
+        for key in keys:
+            setattr(self, key, config[key])
+
     def prompt_graph(self, dataset, config):
         r""":math:`\hat A_{ui}` for the prompt's user tokens (symmetric; PromptMMTeacher uses its own graph)."""
         return bipartite_propagation(dataset.inter_matrix(form="coo"), "symmetric")[0]

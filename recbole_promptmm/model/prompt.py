@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_promptmm.model.losses import bpr_loss
+from recbole_promptmm.model.losses import batch_bpr
 
 # Config keys of the adapter; defaults in properties/model/multimodal.yaml.
 PROMPT_KEYS = ("prompt", "prompt_weight_sp", "prompt_weight_fp", "prompt_weight_bpr")
@@ -99,5 +99,4 @@ class PromptAdapter(nn.Module):
         r""":math:`\lambda_p` BPR on the prompt vectors of the batch."""
         if not self.weight_bpr:
             return p.user.new_zeros(())
-        pu = p.user[u]
-        return self.weight_bpr * bpr_loss((pu * p.item[pos]).sum(-1), (pu * p.item[neg]).sum(-1))
+        return self.weight_bpr * batch_bpr(p.user, p.item, u, pos, neg)

@@ -10,7 +10,6 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_promptmm.model.graph import lightgcn_adjacency, lightgcn_embeddings
-from recbole_promptmm.model.losses import bpr_loss, l2_loss
 from recbole_promptmm.model.scoring import CachedDotProductScorer
 
 
@@ -40,13 +39,7 @@ class PromptMMStudent(CachedDotProductScorer, GeneralRecommender):
 
     def loss_terms(self, interaction, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         """BPR + L2 on the batch, given final embeddings (shared with the distillation loss)."""
-        u = interaction[self.USER_ID]
-        pos = interaction[self.ITEM_ID]
-        neg = interaction[self.NEG_ITEM_ID]
-        eu = user[u]
-        loss = bpr_loss((eu * item[pos]).sum(-1), (eu * item[neg]).sum(-1))
-        return loss + self.reg_weight * l2_loss(
-            self.user_embedding(u), self.item_embedding(pos), self.item_embedding(neg))
+        return self.bpr_reg_loss(interaction, user, item, self.reg_weight)
 
     def calculate_loss(self, interaction) -> torch.Tensor:
         return self.loss_terms(interaction, *self.forward())

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_promptmm.model.graph import bipartite_propagation
-from recbole_promptmm.model.losses import bpr_loss, l2_loss
+from recbole_promptmm.model.losses import batch_bpr, l2_loss
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
 
 
@@ -34,11 +34,8 @@ class PromptMMTeacher(MultimodalRecommender):
         super().__init__(config, dataset)
         if self.prompt is None:
             self.a_ui, self.a_iu = bipartite_propagation(dataset.inter_matrix(form="coo"), config["graph_norm"])
-        self.n_layers = config["n_layers"]
-        self.reg_weight = config["reg_weight"]
-        self.feat_reg_weight = config["feat_reg_weight"]
-        self.modality_bpr_weight = config["modality_bpr_weight"]
-        self.model_cat_rate = config["model_cat_rate"]
+        self.config_attributes(config, "n_layers", "reg_weight", "feat_reg_weight", "modality_bpr_weight",
+                               "model_cat_rate")
         self.reduce = nn.ModuleDict({m: nn.Linear(d, self.embedding_size) for m, d in self.feature_dims.items()})
         self.dropout = nn.Dropout(config["dropout"])
         for module in self.reduce.values():
@@ -67,12 +64,8 @@ class PromptMMTeacher(MultimodalRecommender):
         return TeacherOutput(fused_u, fused_i, f_item, f_user)
 
     def loss(self, interaction, out: TeacherOutput) -> torch.Tensor:
-        u = interaction[self.USER_ID]
-        pos = interaction[self.ITEM_ID]
-        neg = interaction[self.NEG_ITEM_ID]
-        loss = batch_bpr(out.user, out.item, u, pos, neg)
-        loss = loss + self.reg_weight * l2_loss(
-            self.user_embedding(u), self.item_embedding(pos), self.item_embedding(neg))
+        u, pos, neg = self.triples(interaction)
+        loss = self.bpr_reg_loss(interaction, out.user, out.item, self.reg_weight)
         for m in self.modalities:
             fu, fi = out.modality_user[m], out.modality_item[m]
             if self.feat_reg_weight:
@@ -80,9 +73,3 @@ class PromptMMTeacher(MultimodalRecommender):
             if self.modality_bpr_weight:
                 loss = loss + self.modality_bpr_weight * batch_bpr(fu, fi, u, pos, neg)
         return loss
-
-
-def batch_bpr(users: torch.Tensor, items: torch.Tensor, u, pos, neg) -> torch.Tensor:
-    """BPR of the batch's (u, pos, neg) triples scored by dot products of the given embedding tables."""
-    eu = users[u]
-    return bpr_loss((eu * items[pos]).sum(-1), (eu * items[neg]).sum(-1))

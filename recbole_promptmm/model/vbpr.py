@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recbole_promptmm.model.losses import bpr_loss, norm_reg_loss
+from recbole_promptmm.model.losses import norm_reg_loss
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
 
 
@@ -66,11 +66,4 @@ class VBPR(MultimodalRecommender):
         return TeacherOutput(fused_user, fused_item, per_modality)
 
     def loss(self, interaction, out: TeacherOutput) -> torch.Tensor:
-        u = interaction[self.USER_ID]
-        pos = interaction[self.ITEM_ID]
-        neg = interaction[self.NEG_ITEM_ID]
-        eu, ep, en = out.user[u], out.item[pos], out.item[neg]
-        loss = bpr_loss((eu * ep).sum(-1), (eu * en).sum(-1))
-        if not self.reg_weight:
-            return loss
-        return loss + self.reg_weight * norm_reg_loss(eu, ep, en)
+        return self.bpr_reg_loss(interaction, out.user, out.item, self.reg_weight, norm_reg_loss, reg_on="scored")
