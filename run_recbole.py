@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import sys
 
+from recbole_promptmm.cli import run_main
+
 
 def main(argv: list[str] | None = None) -> int:
-    from recbole_promptmm.cli import run_main
-
     return run_main(sys.argv[1:] if argv is None else argv, prog="run_recbole.py")
 
 

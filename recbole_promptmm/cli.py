@@ -20,7 +20,11 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
+import recbole_promptmm
+from recbole_promptmm import __version__
 from recbole_promptmm.parser import EXIT_USAGE, OneLineParser
+from recbole_promptmm.serving.artefact import shorten
+from recbole_promptmm.serving.http import serve
 
 PROG = "recbole-promptmm"
 DEFAULT_MODEL = "PromptMM"
@@ -63,36 +67,30 @@ def run_main(argv: Sequence[str] | None = None, prog: str = f"{PROG} run") -> in
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    except KeyboardInterrupt as err:
-        from recbole_promptmm.trainer.resume import RunInterrupted
-
-        line = err.describe(prog) if isinstance(err, RunInterrupted) else f"{prog}: interrupted (Ctrl-C)"
+    except KeyboardInterrupt as err:  # a RunInterrupted (trainer.resume) says what was saved
+        line = err.describe(prog) if hasattr(err, "describe") else f"{prog}: interrupted (Ctrl-C)"
         print(line, file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     return 0
 
 
 def _run(args: argparse.Namespace, overrides: list[str]) -> dict:
-    import recbole_promptmm
-    from recbole_promptmm.config import load_yaml
-
+    run = recbole_promptmm.run  # without torch or RecBole: an ImportError that says so
+    load_yaml = recbole_promptmm.config.load_yaml
     files = args.config_files.replace(",", " ").split() if args.config_files else None
     from_files: dict = {}
     for file in files or []:
         from_files.update(load_yaml(file))
     if args.resume:  # the interrupted run's inputs; run() refuses different ones
-        return recbole_promptmm.run(args.model, args.dataset, config_file_list=files, cmd_args=overrides,
-                                    result_json=args.result_json, resume=args.resume)
+        return run(args.model, args.dataset, config_file_list=files, cmd_args=overrides,
+                   result_json=args.result_json, resume=args.resume)
     model = args.model or from_files.get("model") or DEFAULT_MODEL
     dataset = args.dataset or from_files.get("dataset") or DEFAULT_DATASET
-    return recbole_promptmm.run(model, dataset, config_file_list=files, cmd_args=overrides,
-                                result_json=args.result_json)
+    return run(model, dataset, config_file_list=files, cmd_args=overrides, result_json=args.result_json)
 
 
 def _integer(text: str) -> int:
     """An integer option's type: the refusal quotes at most the start of what was given."""
-    from recbole_promptmm.serving.artefact import shorten
-
     try:
         return int(text)
     except ValueError:
@@ -131,20 +129,16 @@ def _serving_parser(command: str, prog: str) -> argparse.ArgumentParser:
 def _serving_main(command: str, argv: Sequence[str], prog: str = PROG) -> int:
     args = _serving_parser(command, prog).parse_args(list(argv))
     try:
+        if command in ("recommend", "export"):
+            from recbole_promptmm.serving import export, recommend  # torch, RecBole: serve runs without them
         if command == "recommend":
-            from recbole_promptmm.serving.recommend import recommend
-
             users = None if args.users is None else [u.strip() for u in args.users.split(",") if u.strip()]
-            written = recommend(args.checkpoint, args.out, users, args.k, args.include_seen, args.format)
+            written = recommend.recommend(args.checkpoint, args.out, users, args.k, args.include_seen, args.format)
             print(written.describe(args.out, args.k))
         elif command == "export":
-            from recbole_promptmm.serving.export import export
-
-            meta = export(args.checkpoint, args.out, args.result_json)
+            meta = export.export(args.checkpoint, args.out, args.result_json)
             print(f"artefact of {meta['model']} on {meta['dataset']} written to {args.out}")
         else:
-            from recbole_promptmm.serving.http import serve
-
             serve(args.artefact, args.host, args.port)
     except (ValueError, FileNotFoundError, KeyError, OSError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
@@ -156,22 +150,17 @@ def _serving_main(command: str, argv: Sequence[str], prog: str = PROG) -> int:
     return 0
 
 
-def _compare_main(argv: Sequence[str]) -> int:
-    from recbole_promptmm.experiments.cli import compare_main
+def _experiments_main(command: str, argv: Sequence[str]) -> int:
+    """``compare`` or ``tune`` (:mod:`recbole_promptmm.experiments.cli`)."""
+    from recbole_promptmm.experiments import cli as experiments_cli  # torch, RecBole, Ray: serve runs without them
 
-    return compare_main(argv)
-
-
-def _tune_main(argv: Sequence[str]) -> int:
-    from recbole_promptmm.experiments.cli import tune_main
-
-    return tune_main(argv)
+    return getattr(experiments_cli, f"{command}_main")(argv)
 
 
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "run": (run_main, "train and evaluate one model on one dataset"),
-    "compare": (_compare_main, "multi-seed comparison of models (python -m recbole_promptmm.compare)"),
-    "tune": (_tune_main, "Ray Tune hyper-parameter sweep (python -m recbole_promptmm.tune)"),
+    "compare": (lambda argv: _experiments_main("compare", argv), "multi-seed comparison of models (python -m recbole_promptmm.compare)"),
+    "tune": (lambda argv: _experiments_main("tune", argv), "Ray Tune hyper-parameter sweep (python -m recbole_promptmm.tune)"),
     "recommend": (lambda argv: _serving_main("recommend", argv), "top-k lists of every user from a checkpoint"),
     "export": (lambda argv: _serving_main("export", argv), "numpy-only serving artefact of a dot-product model"),
     "serve": (lambda argv: _serving_main("serve", argv), "HTTP endpoint over an artefact"),
@@ -191,8 +180,6 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         print(usage(prog), end="", file=sys.stdout if argv else sys.stderr)
         return 0 if argv else EXIT_USAGE
     if argv[0] == "--version":
-        from recbole_promptmm import __version__
-
         print(f"{prog} {__version__}")
         return 0
     command, rest = argv[0], argv[1:]

@@ -11,6 +11,7 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_promptmm.paths import properties_dir
+from recbole_promptmm.registry import get_model
 
 
 class DuplicateKeyLoader(yaml.FullLoader):
@@ -87,7 +88,7 @@ def parse_cmd_args(args: Iterable[str]) -> dict[str, str]:
 class Config(RecBoleConfig):
     """RecBole's ``Config``, extended.
 
-    * Models are resolved by :func:`recbole_promptmm.utils.get_model` (ours first, then RecBole's; a unique
+    * Models are resolved by :func:`recbole_promptmm.registry.get_model` (ours first, then RecBole's; a unique
       case-insensitive match is accepted, so ``model="lightgcn"`` gives ``config["model"] == "LightGCN"``).
     * Our ``properties/`` yaml defaults (``overall.yaml``, ``model/<Model>.yaml``, ``dataset/<dataset>.yaml``)
       are layered over RecBole's internal defaults, below every user-given value.
@@ -148,8 +149,6 @@ class Config(RecBoleConfig):
         return self._convert_config_dict(parse_cmd_args(self._cmd_args))
 
     def _get_model_and_dataset(self, model, dataset):
-        from recbole_promptmm.utils import get_model
-
         if model is None:
             model = self.external_config_dict.get("model")
             if model is None:

@@ -19,11 +19,11 @@ from recbole_promptmm.experiments.cost import count_parameters
 from recbole_promptmm.files import write_json_atomic
 from recbole_promptmm.log import (FILE_ONLY, buffer_logs, discard_run_log, init_logger, remove_empty_dirs,
                                   replay_buffered_logs, unique_time)
+from recbole_promptmm.registry import get_model, get_trainer
 from recbole_promptmm.summary import display_path, summary_lines
 from recbole_promptmm.trainer.base import completed_epochs
 from recbole_promptmm.trainer.resume import (ResumeError, RunInterrupted, config_differences, interrupted,
                                              read_resume_file)
-from recbole_promptmm.utils import get_model, get_trainer
 from recbole_promptmm.validate import ConfigError, validate_against_data, validate_config
 
 TENSORBOARD_DIR = "log_tensorboard"  # RecBole's get_tensorboard: relative to the working directory

@@ -17,8 +17,9 @@
   :data:`RANGE_RULES` by name: every ``*temperature`` > 0, every ``*_weight`` (KD, regularisers, contrastive
   terms) and ``prompt_weight_*`` >= 0, every ``*dropout*`` ratio in [0, 1), ``lambda_coeff`` and ``model_cat_rate``
   in [0, 1], ``knn_k`` and ``list_kd_negatives`` integers >= 1, layer counts integers >= 0, ``sce_gamma`` >= 1.
-* **choices** of our string switches (taken from the code's constants): ``graph_norm``, ``kd_mode``,
-  ``list_kd_weighting``, ``cl_scope``, ``teacher_model`` (a multimodal model, resolved case-insensitively).
+* **choices** of our string switches, from the ``# (str: a|b|c)`` comment after the key in our yaml files
+  (``graph_norm``, ``kd_mode``, ``list_kd_weighting``, ``cl_scope``), and ``teacher_model`` (a multimodal model
+  of the registry, resolved case-insensitively).
 * **files**: a ``teacher_checkpoint`` that does not exist; for PromptMM, one that is no checkpoint or does not
   fit this run's teacher (another dataset, model or teacher settings): a ``TeacherCheckpointError`` (a
   ``ConfigError``), raised once the other checks pass.
@@ -33,6 +34,7 @@ from __future__ import annotations
 import difflib
 import functools
 import glob
+import importlib.util
 import math
 import numbers
 import os
@@ -40,10 +42,19 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+import recbole
+import yaml
+from recbole.utils import argument_list
+
+from recbole_promptmm.config import DuplicateKeyLoader, load_yaml
+from recbole_promptmm.config_rules import TEACHER_PREFIX
 from recbole_promptmm.errors import ConfigError
+from recbole_promptmm.model.promptmm import PromptMM
+from recbole_promptmm.paths import properties_dir
+from recbole_promptmm.registry import multimodal_models, resolve_model_name
+from recbole_promptmm.trainer.promptmm import read_teacher_checkpoint
 
 EXTRA_KEYS = "extra_keys"
-TEACHER_PREFIX = "teacher_"
 CHECKED_TYPES = ("int", "float", "bool", "str")
 # Keys that must hold a value (None is refused): RecBole's trainer does arithmetic with them.
 REQUIRED = ("learning_rate", "epochs", "train_batch_size", "eval_batch_size", "stopping_step", "eval_step")
@@ -53,8 +64,6 @@ INTS = ("stopping_step", "eval_step")
 
 # ---------------------------------------------------------------------------------------------- known keys
 def recbole_properties_dir() -> Path:
-    import recbole
-
     return Path(recbole.__file__).resolve().parent / "properties"
 
 
@@ -69,8 +78,6 @@ def recbole_yaml_files() -> list[Path]:
 
 def our_yaml_files() -> list[Path]:
     """Our yaml defaults: properties/overall.yaml, model/*, dataset/* (the tune/ search spaces are no defaults)."""
-    from recbole_promptmm.paths import properties_dir
-
     root = properties_dir()
     files = [root / "overall.yaml", *sorted((root / "model").glob("*.yaml")),
              *sorted((root / "dataset").glob("*.yaml"))]
@@ -86,7 +93,8 @@ _COMMENT_TYPE = re.compile(r"^([^\s#:][^:#]*?)\s*:.*?#\s*\(([^)]*)\)")
 
 
 def _comment_types(path: Path) -> dict[str, set[str]]:
-    """``key: value  # (int) ...`` -> {key: {"int"}}; ``(list or int or None)`` -> {"list", "int"}."""
+    """``key: value  # (int) ...`` -> {key: {"int"}}; ``(list or int or None)`` -> {"list", "int"};
+    ``(str: a|b)`` -> {"str"}."""
     types: dict[str, set[str]] = {}
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -95,19 +103,28 @@ def _comment_types(path: Path) -> dict[str, set[str]]:
                 continue
             words = set()
             for part in re.split(r"\s+or\s+|,", match.group(2)):
+                part = part.split(":")[0]
                 word = part.strip().split(" ")[0].lower() if part.strip() else ""
                 words.add({"string": "str", "integer": "int", "boolean": "bool"}.get(word, word))
             types.setdefault(match.group(1).strip(), set()).update(words)
     return types
 
 
+def _comment_choices(path: Path) -> dict[str, tuple[str, ...]]:
+    """``key: value  # (str: a|b|c) ...`` -> {key: ("a", "b", "c")}: a string switch and its values."""
+    choices: dict[str, tuple[str, ...]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            match = _COMMENT_TYPE.match(line)
+            if match and ":" in match.group(2):
+                values = match.group(2).split(":", 1)[1]
+                choices[match.group(1).strip()] = tuple(v.strip() for v in values.split("|") if v.strip())
+    return choices
+
+
 def _fast_loader() -> type | None:
     """libyaml's safe loader with the resolvers of our config loader (RecBole's float rule): ten times faster
     than the pure-Python one over RecBole's hundred yaml files; None without libyaml."""
-    import yaml
-
-    from recbole_promptmm.config import DuplicateKeyLoader
-
     if not getattr(yaml, "__with_libyaml__", False):
         return None
     loader = type("FastConfigLoader", (yaml.CSafeLoader,), {})
@@ -116,12 +133,8 @@ def _fast_loader() -> type | None:
 
 
 def _read_defaults(path: Path, loader: type | None) -> dict:
-    from recbole_promptmm.config import load_yaml
-
     if loader is None:
         return load_yaml(path)
-    import yaml
-
     try:
         with open(path, encoding="utf-8") as f:
             values = yaml.load(f, Loader=loader)
@@ -155,8 +168,6 @@ _CODE_KEY = re.compile(r"""config(?:_dict)?\s*(?:\[\s*|\.get\(\s*)["']([A-Za-z_]
 
 def _code_keys(*packages: str) -> set[str]:
     """Keys the code of ``packages`` reads as ``config["key"]``, ``config.get("key")``, ``final_config_dict[...]``."""
-    import importlib.util
-
     keys: set[str] = set()
     for package in packages:
         spec = importlib.util.find_spec(package)
@@ -173,8 +184,6 @@ def _code_keys(*packages: str) -> set[str]:
 def base_keys() -> frozenset[str]:
     """Known keys without the ``teacher_`` forms: yaml keys (RecBole's and ours), RecBole's argument lists and
     the keys RecBole's and our code read."""
-    from recbole.utils import argument_list
-
     keys = set(_yaml_index()[1])
     for name in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
         keys.update(getattr(argument_list, name, []))
@@ -355,14 +364,13 @@ def _range_rule(key: str) -> tuple[Callable[[float], bool], str] | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def _choices() -> dict[str, tuple[str, ...]]:
-    from recbole_promptmm.model.graph import GRAPH_NORMS
-    from recbole_promptmm.model.losses import LIST_KD_WEIGHTS
-    from recbole_promptmm.model.mmhcl import CL_SCOPES
-    from recbole_promptmm.model.promptmm import KD_MODES
-
-    return {"graph_norm": tuple(GRAPH_NORMS), "kd_mode": tuple(KD_MODES), "list_kd_weighting": tuple(LIST_KD_WEIGHTS),
-            "cl_scope": tuple(CL_SCOPES)}
+    """Key -> allowed values of our string switches, from the ``# (str: a|b|c)`` comments of our yaml files."""
+    choices: dict[str, tuple[str, ...]] = {}
+    for path in our_yaml_files():
+        choices.update(_comment_choices(path))
+    return choices
 
 
 def _check_choices(config, problems: list[str], reported: set[str], extra: set[str]) -> None:
@@ -375,8 +383,6 @@ def _check_choices(config, problems: list[str], reported: set[str], extra: set[s
                                 f"{', '.join(allowed)}")
     teacher = final.get("teacher_model")
     if teacher is not None and "teacher_model" not in reported:
-        from recbole_promptmm.utils import multimodal_models, resolve_model_name
-
         allowed = multimodal_models()
         name = resolve_model_name(teacher) if isinstance(teacher, str) else teacher
         if name not in allowed:
@@ -418,9 +424,6 @@ def _check_teacher_checkpoint(config) -> None:
     """Read a PromptMM run's ``teacher_checkpoint`` now, before the dataset loads and the log starts: a file that
     is no checkpoint, or whose model, dataset or teacher settings do not fit this run's teacher, fails here
     (:func:`~recbole_promptmm.trainer.promptmm.read_teacher_checkpoint`, which the trainer calls again)."""
-    from recbole_promptmm.model.promptmm import PromptMM
-    from recbole_promptmm.trainer.promptmm import read_teacher_checkpoint
-
     path = config.final_config_dict.get("teacher_checkpoint")
     model_class = getattr(config, "model_class", None)  # None: a config stand-in without a model (a search value)
     if path and isinstance(model_class, type) and issubclass(model_class, PromptMM):

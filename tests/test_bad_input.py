@@ -226,7 +226,7 @@ def test_a_folder_made_by_another_run_in_between_is_no_error(tmp_path, monkeypat
 
 
 def test_a_stale_temporary_of_a_dead_process_is_removed(tmp_path):
-    from recbole_promptmm.trainer.base import save_atomic
+    from recbole_promptmm.checkpoint import save_atomic
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

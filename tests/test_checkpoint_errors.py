@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from recbole_promptmm import Config, run
-from recbole_promptmm.compat import CHECKPOINT_PROTOCOL, CheckpointError
+from recbole_promptmm.checkpoint import CHECKPOINT_PROTOCOL, CheckpointError
 from tests.conftest import REPO, write_toy_dataset
 from tests.test_bad_input import TOY_DICT, _cli, _env, _toy_args, _written
 

@@ -4,7 +4,7 @@
   RecBole's ``get_model`` and ``create_dataset``) rebuilds a saved model that reproduces the test metrics of the
   run that saved it, for a built-in model and for ours.
 * Checkpoints hold nothing outside the allow-list: ``torch.load(weights_only=True)`` reads them, and a file naming
-  another global is refused (by torch and by ``compat.load_checkpoint``, whatever its pickle protocol).
+  another global is refused (by torch and by ``checkpoint.load_checkpoint``, whatever its pickle protocol).
 * ``python -m recbole_promptmm run`` works, ends with 130 and one line on Ctrl-C, and a non-editable install ships
   a working ``recbole-promptmm``.
 """
@@ -28,7 +28,7 @@ from recbole.quick_start import load_data_and_model, run_recbole
 from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_promptmm import run
-from recbole_promptmm.compat import load_checkpoint, pickle_protocol
+from recbole_promptmm.checkpoint import load_checkpoint, pickle_protocol
 from recbole_promptmm.data import MultimodalDataset
 from tests.conftest import REPO
 from tests.conftest import toy_dict as conftest_toy_dict

@@ -199,7 +199,7 @@ def test_official_kd_mode_trains_the_student(mm_toy):
 
 def test_checkpoint_writes_are_atomic(tmp_path):
     from recbole_promptmm.files import atomic_path
-    from recbole_promptmm.trainer.base import save_atomic
+    from recbole_promptmm.checkpoint import save_atomic
 
     target = tmp_path / "sub" / "x.pth"
     save_atomic({"epoch": 1}, str(target))

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from recbole_promptmm import run
-from recbole_promptmm.compat import load_checkpoint
+from recbole_promptmm.checkpoint import load_checkpoint
 from recbole_promptmm.trainer.resume import RESUME_SUFFIX, ResumeError, RunInterrupted, read_resume_file
 from tests.conftest import REPO
 

@@ -7,18 +7,21 @@ import pytest
 import torch
 
 from recbole_promptmm import Config, get_model, run
-from recbole_promptmm.compat import load_checkpoint
-from recbole_promptmm.model.multimodal import Teacher
-from recbole_promptmm.model.promptmm import stage_one_keys, teacher_config
+from recbole_promptmm.checkpoint import load_checkpoint
+from recbole_promptmm.config_rules import DEFAULT_TEACHER, stage_one_keys, teacher_config
+from recbole_promptmm.model.multimodal import MultimodalRecommender, Teacher
+from recbole_promptmm.registry import multimodal_models, our_models
 from recbole_promptmm.trainer import TeacherCheckpointError
-from recbole_promptmm.utils import multimodal_models
 from tests.test_promptmm import build, toy_dict
 
 TEACHERS = multimodal_models()
 
 
 def test_every_multimodal_model_is_a_teacher():
-    assert set(TEACHERS) == {"PromptMMTeacher", "VBPR", "LATTICE", "FREEDOM", "BM3", "MMHCL"}
+    """The registry's multimodal models (``@register(multimodal=True)``) are exactly our multimodal classes."""
+    ours = our_models()
+    assert DEFAULT_TEACHER in TEACHERS and len(TEACHERS) > 1
+    assert set(TEACHERS) == {name for name, cls in ours.items() if issubclass(cls, MultimodalRecommender)}
 
 
 @pytest.mark.parametrize("model_name", [t for t in TEACHERS if t != "PromptMMTeacher"])  # that one: test_promptmm

@@ -19,7 +19,7 @@ from recbole_promptmm.config import load_yaml
 from recbole_promptmm.experiments.cli import tune_main as main
 from recbole_promptmm.experiments.space import Dimension, SearchSpaceError, check_search_space, load_search_space
 from recbole_promptmm.experiments.trial import TrialRun, TrialSetup
-from recbole_promptmm.utils import get_model
+from recbole_promptmm.registry import get_model
 from tests.conftest import REPO
 
 FAST = ["--train_batch_size=4096", "--num_cpus=2"]

@@ -103,9 +103,21 @@ def test_choices(key, value, allowed):
     assert f"config key {key}='{value}' (str)" in message and f"expected one of {allowed}" in message, message
 
 
+def test_choices_come_from_the_yaml_comments_and_match_the_code():
+    """Each switch's ``# (str: a|b)`` comment in properties/model/*.yaml names exactly what the model accepts."""
+    from recbole_promptmm.config_rules import KD_MODES
+    from recbole_promptmm.model.graph import GRAPH_NORMS
+    from recbole_promptmm.model.losses import LIST_KD_WEIGHTS
+    from recbole_promptmm.model.mmhcl import CL_SCOPES
+    from recbole_promptmm.validate import _choices
+
+    assert _choices() == {"graph_norm": GRAPH_NORMS, "kd_mode": KD_MODES, "list_kd_weighting": LIST_KD_WEIGHTS,
+                          "cl_scope": CL_SCOPES}
+
+
 def test_teacher_model_must_be_multimodal_and_is_matched_case_insensitively():
     with pytest.raises(ValueError, match="teacher_model 'LightGCN' is not a multimodal model; use one of "
-                                         "PromptMMTeacher, VBPR"):
+                                         "BM3, FREEDOM, LATTICE, MMHCL, PromptMMTeacher, VBPR"):
         problems(teacher_model="LightGCN")
     config = Config("PromptMM", "ml-100k", config_dict={"teacher_model": "freedom"})
     validate_config(config)

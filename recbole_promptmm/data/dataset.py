@@ -12,6 +12,7 @@ from recbole_promptmm.data.atomic import check_atomic_files
 from recbole_promptmm.data.features import load_modality_features, parse_modality_specs
 from recbole_promptmm.data.mmrec import COLUMNS, SPLITS, check_item_rows, feature_rows, mmrec_inter_path, \
     read_mmrec_inter
+from recbole_promptmm.registry import get_model
 
 
 class MultimodalDataset(Dataset):
@@ -94,8 +95,6 @@ def create_dataset(config):
     ``mmrec_inter_file`` is set."""
     check_dataset_folder(config)
     check_atomic_files(config)
-    from recbole_promptmm.utils import get_model
-
     if not config["modality_features"] and getattr(get_model(config["model"]), "needs_modality_features", False):
         raise ValueError(
             f"{config['model']} needs item modality features, but dataset {config['dataset']!r} has none: add "

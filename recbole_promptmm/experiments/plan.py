@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from recbole_promptmm.config import Config, load_yaml, parse_cmd_args
-from recbole_promptmm.model.promptmm import DEFAULT_TEACHER, stage_one_keys
+from recbole_promptmm.config_rules import DEFAULT_TEACHER, stage_one_keys
 from recbole_promptmm.validate import ConfigError, validate_config
 
 BASE_MODEL = "PromptMM"
@@ -263,7 +263,7 @@ def build_entries(labels: Sequence[str], settings: Settings, variants: Sequence[
 def unused_sections(entries: Sequence[Entry], settings: Settings) -> list[str]:
     """``models:`` sections that name neither a compared label or model, nor any known model, nor a label of
     their own (``model:`` key): likely typos. Sections of other models in a shared file are not reported."""
-    from recbole_promptmm.utils import model_names
+    from recbole_promptmm.registry import model_names
 
     names = {e.label for e in entries} | {e.model for e in entries} | set(model_names())
     return [name for name, section in settings.sections.items() if name not in names and "model" not in section]

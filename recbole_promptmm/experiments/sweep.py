@@ -35,7 +35,7 @@ import yaml
 from recbole.utils import init_seed
 from recbole.utils.logger import RemoveColorFilter
 
-from recbole_promptmm.compat import load_checkpoint
+from recbole_promptmm.checkpoint import load_checkpoint
 from recbole_promptmm.config import Config, load_yaml, parse_cmd_args, plain
 from recbole_promptmm.data import create_dataset, data_preparation
 from recbole_promptmm.experiments.cluster import check_resources, error_line, make_tuner, ray_session
@@ -44,9 +44,9 @@ from recbole_promptmm.experiments.report import write_frame
 from recbole_promptmm.experiments.space import SearchSpace, check_search_space, grid_size, load_search_space
 from recbole_promptmm.experiments.trial import BEST_FILE, TrialSetup, ray_trainable, read_progress, trial_dirname
 from recbole_promptmm.files import write_json_atomic, write_text_atomic
-from recbole_promptmm.model.promptmm import teacher_config, teacher_setting_keys
-from recbole_promptmm.model.promptmm import teacher_settings as model_teacher_settings
-from recbole_promptmm.utils import get_model, get_trainer
+from recbole_promptmm.config_rules import teacher_config, teacher_setting_keys
+from recbole_promptmm.config_rules import teacher_settings as model_teacher_settings
+from recbole_promptmm.registry import get_model, get_trainer
 from recbole_promptmm.validate import validate_config
 
 TRIALS_DIR, TEACHER_DIR, TEACHER_FILE, DISTILLED_MODEL = "trials", "teacher", "teacher.pth", "PromptMM"

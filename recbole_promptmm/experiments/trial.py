@@ -34,9 +34,10 @@ from recbole.utils import init_seed
 from recbole_promptmm.config import Config
 from recbole_promptmm.log import init_logger
 from recbole_promptmm.files import write_json_atomic
-from recbole_promptmm.trainer.base import CheckpointMixin, save_atomic
+from recbole_promptmm.checkpoint import save_atomic
+from recbole_promptmm.trainer.base import CheckpointMixin
 from recbole_promptmm.trainer.resume import read_resume_file
-from recbole_promptmm.utils import get_model, get_trainer
+from recbole_promptmm.registry import get_model, get_trainer
 
 Report = Callable[[dict, str], None]
 """``report(metrics, checkpoint_folder)``; the folder may be deleted once ``report`` returns."""

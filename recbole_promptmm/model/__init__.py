@@ -1,16 +1,14 @@
-"""Our models. Each is a RecBole recommender with defaults in ``properties/model/<Model>.yaml``.
+"""Our models. Each is a RecBole recommender with defaults in ``properties/model/<Model>.yaml``, made known by the
+:func:`~recbole_promptmm.registry.register` decorator on its class.
 
-Multimodal models (each can be PromptMM's ``teacher_model``): PromptMMTeacher, VBPR, LATTICE, FREEDOM, BM3,
-MMHCL.
+Every module of this package is imported here, so a new model is one file in this folder (plus its yaml): no list
+to edit. Multimodal models (each can be PromptMM's ``teacher_model``): see
+:func:`recbole_promptmm.registry.multimodal_models`.
 """
 
-from recbole_promptmm.model.bm3 import BM3
-from recbole_promptmm.model.freedom import FREEDOM
-from recbole_promptmm.model.lattice import LATTICE
-from recbole_promptmm.model.mmhcl import MMHCL
-from recbole_promptmm.model.promptmm import PromptMM
-from recbole_promptmm.model.student import PromptMMStudent
-from recbole_promptmm.model.teacher import PromptMMTeacher
-from recbole_promptmm.model.vbpr import VBPR
+import importlib
+import pkgutil
 
-__all__ = ["PromptMM", "PromptMMStudent", "PromptMMTeacher", "VBPR", "LATTICE", "FREEDOM", "BM3", "MMHCL"]
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+del _module

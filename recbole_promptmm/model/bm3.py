@@ -19,6 +19,7 @@ from torch import nn
 from recbole_promptmm.model.graph import lightgcn_adjacency, lightgcn_embeddings
 from recbole_promptmm.model.losses import norm_reg_loss
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
+from recbole_promptmm.registry import register
 
 
 def _neg_cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -54,6 +55,7 @@ def bm3_loss(pred_user: torch.Tensor, pred_item: torch.Tensor, online_user: torc
     return loss
 
 
+@register(multimodal=True)
 class BM3(MultimodalRecommender):
     r"""Self-supervised multimodal recommender with latent dropout views and no negatives.
 

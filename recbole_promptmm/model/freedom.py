@@ -20,6 +20,7 @@ from recbole_promptmm.model.graph import Propagation, lightgcn_adjacency, lightg
 from recbole_promptmm.model.item_graph import knn_graph
 from recbole_promptmm.model.losses import batch_bpr
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
+from recbole_promptmm.registry import register
 
 
 def modality_weights(weights, modalities: list[str]) -> list[float]:
@@ -38,6 +39,7 @@ def modality_weights(weights, modalities: list[str]) -> list[float]:
     return [float(w) for w in weights]
 
 
+@register(multimodal=True)
 class FREEDOM(MultimodalRecommender):
     r"""FREEDOM on a LightGCN backbone.
 

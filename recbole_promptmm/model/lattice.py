@@ -24,6 +24,7 @@ from torch import nn
 from recbole_promptmm.model.graph import Propagation, lightgcn_adjacency, lightgcn_embeddings
 from recbole_promptmm.model.item_graph import knn_graph, knn_neighbours, knn_values
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
+from recbole_promptmm.registry import register
 
 
 class KnnPattern:
@@ -106,6 +107,7 @@ def pattern_matmul(values: torch.Tensor, e: torch.Tensor, pattern: KnnPattern) -
     return _PatternMatmul.apply(values, e, pattern)
 
 
+@register(multimodal=True)
 class LATTICE(MultimodalRecommender):
     r"""LATTICE on a LightGCN backbone.
 

@@ -30,6 +30,7 @@ from recbole_promptmm.model.graph import Propagation, lightgcn_adjacency, lightg
 from recbole_promptmm.model.item_graph import knn_neighbours
 from recbole_promptmm.model.losses import l2_loss, triple_bpr
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
+from recbole_promptmm.registry import register
 
 CL_SCOPES = ("batch", "all")
 
@@ -187,6 +188,7 @@ def mmhcl_loss(user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
 
 
 # -------------------------------------------------------------------------------------------------- model
+@register(multimodal=True)
 class MMHCL(MultimodalRecommender):
     r"""First-order LightGCN fused with second-order user-user and item-item hypergraph embeddings.
 

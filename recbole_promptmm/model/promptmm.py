@@ -21,7 +21,19 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
-from recbole_promptmm.config import config_for_model
+from recbole_promptmm.config_rules import (  # noqa: F401  (re-exported: the rules lived here)
+    DEFAULT_TEACHER,
+    KD_MODES,
+    NOT_TEACHER_SETTINGS,
+    STAGES,
+    TEACHER_PREFIX,
+    default_teacher,
+    stage_one_keys,
+    teacher_config,
+    teacher_model_class,
+    teacher_setting_keys,
+    teacher_settings,
+)
 from recbole_promptmm.model.graph import TrainingItems
 from recbole_promptmm.model.losses import (
     LIST_KD_WEIGHTS,
@@ -30,63 +42,11 @@ from recbole_promptmm.model.losses import (
     released_kl_loss,
     sce_loss,
 )
-from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput, require_modality_features
+from recbole_promptmm.model.multimodal import TeacherOutput, require_modality_features
 from recbole_promptmm.model.student import PromptMMStudent
+from recbole_promptmm.registry import register
 
-STAGES = ("teacher", "student")
-KD_MODES = ("paper", "official")
-TEACHER_PREFIX = "teacher_"
-# PromptMM's own keys that carry the prefix but are not teacher settings.
-NOT_TEACHER_SETTINGS = ("teacher_checkpoint",)
-DEFAULT_TEACHER = "PromptMMTeacher"
-
-
-def teacher_model_class(name) -> type:
-    """The multimodal model class called ``name`` (resolved through the model registry), or a clear error."""
-    from recbole_promptmm.utils import get_model, multimodal_models
-
-    cls = get_model(name) if isinstance(name, str) else name
-    if not (isinstance(cls, type) and issubclass(cls, MultimodalRecommender)):
-        raise ValueError(f"teacher_model {name!r} is not a multimodal model; use one of {', '.join(multimodal_models())}")
-    return cls
-
-
-def teacher_config(config):
-    """The config the teacher sees (see the naming rule in the module docstring): a RecBole ``Config``."""
-    overrides = {key[len(TEACHER_PREFIX):]: value for key, value in config.final_config_dict.items()
-                 if key.startswith(TEACHER_PREFIX) and key not in NOT_TEACHER_SETTINGS and value is not None}
-    cls = teacher_model_class(overrides.pop("model", config["model"]))
-    return config_for_model(config, cls, overrides)
-
-
-def stage_one_keys(teacher_model: str) -> set[str]:
-    """Config keys that change what stage 1 (the teacher's training) produces: ``teacher_model``, every key of the
-    teacher's yaml defaults (its own and those it inherits, e.g. the prompt's), the epoch bound, and the
-    ``teacher_<key>`` form of each (derived from the yaml files, never listed by hand)."""
-    from recbole_promptmm.config import load_yaml
-    from recbole_promptmm.paths import properties_dir
-
-    cls = teacher_model_class(teacher_model)
-    keys = {"epochs"}
-    for name in (*cls.inherits_defaults_from, cls.__name__):
-        path = properties_dir() / "model" / f"{name}.yaml"
-        if path.is_file():
-            keys |= set(load_yaml(path))
-    return {"teacher_model", *keys, *(TEACHER_PREFIX + k for k in keys)}
-
-
-def teacher_setting_keys(teacher_model: str) -> tuple[str, ...]:
-    """What a PromptMM run must share with a trained teacher: its model, hidden size and ``forward_keys()``."""
-    return ("teacher_model", "embedding_size", *teacher_model_class(teacher_model).forward_keys())
-
-
-def teacher_settings(teacher_cfg) -> dict:
-    """The :func:`teacher_setting_keys` values of a trained teacher, from its config (e.g. the one stored in its
-    checkpoint), under the names a PromptMM run reads."""
-    values = {k: teacher_cfg[k] for k in teacher_setting_keys(teacher_cfg["model"])[1:]}
-    return {"teacher_model": teacher_cfg["model"], **{k: v for k, v in values.items() if v is not None}}
-
-
+@register(trainer="PromptMMTrainer")
 class PromptMM(GeneralRecommender):
     """Teacher + student. ``stage`` says which one predicts: ``"teacher"`` until stage 2 starts, ``"student"``
     in stage 2 and after training."""
@@ -99,10 +59,7 @@ class PromptMM(GeneralRecommender):
         """The yaml defaults a PromptMM run layers below PromptMM.yaml: the student's, then the teacher's."""
         teacher = given.get("teacher_model")
         if teacher is None:
-            from recbole_promptmm.config import load_yaml
-            from recbole_promptmm.paths import properties_dir
-
-            teacher = load_yaml(properties_dir() / "model" / "PromptMM.yaml").get("teacher_model", DEFAULT_TEACHER)
+            teacher = default_teacher()
         teacher_class = teacher_model_class(teacher)
         return ("PromptMMStudent", *teacher_class.inherits_defaults_from, teacher_class.__name__)
 

@@ -11,8 +11,10 @@ from torch import nn
 
 from recbole_promptmm.model.graph import lightgcn_adjacency, lightgcn_embeddings
 from recbole_promptmm.model.scoring import CachedDotProductScorer
+from recbole_promptmm.registry import register
 
 
+@register()
 class PromptMMStudent(CachedDotProductScorer, GeneralRecommender):
     r"""LightGCN over ID embeddings: :math:`E^{(l+1)} = \hat A E^{(l)}`, :math:`e = \mathrm{mean}_{l=0..L} E^{(l)}`,
     :math:`\hat A = D^{-1/2}\begin{bmatrix}0 & R\\ R^T & 0\end{bmatrix}D^{-1/2}`.

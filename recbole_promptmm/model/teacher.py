@@ -14,8 +14,10 @@ from torch import nn
 from recbole_promptmm.model.graph import bipartite_propagation
 from recbole_promptmm.model.losses import batch_bpr, l2_loss
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
+from recbole_promptmm.registry import register
 
 
+@register(multimodal=True)
 class PromptMMTeacher(MultimodalRecommender):
     r"""Multimodal graph teacher (with the soft prompt when ``prompt`` is on).
 

@@ -15,8 +15,10 @@ from torch import nn
 
 from recbole_promptmm.model.losses import norm_reg_loss
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
+from recbole_promptmm.registry import register
 
 
+@register(multimodal=True)
 class VBPR(MultimodalRecommender):
     r"""Matrix factorisation plus a content term on the (prompted) item features.
 

@@ -228,7 +228,7 @@ class Recommender(Catalogue):
         """Answer :meth:`recommend` from a faiss HNSW inner-product index over the items instead of exact scores
         (large catalogues; ``pip install faiss-cpu``). Each query fetches k plus the user's training items, so
         excluding them still leaves k; recall@k against exact search is measured in ``benchmarks/serving.py``."""
-        import faiss
+        import faiss  # an optional dependency (pip install faiss-cpu)
 
         index = faiss.IndexHNSWFlat(self.item_emb_t.shape[0], m, faiss.METRIC_INNER_PRODUCT)
         index.add(np.ascontiguousarray(self.item_emb_t[:, 1:].T))  # without the padding item

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import filecmp
-import hashlib
 import json
 import os
 import platform
@@ -12,9 +11,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import recbole
+import scipy
 import torch
+from recbole.data.interaction import Interaction
+from recbole.utils import init_seed
 
+from recbole_promptmm import __version__
+from recbole_promptmm.checkpoint import load_checkpoint
+from recbole_promptmm.config import plain
+from recbole_promptmm.config_rules import teacher_config
+from recbole_promptmm.data import create_dataset, data_preparation
+from recbole_promptmm.files import finite_or_none
+from recbole_promptmm.model.scoring import CachedDotProductScorer
+from recbole_promptmm.model.student import PromptMMStudent
+from recbole_promptmm.registry import get_model
 from recbole_promptmm.serving.artefact import write_artefact
+from recbole_promptmm.fingerprint import config_hash  # one fingerprint, the comparison's too
 
 
 class NotDotProductError(ValueError):
@@ -34,9 +47,7 @@ class LoadedRun:
 
 def read_checkpoint(checkpoint_file: str) -> dict:
     """The checkpoint that ``--checkpoint`` names, or the reader's one-line
-    :class:`~recbole_promptmm.compat.CheckpointError` (missing, truncated, not a torch file, another kind)."""
-    from recbole_promptmm.compat import load_checkpoint
-
+    :class:`~recbole_promptmm.checkpoint.CheckpointError` (missing, truncated, not a torch file, another kind)."""
     return load_checkpoint(checkpoint_file, "cpu", what="--checkpoint")
 
 
@@ -45,11 +56,6 @@ def load_run(checkpoint_file: str, checkpoint: dict | None = None) -> LoadedRun:
     dataset, as RecBole's ``load_data_and_model`` does, but without creating a log file. The file is read (and
     refused when it is no checkpoint) before the dataset loads; ``checkpoint``: already read by
     :func:`read_checkpoint`."""
-    from recbole.utils import init_seed
-
-    from recbole_promptmm.data import create_dataset, data_preparation
-    from recbole_promptmm.utils import get_model
-
     checkpoint = read_checkpoint(checkpoint_file) if checkpoint is None else checkpoint
     config = checkpoint["config"]
     config["device"] = torch.device("cpu") if not torch.cuda.is_available() else config["device"]
@@ -72,8 +78,6 @@ def dot_product_embeddings(model: torch.nn.Module, n_users: int, n_items: int) -
     arguments. Matrix factorisation (BPR, ...): the ``user_embedding`` / ``item_embedding`` tables. The result
     is checked against ``full_sort_predict``; a model it does not match is a :class:`NotDotProductError`.
     """
-    from recbole_promptmm.model.scoring import CachedDotProductScorer
-
     model.eval()
     inner = model.active() if hasattr(model, "active") else model
     found = None
@@ -99,8 +103,6 @@ def dot_product_embeddings(model: torch.nn.Module, n_users: int, n_items: int) -
 
 
 def _check_scores(model, user: torch.Tensor, item: torch.Tensor, name: str, sample: int = 64) -> None:
-    from recbole.data.interaction import Interaction
-
     ids = torch.linspace(1, user.shape[0] - 1, min(sample, user.shape[0] - 1)).long().unique()
     expected = model.full_sort_predict(Interaction({model.USER_ID: ids.to(model.device)})).view(len(ids), -1).cpu()
     got = user[ids] @ item.T
@@ -110,18 +112,9 @@ def _check_scores(model, user: torch.Tensor, item: torch.Tensor, name: str, samp
                                  f"difference {float((got - expected).abs().max()):.3g}); it cannot be exported")
 
 
-def config_hash(config) -> str:
-    """sha256 (12 hex digits) of the resolved config's JSON form: the same training setup, the same hash."""
-    text = json.dumps({k: repr(v) for k, v in sorted(config.final_config_dict.items())}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _versions() -> dict:
-    import recbole
-    import scipy
-
-    from recbole_promptmm import __version__
-
     return {"recbole_promptmm": __version__, "recbole": recbole.__version__, "torch": torch.__version__,
             "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
 
@@ -174,9 +167,6 @@ _MODEL_KEYS = ("model", "MODEL_TYPE", "MODEL_INPUT_TYPE")
 def _stages(result: dict) -> list[tuple[str, str | None, dict, dict]]:
     """(model, checkpoint path, results, resolved config) of each checkpoint a result file names: the run's own,
     PromptMM's student file (same results) and teacher file (the teacher's results and config)."""
-    from recbole_promptmm.model.promptmm import teacher_config
-    from recbole_promptmm.model.student import PromptMMStudent
-
     config = result.get("config") or {}
     stages = [(result["model"], result["checkpoint"], result, config)]
     if result.get("student_checkpoint"):
@@ -210,9 +200,6 @@ def _same_file(given: str, named: str | None) -> bool:
 
 def _as_written(values: dict) -> dict:
     """A resolved config as a result file holds it (``Config.to_dict`` written by ``write_json_atomic``)."""
-    from recbole_promptmm.config import plain
-    from recbole_promptmm.files import finite_or_none
-
     return json.loads(json.dumps(finite_or_none({str(k): plain(v) for k, v in values.items()}), default=str))
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
+from recbole.data.interaction import Interaction
+from tqdm import tqdm
 
 from recbole_promptmm.files import atomic_path
 from recbole_promptmm.serving.artefact import Catalogue, Recommendation, shorten
@@ -46,8 +48,6 @@ def catalogue_of(loaded: LoadedRun) -> Catalogue:
 def model_recommendations(loaded: LoadedRun, catalogue: Catalogue, users: Sequence[str], k: int,
                           include_seen: bool) -> list[Recommendation]:
     """Top-k of ``users`` (external tokens) from the model's own full-sort scores (any RecBole model)."""
-    from recbole.data.interaction import Interaction
-
     model = loaded.model
     ids = catalogue.user_ids(users)
     interaction = Interaction({model.USER_ID: torch.as_tensor(ids).to(model.device)})
@@ -118,8 +118,6 @@ def recommend(checkpoint: str, out: str, users: Sequence[str] | None = None, k: 
     catalogue.user_ids(tokens)  # unknown tokens fail before anything is written
 
     def batches():
-        from tqdm import tqdm
-
         # disable=None: tqdm draws only on a terminal, never into piped output
         with tqdm(total=len(tokens), unit="user", desc="recommend", disable=None if progress else True,
                   file=sys.stderr) as bar:

@@ -1,6 +1,6 @@
 """What every trainer run through recbole_promptmm gets on top of RecBole's: checkpoints written atomically
 and read back on torch >= 2.6 with torch's safe loader (``weights_only=True`` and the allow-list of
-:mod:`recbole_promptmm.compat`), a checkpoint name unique per run, a count of finished epochs, and a resume file
+:mod:`recbole_promptmm.checkpoint`), a checkpoint name unique per run, a count of finished epochs, and a resume file
 written at the start of every epoch (:mod:`recbole_promptmm.trainer.resume`)."""
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-import torch
 from recbole.trainer import Trainer
 
-from recbole_promptmm.compat import CHECKPOINT_PROTOCOL, load_checkpoint
+from recbole_promptmm.checkpoint import load_checkpoint, save_atomic
 from recbole_promptmm.files import atomic_path
 from recbole_promptmm.log import CONSOLE_ONLY, FILE_ONLY
 from recbole_promptmm.paths import run_suffix
@@ -231,12 +230,6 @@ def _generators(train_data) -> list:
     """The training loader's shuffling generator (RecBole's loaders have one)."""
     generator = getattr(train_data, "generator", None)
     return [generator] if generator is not None else []
-
-
-def save_atomic(state: dict, path: str) -> None:
-    """``torch.save`` through :func:`atomic_path`, in the pickle protocol torch's safe loader reads."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp, pickle_protocol=CHECKPOINT_PROTOCOL)
 
 
 _WRAPPED: dict[type, type] = {}

@@ -3,7 +3,7 @@ student.
 
 Stage 1 runs the trainer that a standalone run of ``teacher_model`` gets (RecBole's ``Trainer`` with our checkpoint
 fixes), on ``model.teacher`` with the teacher's config (its own learning rate and epoch bound, see the naming
-rule in :mod:`recbole_promptmm.model.promptmm`): it writes exactly the checkpoint a standalone run writes, so any
+rule in :mod:`recbole_promptmm.config_rules`): it writes exactly the checkpoint a standalone run writes, so any
 teacher checkpoint can be reused with ``teacher_checkpoint``. Stage 2 is RecBole's ``Trainer.fit`` loop on the
 student (and the prompt, when tuned) with its own optimizer.
 """
@@ -16,11 +16,14 @@ from typing import Any
 
 from recbole.trainer import Trainer
 
-from recbole_promptmm.compat import CheckpointError, load_checkpoint
+from recbole_promptmm.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from recbole_promptmm.config import config_for_model
+from recbole_promptmm.config_rules import teacher_config
 from recbole_promptmm.errors import ConfigError
 from recbole_promptmm.log import FILE_ONLY
-from recbole_promptmm.trainer.base import CheckpointMixin, save_atomic
+from recbole_promptmm.model.student import PromptMMStudent
+from recbole_promptmm.registry import get_trainer, multimodal_models
+from recbole_promptmm.trainer.base import CheckpointMixin
 
 
 def _floats(result) -> dict | None:
@@ -37,13 +40,10 @@ def read_teacher_checkpoint(path: str, config, tconfig=None, device="cpu") -> tu
     PromptMM run of ``config`` (whose teacher sees ``tconfig``, by default :func:`teacher_config` of it).
 
     A :class:`TeacherCheckpointError` for a file that is no checkpoint (the reader's message,
-    :func:`~recbole_promptmm.compat.load_checkpoint`) or one trained on other data, of a model that is not this
+    :func:`~recbole_promptmm.checkpoint.load_checkpoint`) or one trained on other data, of a model that is not this
     run's teacher (or no teacher at all) or with other teacher settings (the teacher's ``forward_keys()``).
     Needs no data: run() calls it (through :func:`~recbole_promptmm.validate.validate_config`) before the dataset
     loads; :meth:`PromptMMTrainer.load_teacher` also checks the weights' sizes against the built teacher."""
-    from recbole_promptmm.model.promptmm import teacher_config
-    from recbole_promptmm.utils import multimodal_models
-
     tconfig = teacher_config(config) if tconfig is None else tconfig
     try:
         checkpoint = load_checkpoint(path, device, what="teacher_checkpoint")
@@ -111,8 +111,6 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
     def teacher_trainer(self) -> Trainer:
         """The trainer a standalone run of the teacher model gets, on ``model.teacher`` (made once)."""
         if self._teacher_trainer is None:
-            from recbole_promptmm.utils import get_trainer
-
             tconfig = self.model.teacher_config
             trainer = get_trainer(tconfig["MODEL_TYPE"], tconfig["model"])(tconfig, self.model.teacher)
             trainer.saved_model_file = self.teacher_model_file
@@ -219,8 +217,6 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
         """The student alone (what serving needs), exactly as a standalone PromptMMStudent run saves it: its config
         names PromptMMStudent (which reads the same ``student_*`` keys), so RecBole's ``load_data_and_model``
         rebuilds it."""
-        from recbole_promptmm.model.student import PromptMMStudent
-
         state = {"config": config_for_model(self.config, PromptMMStudent), "epoch": None, "cur_step": 0, "best_valid_score": self.best_valid_score,
                  "state_dict": self.model.student.state_dict(), "other_parameter": None, "optimizer": {}}
         save_atomic(state, self.student_model_file)

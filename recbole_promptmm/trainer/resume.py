@@ -20,6 +20,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from recbole_promptmm.checkpoint import CheckpointError, load_checkpoint
+
 RESUME_FORMAT = 1
 RESUME_SUFFIX = "-resume.pth"
 
@@ -65,8 +67,6 @@ class ResumeError(ValueError):
 
 def read_resume_file(path: str) -> dict:
     """The state in a resume file, or a :class:`ResumeError` that names the file and says what is wrong."""
-    from recbole_promptmm.compat import CheckpointError, load_checkpoint
-
     try:
         state = load_checkpoint(path, "cpu", what="--resume:")
     except CheckpointError as err:  # missing, truncated, not a torch file, a foreign pickle: the reader's words

@@ -1,4 +1,8 @@
-"""Resolve models and trainers: ours first, RecBole's built-ins otherwise."""
+"""The model registry: our models (each marks itself with :func:`register`), then RecBole's built-ins.
+
+Imports nothing of this package: any layer may ask it for a model class, a trainer or a model name. The registry
+fills as the modules of :mod:`recbole_promptmm.model` are imported (``import recbole_promptmm`` imports them all).
+"""
 
 from __future__ import annotations
 
@@ -8,22 +12,43 @@ import functools
 import importlib
 import os
 
+import recbole
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
-from recbole_promptmm.trainer import with_checkpoint_fixes
-
-
 RECBOLE_MODEL_PACKAGES = ("general_recommender", "context_aware_recommender", "sequential_recommender",
                           "knowledge_aware_recommender")
+TRAINER_MODULE = "recbole_promptmm.trainer"
+
+_MODELS: dict[str, type] = {}
+_TRAINERS: dict[str, str | None] = {}
+_MULTIMODAL: set[str] = set()
+
+
+def register(trainer: str | None = None, multimodal: bool = False):
+    """Class decorator: make a model known by its class name. ``trainer``: the name of its trainer class in
+    :mod:`recbole_promptmm.trainer` (None: RecBole's choice); ``multimodal``: it can be PromptMM's
+    ``teacher_model``."""
+    def add(cls: type) -> type:
+        name = cls.__name__
+        if name in _MODELS and _MODELS[name] is not cls:
+            raise ValueError(f"model {name} is registered twice ({_MODELS[name].__module__}, {cls.__module__})")
+        _MODELS[name], _TRAINERS[name] = cls, trainer
+        if multimodal:
+            _MULTIMODAL.add(name)
+        return cls
+    return add
+
+
+def our_models() -> dict[str, type]:
+    """Name -> class of every registered model, by name (import order is no order)."""
+    return {name: _MODELS[name] for name in sorted(_MODELS)}
 
 
 @functools.lru_cache(maxsize=None)
 def recbole_model_names() -> tuple[str, ...]:
     """Names of RecBole's general, context-aware, sequential and knowledge-aware models, read from the
     ``__init__.py`` of each ``recbole.model`` subpackage (parsed, not imported: no model module is loaded)."""
-    import recbole
-
     names: list[str] = []
     for package in RECBOLE_MODEL_PACKAGES:
         init = os.path.join(os.path.dirname(recbole.__file__), "model", package, "__init__.py")
@@ -39,8 +64,7 @@ def recbole_model_names() -> tuple[str, ...]:
 
 def model_names() -> list[str]:
     """Every model name :func:`get_model` knows: ours, then RecBole's built-ins."""
-    ours = importlib.import_module("recbole_promptmm.model")
-    return list(dict.fromkeys([*getattr(ours, "__all__", []), *recbole_model_names()]))
+    return list(dict.fromkeys([*our_models(), *recbole_model_names()]))
 
 
 def resolve_model_name(name: str) -> str:
@@ -65,10 +89,9 @@ def get_model(name: str) -> type:
     The exact name is tried first, then a unique case-insensitive match among our models and RecBole's
     general/context/sequential/knowledge models (``lightgcn`` gives LightGCN); otherwise a ``ValueError``
     that suggests the closest names."""
-    ours = importlib.import_module("recbole_promptmm.model")
     resolved = resolve_model_name(name)
-    if resolved in getattr(ours, "__all__", []):
-        return getattr(ours, resolved)
+    if resolved in _MODELS:
+        return _MODELS[resolved]
     try:
         return recbole_get_model(resolved)
     except (ValueError, ImportError, AttributeError):
@@ -77,7 +100,7 @@ def get_model(name: str) -> type:
         pass
     close = close_model_names(name)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    known = ", ".join(ours.__all__) or "none yet"
+    known = ", ".join(our_models()) or "none yet"
     raise ValueError(
         f"unknown model {name!r}: not one of ours ({known}) nor a RecBole built-in (e.g. BPR, LightGCN){hint}"
     )
@@ -85,15 +108,14 @@ def get_model(name: str) -> type:
 
 def multimodal_models() -> list[str]:
     """Names of our multimodal models (any of them can be PromptMM's ``teacher_model``)."""
-    from recbole_promptmm.model.multimodal import MultimodalRecommender
-
-    ours = importlib.import_module("recbole_promptmm.model")
-    return [n for n in ours.__all__ if issubclass(getattr(ours, n), MultimodalRecommender)]
+    return [name for name in our_models() if name in _MULTIMODAL]
 
 
 def get_trainer(model_type, model_name: str) -> type:
-    """``<Model>Trainer`` from :mod:`recbole_promptmm.trainer` if there is one, else RecBole's choice;
-    always with our checkpoint fixes."""
-    ours = importlib.import_module("recbole_promptmm.trainer")
-    trainer = getattr(ours, f"{model_name}Trainer", None) or recbole_get_trainer(model_type, model_name)
-    return with_checkpoint_fixes(trainer)
+    """The trainer :func:`register` named for the model (a class of :mod:`recbole_promptmm.trainer`), else
+    RecBole's choice; always with our checkpoint fixes."""
+    # by name, when asked: the trainers import models, so the registry must not import the trainers
+    trainers = importlib.import_module(TRAINER_MODULE)
+    name = _TRAINERS.get(model_name)
+    trainer = getattr(trainers, name) if name else recbole_get_trainer(model_type, model_name)
+    return trainers.with_checkpoint_fixes(trainer)
