@@ -5,13 +5,14 @@ HTTP endpoint under a bounded loopback load, and a synthetic large catalogue wit
         --teacher=saved/LATTICE-....pth [--k=20] [--requests=2000] [--time_limit=60] [--large_items=1000000]
 
 Artefact: bytes, load seconds, all users' top-k from ``Recommender.top_k`` next to a bare numpy matmul + top-k,
-and the fraction of users whose top-k equals RecBole's ``full_sort_topk``. Teacher: bytes of its serving state and
-all users' top-k through its own pipeline (features, graphs, forward, scoring) from a cold cache. HTTP: ``serve``
-on 127.0.0.1, ``GET /recommend`` from 1 and 8 keep-alive clients: p50 / p99 latency, requests/s. Large catalogue:
-``--large_items`` random items x d 64, 1,000 queries: exact top-k, and faiss IVF-Flat with its recall@k.
+the fraction of users whose top-k equals RecBole's ``full_sort_topk``, and the fraction equal to the top-k of the
+checkpoint's own model (``full_sort_predict``, as ``recbole-promptmm recommend`` ranks it). Teacher: the package's
+``measure_cost``: bytes of its serving state and all users' top-k through its own pipeline (features, graphs,
+forward, scoring) from a cold cache, median of 3. HTTP: ``serve`` on 127.0.0.1, ``GET /recommend`` from 1 and 8
+keep-alive clients: p50 / p99 latency, requests/s. Large catalogue: ``--large_items`` random items x d 64, 1,000
+queries: exact top-k, and faiss IVF-Flat with its recall@k.
 """
 
-import argparse
 import http.client
 import os
 import statistics
@@ -22,16 +23,17 @@ import time
 import numpy as np
 import torch
 
-from _common import full_sort_all, seconds, timed, top_k
-from recbole.data.interaction import Interaction
+from _common import entry, parser, seconds
 from recbole.utils.case_study import full_sort_topk
+from recbole_promptmm.experiments.cost import measure_cost
 from recbole_promptmm.serving.artefact import Recommender
 from recbole_promptmm.serving.export import export, load_run
 from recbole_promptmm.serving.http import RecommendationServer
+from recbole_promptmm.serving.recommend import catalogue_of, model_recommendations
 
 
 def best_of(fn) -> float:
-    return timed(fn, repeat=3, warmup=False, pick=min)
+    return min(seconds(fn)[1] for _ in range(3))
 
 
 def bare_top_k(user: np.ndarray, item_t: np.ndarray, k: int, batch: int = 4096) -> np.ndarray:
@@ -51,17 +53,15 @@ def artefact_top_k(rec: Recommender, k: int, batch: int = 4096) -> np.ndarray:
                            for s in range(0, len(users), batch)])
 
 
-@torch.no_grad()
-def model_top_k_agreement(loaded, rec: Recommender, k: int, batch: int = 4096) -> float:
-    """Fraction of all users whose artefact top-k equals the model's own scores' torch.topk (seen items masked)."""
-    model, users, same = loaded.model, np.arange(1, len(rec.user_tokens)), 0
-    for s in range(0, len(users), batch):
-        ids = users[s:s + batch]
-        rows, cols = rec.seen_cells(ids)
-        expected = top_k(model, Interaction({model.USER_ID: torch.as_tensor(ids)}),
-                         (torch.as_tensor(rows), torch.as_tensor(cols)), k).numpy()
-        same += int((rec.top_k(rec.scores(ids), ids, k)[0] == expected).all(axis=1).sum())
-    return same / len(users)
+def same_as_model(loaded, rec: Recommender, tokens: list[str], k: int, batch: int = 4096) -> float:
+    """Fraction of ``tokens`` whose artefact top-k equals the one of the checkpoint's model (training items
+    masked), both ranked by the package's ``Catalogue.top_k``: the artefact's scores are the model's."""
+    catalogue, same = catalogue_of(loaded), 0
+    for s in range(0, len(tokens), batch):
+        chunk = tokens[s:s + batch]
+        expected = model_recommendations(loaded, catalogue, chunk, k, include_seen=False)
+        same += sum(a.items == b.items for a, b in zip(rec.recommend(chunk, k), expected))
+    return same / len(tokens)
 
 
 def http_load(server: RecommendationServer, users: list[str], k: int, clients: int, requests: int,
@@ -85,13 +85,8 @@ def http_load(server: RecommendationServer, users: list[str], k: int, clients: i
         with lock:
             latencies.extend(mine)
 
-    start = time.perf_counter()
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
+    _, wall = seconds(lambda: ([t.start() for t in threads], [t.join() for t in threads]))
     ms = sorted(x * 1000 for x in latencies)
     print(f"HTTP {clients} client(s): {len(ms)} requests, p50 {statistics.median(ms):.2f} ms, p99 "
           f"{ms[int(0.99 * (len(ms) - 1))]:.2f} ms, {len(ms) / wall:,.0f} requests/s")
@@ -128,12 +123,12 @@ def large_catalogue(n_items: int, k: int, d: int = 64, queries: int = 1000, seed
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--student", required=True, help="a dot-product checkpoint (PromptMM's -student.pth)")
-    parser.add_argument("--teacher", default=None, help="the teacher checkpoint whose full pipeline is timed")
+    p = parser(__doc__)
+    p.add_argument("--student", required=True, help="a dot-product checkpoint (PromptMM's -student.pth)")
+    p.add_argument("--teacher", default=None, help="the teacher checkpoint whose full pipeline is timed")
     for name, default in (("k", 20), ("requests", 2000), ("time_limit", 60.0), ("large_items", 1_000_000)):
-        parser.add_argument(f"--{name}", type=type(default), default=default)
-    args = parser.parse_args()
+        p.add_argument(f"--{name}", type=type(default), default=default)
+    args = p.parse_args()
     k = args.k
     print(f"torch threads {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
 
@@ -158,8 +153,8 @@ def main() -> None:
         same = (rec.top_k(rec.scores(users), users, k)[0] == expected.numpy()).all(axis=1).mean()
         print(f"  top-{k} lists identical to RecBole's full_sort_topk: {same:.4f} of the {len(users):,} "
               "validation users (any others differ only where two scores are equal to float32 rounding)")
-        print(f"  ... and to the model's own full_sort_predict + torch.topk (training items masked): "
-              f"{model_top_k_agreement(loaded, rec, k):.4f} of all {n_users:,} users")
+        print(f"  ... and to the checkpoint's model (its full_sort_predict, training items masked): "
+              f"{same_as_model(loaded, rec, tokens, k):.4f} of all {n_users:,} users")
 
         try:
             approx = Recommender.load(folder).use_faiss()
@@ -173,14 +168,12 @@ def main() -> None:
 
         if args.teacher:
             teacher = load_run(args.teacher)
-            model, n = teacher.model, teacher.train_data._dataset.user_num
-            # eval() drops the embedding cache: the forward (features, graphs) runs again
-            teacher_s = best_of(lambda: (model.eval(), full_sort_all(model, n, k, 4096)))
-            teacher_bytes = int(model.serving_bytes())
-            print(f"teacher {type(model).__name__}: serving state {teacher_bytes / 2**20:.2f} MiB (parameters, "
-                  f"features, graphs); student artefact / teacher = {size / teacher_bytes:.2f}")
-            print(f"  top-{k} all users through its pipeline (forward + scoring, cold cache): {teacher_s:.3f} s "
-                  f"= {n_users / teacher_s:,.0f} users/s ({teacher_s / ours:.1f}x the artefact)")
+            cost = measure_cost(teacher.model, teacher.train_data._dataset, users_per_batch=4096, topk=k)
+            print(f"teacher {type(teacher.model).__name__}: serving state {cost.serving_bytes / 2**20:.2f} MiB "
+                  f"(parameters, features, graphs); student artefact / teacher = {size / cost.serving_bytes:.2f}")
+            print(f"  top-{k} all users through its pipeline (forward + scoring, cold cache): "
+                  f"{cost.scoring_seconds:.3f} s = {n_users / cost.scoring_seconds:,.0f} users/s "
+                  f"({cost.scoring_seconds / ours:.1f}x the artefact)")
 
         server = RecommendationServer(rec, "127.0.0.1", 0)
         server.start_background()
@@ -196,4 +189,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -120,6 +120,21 @@ def test_benchmark_scripts_refuse_a_bad_checkpoint_before_any_data(request, tmp_
     assert [p.name for p in bad.parent.iterdir()] == ["random.pth"]
 
 
+def test_serving_artefact_ranks_as_the_model_and_serves(toy_files):
+    """serving.py end to end on the toy student and teacher: the artefact's top-20 lists are RecBole's
+    full_sort_topk and the checkpoint model's, for every user; the endpoint answers every request."""
+    _, teachers, student = toy_files
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "serving.py"), f"--student={student}",
+         f"--teacher={teachers.format(seed=SEED).replace('*', 'T')}", "--requests=16", "--large_items=0"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"identical to RecBole's full_sort_topk: 1\.0000 of the \d+ validation users", out.stdout)
+    assert re.search(r"to the checkpoint's model .*: 1\.0000 of all 40 users", out.stdout)
+    assert re.search(r"teacher PromptMMTeacher: serving state [\d.]+ MiB", out.stdout)
+    assert "HTTP 1 client(s): 16 requests" in out.stdout and "HTTP 8 client(s): 16 requests" in out.stdout
+
+
 def test_cold_items_counts_cold_users_and_matches_recboles_recall(tmp_path):
     """A fixed split whose test holds items without any training interaction: the script finds exactly the users
     holding one, and its all-users Recall@20 is RecBole's."""
