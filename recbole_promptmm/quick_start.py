@@ -15,10 +15,10 @@ from recbole.utils import init_seed
 
 from recbole_promptmm.config import Config
 from recbole_promptmm.data import create_dataset, data_preparation
-from recbole_promptmm.experiments.cost import count_parameters
 from recbole_promptmm.files import write_json_atomic
 from recbole_promptmm.log import (FILE_ONLY, buffer_logs, discard_run_log, init_logger, remove_empty_dirs,
                                   replay_buffered_logs, unique_time)
+from recbole_promptmm.model.accounting import used_parameters as count_parameters
 from recbole_promptmm.registry import get_model, get_trainer
 from recbole_promptmm.summary import display_path, summary_lines
 from recbole_promptmm.trainer.base import completed_epochs

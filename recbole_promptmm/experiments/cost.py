@@ -1,8 +1,8 @@
 """What a trained model costs to serve: used parameters, serving bytes, full-sort scoring time and memory.
 
-:func:`measure_cost` works for any RecBole general recommender (ours or a built-in). A model may refine two
-numbers: ``used_parameters() -> int`` (else all parameters) and ``serving_bytes() -> int`` (else the bytes of
-every tensor it holds: :func:`model_tensors`).
+:func:`measure_cost` works for any RecBole general recommender (ours or a built-in). The two size numbers come from
+the model layer (:mod:`recbole_promptmm.model.accounting`: the model's own ``used_parameters()`` /
+``serving_bytes()``, else the generic rule); this module adds the timing.
 """
 
 from __future__ import annotations
@@ -14,17 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 from recbole.data.interaction import Interaction
 
-CACHE_PREFIXES = ("restore_",)
-"""Attribute names of cached outputs (RecBole's ``restore_user_e``): not serving state; cleared before every
-timed pass so that the timing includes the full forward."""
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    """Parameters the model uses: ``used_parameters()`` where a model defines it, else all of them."""
-    if hasattr(model, "used_parameters"):
-        return int(model.used_parameters())
-    return sum(p.numel() for p in model.parameters())
-
+from recbole_promptmm.model.accounting import (CACHE_PREFIXES, model_tensors, serving_bytes, serving_bytes_source,
+                                               used_parameters)
 
 @dataclass
 class CostReport:
@@ -48,42 +39,6 @@ class CostReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def tensor_nbytes(tensor: torch.Tensor) -> int:
-    """Bytes held by ``tensor``'s data: values and indices for sparse layouts, the viewed elements otherwise."""
-    if tensor.layout == torch.sparse_coo:
-        return tensor._values().nbytes + tensor._indices().nbytes
-    if tensor.layout in (torch.sparse_csr, torch.sparse_bsr):
-        return tensor.values().nbytes + tensor.crow_indices().nbytes + tensor.col_indices().nbytes
-    if tensor.layout in (torch.sparse_csc, torch.sparse_bsc):
-        return tensor.values().nbytes + tensor.ccol_indices().nbytes + tensor.row_indices().nbytes
-    return tensor.numel() * tensor.element_size()
-
-
-def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Every tensor a model holds: parameters, buffers and plain tensor attributes of every submodule (e.g.
-    LightGCN's normalised adjacency), without cached outputs (``restore_*``) and without duplicates."""
-    found: dict[str, torch.Tensor] = {}
-    seen: set[tuple] = set()
-    named = [*model.named_parameters(), *model.named_buffers()]
-    for prefix, module in model.named_modules():
-        named += [(f"{prefix}.{attr}" if prefix else attr, value) for attr, value in vars(module).items()
-                  if isinstance(value, torch.Tensor) and not attr.startswith(CACHE_PREFIXES)]
-    for name, tensor in named:
-        key = ("strided", tensor.data_ptr(), tensor.nbytes) if tensor.layout == torch.strided else ("sparse", id(tensor))
-        if key not in seen:
-            seen.add(key)
-            found[name] = tensor
-    return found
-
-
-def serving_bytes(model: torch.nn.Module) -> tuple[int, str]:
-    """Bytes needed to serve ``model`` and where the number comes from (numpy / scipy state is not counted:
-    define ``serving_bytes()`` for models that keep such state)."""
-    if hasattr(model, "serving_bytes"):
-        return int(model.serving_bytes()), "model.serving_bytes()"
-    return sum(tensor_nbytes(t) for t in model_tensors(model).values()), "tensors"
 
 
 def clear_output_caches(model: torch.nn.Module) -> None:
@@ -144,6 +99,6 @@ def measure_cost(model: torch.nn.Module, dataset, *, users_per_batch: int | None
         one_pass()
         seconds.append(time.perf_counter() - start)
     clear_output_caches(model)
-    bytes_, source = serving_bytes(model)
-    return CostReport(count_parameters(model), bytes_, source, statistics.median(seconds), seconds,
+    return CostReport(used_parameters(model), serving_bytes(model), serving_bytes_source(model),
+                      statistics.median(seconds), seconds,
                       max(0, n_users - 1), users_per_batch, topk, peak, str(device))

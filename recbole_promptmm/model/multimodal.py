@@ -23,6 +23,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_promptmm.model.accounting import parameter_count
 from recbole_promptmm.model.graph import bipartite_propagation
 from recbole_promptmm.model.prompt import PROMPT_FORWARD_KEYS, PromptAdapter, PromptVectors
 from recbole_promptmm.model.scoring import CachedDotProductScorer
@@ -202,7 +203,8 @@ class MultimodalRecommender(CachedDotProductScorer, GeneralRecommender):
 
     # ------------------------------------------------------------- accounting
     def used_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """All parameters (see :mod:`recbole_promptmm.model.accounting`)."""
+        return parameter_count(self)
 
     def serving_bytes(self) -> int:
         """Bytes needed to produce recommendations: parameters, feature matrices and every graph buffer."""

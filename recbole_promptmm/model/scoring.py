@@ -39,9 +39,9 @@ class CachedDotProductScorer:
 
         .. math:: \mathrm{BPR}(e_u, e_{i^+}, e_{i^-}) + \lambda\,\mathrm{reg}(r_u, r_{i^+}, r_{i^-})
 
-        (:func:`~recbole_promptmm.model.losses.triple_bpr` on the batch's rows), where :math:`r` are the batch's rows of the layer-0 ID
-        tables ``user_embedding`` / ``item_embedding`` (``reg_on="ids"``) or of ``user`` / ``item`` themselves
-        (``reg_on="scored"``); ``reg`` is :func:`~recbole_promptmm.model.losses.l2_loss` or
+        (:func:`~recbole_promptmm.model.losses.triple_bpr` on the batch's rows), where :math:`r` are the batch's
+        rows of the layer-0 ID tables ``user_embedding`` / ``item_embedding`` (``reg_on="ids"``) or of ``user`` /
+        ``item`` themselves (``reg_on="scored"``); ``reg`` is :func:`~recbole_promptmm.model.losses.l2_loss` or
         :func:`~recbole_promptmm.model.losses.norm_reg_loss`. A zero weight skips the regulariser.
         """
         u, pos, neg = self.triples(interaction)

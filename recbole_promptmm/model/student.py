@@ -9,6 +9,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_promptmm.model.accounting import parameter_count
 from recbole_promptmm.model.graph import lightgcn_adjacency, lightgcn_embeddings
 from recbole_promptmm.model.scoring import CachedDotProductScorer
 from recbole_promptmm.registry import register
@@ -47,7 +48,8 @@ class PromptMMStudent(CachedDotProductScorer, GeneralRecommender):
         return self.loss_terms(interaction, *self.forward())
 
     def used_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """All parameters (see :mod:`recbole_promptmm.model.accounting`)."""
+        return parameter_count(self)
 
     def serving_bytes(self) -> int:
         """Bytes needed to produce recommendations: parameters plus the graph (no feature matrices)."""
