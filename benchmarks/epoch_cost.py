@@ -1,10 +1,12 @@
 """Training cost per epoch of each model next to a LightGCN epoch, measured in one run (prints figures; not a test).
 
     OMP_NUM_THREADS=1 python benchmarks/epoch_cost.py --dataset=tiktok --data_path=../shared/data \
-        [--models=LightGCN,VBPR,LATTICE,FREEDOM,BM3,MMHCL,PromptMMTeacher] [--epochs=3] [--threads=1] [--key=value ...]
+        [--models=LightGCN,VBPR,...] [--epochs=3] [--threads=1] [--key=value ...]
 
-Each model (yaml defaults plus ``--key=value`` overrides) trains ``--epochs`` epochs of RecBole's own
-``Trainer._train_epoch`` (Adam, the dataset's batch size); the median epoch is printed with its ratio to LightGCN's.
+``--models`` defaults to LightGCN and every multimodal model (:func:`recbole_promptmm.registry.multimodal_models`:
+a newly registered model joins without an edit here). Each model (yaml defaults plus ``--key=value`` overrides)
+trains ``--epochs`` epochs of RecBole's own ``Trainer._train_epoch`` (Adam, the dataset's batch size); the median
+epoch is printed with its ratio to LightGCN's.
 PromptMM's stage 2 is timed against an untrained default ``teacher_model`` (cost does not depend on its weights)
 three ways: the student alone (no KD), KD with the prompt frozen (targets computed once) and KD with the prompt
 tuned through the student's loss (the paper).
@@ -16,6 +18,7 @@ import torch
 
 from _common import load_data, options, seconds
 from recbole_promptmm import get_model, get_trainer
+from recbole_promptmm.registry import multimodal_models
 
 STAGE2 = {"PromptMM stage 2, no KD": {"pair_kd_weight": 0.0, "emb_kd_weight": 0.0, "list_kd_weight": 0.0},
           "PromptMM stage 2, KD, prompt frozen": {"prompt_tuning_in_student": False},
@@ -23,7 +26,7 @@ STAGE2 = {"PromptMM stage 2, no KD": {"pair_kd_weight": 0.0, "emb_kd_weight": 0.
 
 
 def main() -> None:
-    args, overrides = options(__doc__, models={"default": "LightGCN,VBPR,LATTICE,FREEDOM,BM3,MMHCL,PromptMMTeacher"},
+    args, overrides = options(__doc__, models={"default": ",".join(["LightGCN", *multimodal_models()])},
                               epochs={"type": int, "default": 3})
     rows: dict[str, float] = {}
     runs = [(m, m, {}) for m in args.models.split(",")] + [(k, "PromptMM", v) for k, v in STAGE2.items()]

@@ -1,5 +1,5 @@
-r"""The teacher contract and the shared base of our multimodal models (VBPR, LATTICE, FREEDOM, BM3, MMHCL,
-PromptMMTeacher).
+r"""The teacher contract and the shared base of our multimodal models (every model
+:func:`recbole_promptmm.registry.multimodal_models` names).
 
 Every multimodal model here is a RecBole ``GeneralRecommender`` on :class:`MultimodalRecommender`, so each one:
 

@@ -1,11 +1,11 @@
 """PromptMM: multimodal knowledge distillation with prompt-tuning (Wei et al., WWW 2024, arXiv 2402.17188).
 
-A multimodal teacher (``teacher_model``: PromptMMTeacher, VBPR, LATTICE, FREEDOM, BM3 or MMHCL, any
-:class:`~recbole_promptmm.model.multimodal.Teacher`) is trained first by its own RecBole training; then an ID-only
-:class:`PromptMMStudent` is trained with BPR plus pair KD, disentangled modality-aware list KD and embedding KD,
-while the teacher's prompt (when it wears one) keeps adapting through the student's loss
-(``prompt_tuning_in_student``). The stages are run by :class:`recbole_promptmm.trainer.PromptMMTrainer`;
-``full_sort_predict`` after training uses the student alone.
+A multimodal teacher (``teacher_model``: any multimodal model, i.e. any
+:class:`~recbole_promptmm.model.multimodal.Teacher`; :func:`recbole_promptmm.registry.multimodal_models` names them)
+is trained first by its own RecBole training; then an ID-only :class:`PromptMMStudent` is trained with BPR plus
+pair KD, disentangled modality-aware list KD and embedding KD, while the teacher's prompt (when it wears one) keeps
+adapting through the student's loss (``prompt_tuning_in_student``). The stages are run by
+:class:`recbole_promptmm.trainer.PromptMMTrainer`; ``full_sort_predict`` after training uses the student alone.
 
 Naming rule for the teacher's settings: the teacher sees the run's config exactly as a standalone run of
 ``teacher_model`` would (its own yaml defaults, unprefixed), except that every ``teacher_<key>`` that is set
