@@ -27,7 +27,7 @@ else:
 
     compat.apply()
 
-    import recbole_promptmm.model  # noqa: F401  (every model module: fills the registry)
+    from recbole_promptmm import model  # noqa: F401  (every model module: fills the registry)
     from recbole_promptmm.config import Config  # noqa: E402
     from recbole_promptmm.data import create_dataset, data_preparation  # noqa: E402
     from recbole_promptmm.data.dataset import MultimodalDataset

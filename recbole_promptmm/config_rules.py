@@ -13,7 +13,7 @@ Models are found through :mod:`recbole_promptmm.registry`; this module imports n
 from __future__ import annotations
 
 from recbole_promptmm.config import config_for_model, load_yaml
-from recbole_promptmm.paths import properties_dir
+from recbole_promptmm import paths
 from recbole_promptmm.registry import get_model, multimodal_models
 
 STAGES = ("teacher", "student")
@@ -47,7 +47,7 @@ def stage_one_keys(teacher_model: str) -> set[str]:
     cls = teacher_model_class(teacher_model)
     keys = {"epochs"}
     for name in (*cls.inherits_defaults_from, cls.__name__):
-        path = properties_dir() / "model" / f"{name}.yaml"
+        path = paths.properties_dir() / "model" / f"{name}.yaml"
         if path.is_file():
             keys |= set(load_yaml(path))
     return {"teacher_model", *keys, *(TEACHER_PREFIX + k for k in keys)}
@@ -67,4 +67,4 @@ def teacher_settings(teacher_cfg) -> dict:
 
 def default_teacher() -> str:
     """The ``teacher_model`` of PromptMM's yaml defaults (:data:`DEFAULT_TEACHER` when it names none)."""
-    return load_yaml(properties_dir() / "model" / "PromptMM.yaml").get("teacher_model", DEFAULT_TEACHER)
+    return load_yaml(paths.properties_dir() / "model" / "PromptMM.yaml").get("teacher_model", DEFAULT_TEACHER)

@@ -14,14 +14,9 @@ import re
 import pytest
 import torch
 
+from recbole_promptmm.config_rules import stage_one_keys, teacher_model_class, teacher_setting_keys, teacher_settings
 from recbole_promptmm.model.multimodal import TeacherOutput
-from recbole_promptmm.model.promptmm import (
-    PromptMM,
-    stage_one_keys,
-    teacher_model_class,
-    teacher_setting_keys,
-    teacher_settings,
-)
+from recbole_promptmm.model.promptmm import PromptMM
 from tests.hand_example import S, batch, bpr, build, dot, put
 
 

@@ -7,11 +7,9 @@ pair KD, disentangled modality-aware list KD and embedding KD, while the teacher
 adapting through the student's loss (``prompt_tuning_in_student``). The stages are run by
 :class:`recbole_promptmm.trainer.PromptMMTrainer`; ``full_sort_predict`` after training uses the student alone.
 
-Naming rule for the teacher's settings: the teacher sees the run's config exactly as a standalone run of
-``teacher_model`` would (its own yaml defaults, unprefixed), except that every ``teacher_<key>`` that is set
-(not ``~``) overrides ``<key>`` for the teacher alone: ``teacher_learning_rate``, ``teacher_epochs``,
-``teacher_n_layers``, ... (``teacher_model`` itself names the model; ``teacher_checkpoint`` is PromptMM's own).
-The student's keys are ``student_<key>`` (properties/model/PromptMMStudent.yaml).
+The teacher's config follows the naming rule of :mod:`recbole_promptmm.config_rules`: every ``teacher_<key>`` that
+is set overrides ``<key>`` for the teacher alone. The student's keys are ``student_<key>``
+(properties/model/PromptMMStudent.yaml).
 """
 
 from __future__ import annotations
@@ -21,12 +19,10 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
-from recbole_promptmm.config_rules import (  # noqa: F401  (re-exported: the rules lived here)
+from recbole_promptmm.config_rules import (
     DEFAULT_TEACHER,
     KD_MODES,
-    NOT_TEACHER_SETTINGS,
     STAGES,
-    TEACHER_PREFIX,
     default_teacher,
     stage_one_keys,
     teacher_config,
