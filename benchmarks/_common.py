@@ -1,5 +1,6 @@
 """What the benchmark scripts share: the command line, bad input as one line, checkpoints, data, timing, ranking."""
 
+import argparse
 import glob
 import os
 import sys
@@ -18,19 +19,15 @@ from recbole_promptmm.serving.export import load_run  # noqa: E402
 
 def parser(doc: str) -> OneLineParser:
     """The package's parser (``--name=value``; a refusal is one line, exit status 2), the docstring as help."""
-    import argparse
-
     return OneLineParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def options(doc: str, config_files: bool = False, **extra: dict):
-    """(options, ``--key=value`` overrides): --dataset, --NAME=spec of ``extra``, [--config_files], --threads (set)."""
+def options(doc: str, **extra: dict):
+    """(options, ``--key=value`` overrides): --dataset, --NAME=spec of ``extra``, --threads (set)."""
     p = parser(doc)
     p.add_argument("--dataset", default="tiktok")
     for name, spec in extra.items():
         p.add_argument(f"--{name}", **spec)
-    if config_files:
-        p.add_argument("--config_files", default=None, help="yaml files of the dataset, comma-separated")
     p.add_argument("--threads", type=int, default=1, help="torch threads (time comparisons: keep equal)")
     args, overrides = p.parse_known_args()
     torch.set_num_threads(args.threads)
@@ -38,8 +35,7 @@ def options(doc: str, config_files: bool = False, **extra: dict):
 
 
 def entry(main) -> None:
-    """Run a script's ``main``: bad input (a checkpoint that cannot be read, a pattern matching no file, a config
-    error: a ValueError, as the package's commands treat it) ends it with one line and exit status 2."""
+    """Run ``main``: bad input (a ValueError, as the package's commands treat it, or no such file) is one line."""
     try:
         main()
     except (ValueError, FileNotFoundError) as err:
@@ -51,10 +47,7 @@ def checkpoint_files(patterns: str, option: str, one: bool = False) -> list[tupl
     """(path, ``option``) of each file of comma-separated paths or globs (``one``: exactly one file)."""
     files = []
     for pattern in patterns.split(","):
-        hits = sorted(glob.glob(pattern))
-        if not hits:
-            raise FileNotFoundError(f"{option}: no file matches {pattern!r}")
-        files += hits
+        files += sorted(glob.glob(pattern)) or [pattern]  # a missing file: the checkpoint reader names it
     if one and len(files) != 1:
         raise FileNotFoundError(f"{option}: {patterns!r} must match one file, found {len(files)}: {files}")
     return [(path, option) for path in files]
@@ -68,10 +61,8 @@ def load_runs(files: list[tuple[str, str]]):
 
 
 def load_data(args, overrides, model: str = "PromptMM", **values):
-    """(config, dataset, train, valid, test) of ``args.dataset`` (and ``args.config_files``) for ``model``."""
-    files = getattr(args, "config_files", None)
-    config = Config(model, args.dataset, config_file_list=files.split(",") if files else None,
-                    config_dict={"show_progress": False, **values}, cmd_args=overrides)
+    """(config, dataset, train, valid, test) of ``args.dataset`` for ``model``."""
+    config = Config(model, args.dataset, config_dict={"show_progress": False, **values}, cmd_args=overrides)
     dataset = create_dataset(config)
     return (config, dataset, *data_preparation(config, dataset))
 
@@ -79,8 +70,7 @@ def load_data(args, overrides, model: str = "PromptMM", **values):
 def seconds(fn, *args):
     """(``fn(*args)``, seconds it took)."""
     start = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - start
+    return fn(*args), time.perf_counter() - start
 
 
 @torch.no_grad()

@@ -2,27 +2,24 @@
 
     python benchmarks/mm_table.py [FOLDER] [--student=LABEL] [--reference=LightGCN]
 
-FOLDER defaults to docs/benchmarks/tiktok-mm/comparison.
+Every ``*.json`` under FOLDER (default docs/benchmarks/tiktok-mm/comparison) is one run's result file
+(``run_recbole.py --result_json``, or a comparison's ``runs/LABEL/seedN-*/result.json`` copied as
+``LABEL-seedN.json``). Runs are grouped by
+sub-folder and label (the file name up to ``-seed``; sub-folders are never pooled) and reported as mean ± std (ddof
+1) over seeds of validation and test Recall@20; a PromptMM run also reports its teacher.
 
-Every ``*.json`` under the folder is one run's result file (``run_recbole.py --result_json`` or a comparison's
-``runs/<label>/seed*/result.json``, copied there without checkpoints). Runs are grouped by their sub-folder and
-label (the file's name up to ``-seed``; runs of different sub-folders are never pooled) and reported as mean ± std
-(ddof 1) over seeds of validation and test Recall@20; a PromptMM run also reports its teacher. Add a run by
-dropping its result file in the folder.
-
-With ``--student=LABEL`` (a PromptMM run's label) a second table gives the dataset's summary row: the student's
-test Recall@20 against the reference (LightGCN), against its own teacher (the teacher recorded in each of its result
-files) and against the best other model (by mean test Recall@20; PromptMM runs aside), each as a ratio of means with
-the paired two-sided t-test over the seeds both have (``scipy.stats.ttest_rel``); and the student's serving bytes
-and full-sort scoring seconds next to the reference's.
+With ``--student=LABEL`` (a PromptMM run's label) a second table gives the dataset's summary row: the student's test
+Recall@20 against the reference, its own teacher and the best other model (by mean test Recall@20; PromptMM runs
+aside), each as a ratio of means with the paired two-sided t-test over the seeds both have; and the student's
+serving bytes and full-sort scoring seconds next to the reference's.
 """
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
-import sys
 
 import pandas as pd
 from scipy import stats
@@ -100,16 +97,16 @@ def summary_row(frame: pd.DataFrame, student: str, reference: str = "LightGCN") 
                                                 f"{cost(ref, 'scoring_seconds', 1, 3)}"}])
 
 
-def main(argv: list[str]) -> None:
-    options = dict(a[2:].split("=", 1) for a in argv if a.startswith("--"))
-    folders = [a for a in argv if not a.startswith("--")]
-    frame = read_runs(folders[0] if folders else "docs/benchmarks/tiktok-mm/comparison")
-    print(runs_table(frame).to_markdown(index=False, disable_numparse=True, tablefmt="github"))
-    if "student" in options:
-        print()
-        table = summary_row(frame, options["student"], options.get("reference", "LightGCN"))
-        print(table.to_markdown(index=False, disable_numparse=True, tablefmt="github"))
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", nargs="?", default="docs/benchmarks/tiktok-mm/comparison")
+    p.add_argument("--student", help="a PromptMM run's label: add the summary row")
+    p.add_argument("--reference", default="LightGCN")
+    args = p.parse_args()
+    frame = read_runs(args.folder)
+    tables = [runs_table(frame)] + ([summary_row(frame, args.student, args.reference)] if args.student else [])
+    print("\n\n".join(t.to_markdown(index=False, disable_numparse=True, tablefmt="github") for t in tables))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

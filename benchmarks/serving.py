@@ -4,13 +4,11 @@ HTTP endpoint under a bounded loopback load, and a synthetic large catalogue wit
     OMP_NUM_THREADS=1 python benchmarks/serving.py --student=saved/PromptMM-...-student.pth \
         --teacher=saved/LATTICE-....pth [--k=20] [--requests=2000] [--time_limit=60] [--large_items=1000000]
 
-Artefact: bytes, load seconds, all users' top-k from ``Recommender.top_k`` next to a bare numpy matmul + top-k,
-the fraction of users whose top-k equals RecBole's ``full_sort_topk``, and the fraction equal to the top-k of the
-checkpoint's own model (``full_sort_predict``, as ``recbole-promptmm recommend`` ranks it). Teacher: the package's
-``measure_cost``: bytes of its serving state and all users' top-k through its own pipeline (features, graphs,
-forward, scoring) from a cold cache, median of 3. HTTP: ``serve`` on 127.0.0.1, ``GET /recommend`` from 1 and 8
-keep-alive clients: p50 / p99 latency, requests/s. Large catalogue: ``--large_items`` random items x d 64, 1,000
-queries: exact top-k, and faiss IVF-Flat with its recall@k.
+Artefact: bytes, load seconds, all users' top-k next to a bare numpy matmul + top-k, and the users whose top-k
+equals RecBole's ``full_sort_topk`` and the checkpoint model's own (as ``recbole-promptmm recommend`` ranks).
+Teacher (the package's ``measure_cost``): bytes of its serving state, all users' top-k through its own pipeline from
+a cold cache (median of 3). HTTP: ``serve`` on 127.0.0.1, 1 and 8 keep-alive clients: p50 / p99 latency,
+requests/s. Large catalogue: ``--large_items`` random items x d 64, 1,000 queries: exact top-k, faiss IVF-Flat.
 """
 
 import http.client

@@ -296,3 +296,24 @@ def test_mm_table_summary_row_by_hand(tmp_path):
     # sd 0.1528, t = 0.378, p = 0.74; ratio 1.11
     assert row == ["S", "0.3333 ± 0.1528", "1.67x (p = 0.057)", "1.11x (p = 0.42)", "1.11x (p = 0.74), B",
                    "1.00 / 2.00", "0.500 / 0.500"]
+
+
+def test_mutation_report_folds_mutmut_exit_codes_into_columns(tmp_path, monkeypatch):
+    """mutation.report: mutmut's exit codes per module (a crashed test process counts as killed, a skipped mutant
+    as other), an ``all`` row, and the score over the mutants a test reaches."""
+    mutation = _benchmark("mutation")
+    codes = {"a.py": {"m1": 1, "m2": 3, "m3": -11, "m4": 36, "m5": 5, "m6": 34}, "b.py": {"m1": 1, "m2": 33}}
+    for module, by_key in codes.items():
+        (tmp_path / "mutants" / f"{module}.meta").parent.mkdir(exist_ok=True)
+        (tmp_path / "mutants" / f"{module}.meta").write_text(json.dumps({"exit_code_by_key": by_key}))
+    monkeypatch.chdir(tmp_path)
+    table, survivors = mutation.report(tmp_path, ["a.py", "b.py"])
+    assert survivors == []
+    # a.py: killed 3 (1, 3, SIGSEGV), timeout 1, no tests 1, other 1 (34: skipped): 3 / 5 reached = 60%
+    assert table.to_dict("records") == [
+        {"module": "a.py", "mutants": 6, "killed": 3, "survived": 0, "timeout": 1, "no tests": 1, "other": 1,
+         "score": "60.0%"},
+        {"module": "b.py", "mutants": 2, "killed": 1, "survived": 0, "timeout": 0, "no tests": 1, "other": 0,
+         "score": "100.0%"},
+        {"module": "all", "mutants": 8, "killed": 4, "survived": 0, "timeout": 1, "no tests": 2, "other": 1,
+         "score": "66.7%"}]
