@@ -184,8 +184,7 @@ class MultimodalRecommender(CachedDotProductScorer, GeneralRecommender):
         out = self.forward()
         loss = self.loss(interaction, out)
         if out.prompt is not None:
-            loss = loss + self.prompt.loss(out.prompt, interaction[self.USER_ID], interaction[self.ITEM_ID],
-                                           interaction[self.NEG_ITEM_ID])
+            loss = loss + self.prompt.loss(out.prompt, *self.triples(interaction))
         return loss
 
     def user_item(self, out: TeacherOutput) -> tuple[torch.Tensor, torch.Tensor]:

@@ -159,9 +159,7 @@ class PromptMM(GeneralRecommender):
 
     def distillation_loss(self, interaction) -> torch.Tensor:
         """BPR + L2 of the student, plus the weighted pair, list and embedding KD terms."""
-        u = interaction[self.USER_ID]
-        pos = interaction[self.ITEM_ID]
-        neg = interaction[self.NEG_ITEM_ID]
+        u, pos, neg = self.student.triples(interaction)
         s_user, s_item = self.student.forward()
         loss = self.student.loss_terms(interaction, s_user, s_item)
         if not (self.pair_kd_weight or self.list_kd_weight or self.emb_kd_weight):
