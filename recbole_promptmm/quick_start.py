@@ -21,7 +21,6 @@ from recbole_promptmm.log import (FILE_ONLY, buffer_logs, discard_run_log, init_
 from recbole_promptmm.model.accounting import used_parameters as count_parameters
 from recbole_promptmm.registry import get_model, get_trainer
 from recbole_promptmm.summary import display_path, summary_lines
-from recbole_promptmm.trainer.base import completed_epochs
 from recbole_promptmm.trainer.resume import (ResumeError, RunInterrupted, config_differences, interrupted,
                                              read_resume_file)
 from recbole_promptmm.validate import ConfigError, validate_against_data, validate_config
@@ -103,6 +102,7 @@ def run(
     result_json: str | None = None,
     after_fit: Callable[[Any, Any], dict] | None = None,
     resume: str | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict:
     """Train ``model`` on ``dataset`` (ours or a RecBole built-in), early-stop on validation, test once.
 
@@ -110,7 +110,8 @@ def run(
     parameters, best validation result, test result and train/eval seconds. Models that train in stages
     may add their own entries through ``trainer.extra_results(test_data)``; ``stages`` holds every training stage's
     epochs and seconds (``trainer.timing()``). ``after_fit(trainer, train_data)``, when given, runs after the test
-    and its dict joins the result (a comparison measures the trained model's cost there).
+    and its dict joins the result (a comparison measures the trained model's cost there). ``callbacks`` become
+    the trainer's ``callbacks`` (``on_epoch_end(trainer)`` / ``on_valid_end(trainer)``: progress reports).
 
     ``resume`` is the ``-resume.pth`` file of an interrupted run (:mod:`recbole_promptmm.trainer.resume`): the run
     continues with the inputs it started with (give none, or the same) and ends with the metrics an uninterrupted
@@ -144,7 +145,6 @@ def run(
     stamp = run_stamp(resumed, config["model"])
     log_file = init_logger(config, stamp)
     logger = getLogger()
-    epochs_before = completed_epochs()
     trainer = None
     progress = show_progress(config)
     try:
@@ -155,6 +155,7 @@ def run(
         replay_buffered_logs()
         logger.info(net, extra=FILE_ONLY)
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+        trainer.callbacks = list(callbacks)
         if hasattr(trainer, "adopt_run_files"):  # one stamp names the log and the checkpoints
             trainer.adopt_run_files(os.path.join(config["checkpoint_dir"], f"{config['model']}-{stamp}.pth"))
         trainer.run_inputs = {"model": model, "dataset": dataset, "result_json": result_json,
@@ -171,7 +172,7 @@ def run(
     except BaseException as err:
         # Failed before its first epoch ended (e.g. a foreign teacher_checkpoint): leave nothing behind (a
         # resumed run's files are the interrupted run's: they stay).
-        if completed_epochs() == epochs_before and resumed is None:
+        if getattr(trainer, "epochs_completed", 0) == 0 and resumed is None:
             discard_failed_run(config, trainer, log_file)
         if isinstance(err, KeyboardInterrupt) and not isinstance(err, RunInterrupted):
             raise interrupted(trainer.resume_file if trainer is not None and saved else None) from None

@@ -23,7 +23,7 @@ from recbole_promptmm.experiments import compare as comparison
 from recbole_promptmm.experiments.cli import compare_main as cli_main
 from recbole_promptmm.experiments.compare import compare
 from recbole_promptmm.experiments.options import CompareOptions
-from recbole_promptmm.experiments.plan import ABLATIONS, BASE_MODEL, VOLATILE_KEYS, PlanError, config_hash, parse_variants
+from recbole_promptmm.experiments.plan import VOLATILE_KEYS, PlanError, config_hash, named_variants, parse_variants, variant_model
 from recbole_promptmm.experiments.report import paired_test
 from tests.conftest import REPO, token_features, write_toy_dataset
 
@@ -222,23 +222,28 @@ def test_config_hash_ignores_volatile_keys_only():
 
 # ---------------------------------------------------------------------------------------------- ablations
 def test_ablation_keys_are_keys_of_promptmm():
-    """If PromptMM renames a key, the table in compare/ablations.py must follow (this test says which)."""
+    """If PromptMM renames a key, its named variants (PromptMM.variants) must follow (this test says which)."""
     from recbole_promptmm import Config
 
-    config = Config(BASE_MODEL, "ml-100k").final_config_dict
-    for ablation in ABLATIONS:
+    config = Config("PromptMM", "ml-100k").final_config_dict
+    for ablation in named_variants("PromptMM"):
         missing = [k for k in ablation.overrides if k not in config]
-        assert not missing, f"ablation {ablation.name} sets {missing}, unknown to {BASE_MODEL}"
+        assert not missing, f"ablation {ablation.name} sets {missing}, unknown to PromptMM"
+
+
+def test_the_variant_model_is_found_through_the_class_hooks():
+    assert variant_model() == "PromptMM" == variant_model(["BPR", "PromptMM"])
+    assert len(named_variants("PromptMM")) == 8 and named_variants("BPR") == []
 
 
 def test_ablations_become_labelled_variants_with_their_overrides():
-    assert [a.name for a in parse_variants("all")] == [a.name for a in ABLATIONS]
+    assert [a.name for a in parse_variants("all")] == [a.name for a in named_variants("PromptMM")]
     with pytest.raises(PlanError, match="unknown ablation"):
         parse_variants("no_such")
     custom = parse_variants("no_kd", "no_emb_kd,half:pair_kd_weight=0.5;emb_kd_weight=0")
     assert [v.label for v in custom] == ["PromptMM-no_kd", "PromptMM-no_emb_kd", "PromptMM-half"]
-    assert dict(custom[2].overrides) == {"pair_kd_weight": "0.5", "emb_kd_weight": "0"} and custom[2].shares_teacher()
-    assert not parse_variants(variants="own:dropout=0.1")[0].shares_teacher()  # a stage-1 key
+    assert dict(custom[2].overrides) == {"pair_kd_weight": "0.5", "emb_kd_weight": "0"} and custom[2].shares_stage_one()
+    assert not parse_variants(variants="own:dropout=0.1")[0].shares_stage_one()  # a stage-1 key
     with pytest.raises(PlanError, match="key=value"):
         parse_variants(variants="bad:pair_kd_weight")
     entries, specs, _, _, _ = plan("ml-100k", "", [2020], ablations="no_prompt,no_kd", overrides=FAST)

@@ -37,16 +37,17 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
-def _stop_at(stage: str | None, epoch: int):
-    """Within the block, KeyboardInterrupt (as Ctrl-C) at the end of training epoch ``epoch`` of ``stage`` (None:
-    a one-stage run), after that epoch's resume file was written."""
-    from recbole_promptmm.trainer.base import listening
+def _stop_at(stage: str | None, epoch: int) -> list:
+    """A trainer callback list raising KeyboardInterrupt (as Ctrl-C) at the end of training epoch ``epoch`` of
+    ``stage`` (None: a one-stage run), after that epoch's resume file was written (``run(callbacks=...)``)."""
 
-    def stop(trainer, event: str) -> None:
-        if event == "epoch" and trainer.last_epoch == epoch and trainer.resume_stage == stage:
-            raise KeyboardInterrupt
+    class Stop:
+        @staticmethod
+        def on_epoch_end(trainer) -> None:
+            if trainer.last_epoch == epoch and trainer.resume_stage == stage:
+                raise KeyboardInterrupt
 
-    return listening(stop)
+    return [Stop]
 
 
 def _weights(path: str) -> dict:
@@ -62,8 +63,8 @@ def _same_weights(a: str, b: str) -> bool:
 def test_promptmm_resumed_in_either_stage_ends_as_uninterrupted(tmp_path, stage, epoch):
     cfg = {**SMALL, "epochs": 2, "student_epochs": 3}
     full = run("PromptMM", "ml-100k", config_dict=cfg)
-    with pytest.raises(RunInterrupted) as caught, _stop_at(stage, epoch):
-        run("PromptMM", "ml-100k", config_dict=cfg)
+    with pytest.raises(RunInterrupted) as caught:
+        run("PromptMM", "ml-100k", config_dict=cfg, callbacks=_stop_at(stage, epoch))
     stop = caught.value
     assert (stop.stage, stop.epoch) == (stage, epoch)
     assert stop.resume_file.endswith(RESUME_SUFFIX) and os.path.isfile(stop.resume_file)
@@ -137,8 +138,8 @@ def test_what_cannot_resume_is_refused(tmp_path):
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text("embedding_size: 16\n")
     cfg = {**SMALL, "epochs": 3}
-    with pytest.raises(RunInterrupted) as caught, _stop_at(None, 1):
-        run("BPR", "ml-100k", config_file_list=[str(yaml_file)], config_dict=cfg)
+    with pytest.raises(RunInterrupted) as caught:
+        run("BPR", "ml-100k", config_file_list=[str(yaml_file)], config_dict=cfg, callbacks=_stop_at(None, 1))
     resume_file = caught.value.resume_file
     best_file = caught.value.best_model_file
     assert best_file and os.path.isfile(best_file)
@@ -155,7 +156,7 @@ def test_what_cannot_resume_is_refused(tmp_path):
     yaml_file.write_text("embedding_size: 16\n")
     assert run(resume=resume_file)["model"] == "BPR"  # the same file again: it continues
 
-    with pytest.raises(RunInterrupted) as early, _stop_at(None, 0):
-        run("BPR", "ml-100k", config_dict=cfg)
+    with pytest.raises(RunInterrupted) as early:
+        run("BPR", "ml-100k", config_dict=cfg, callbacks=_stop_at(None, 0))
     assert early.value.resume_file is None
     assert early.value.describe("prog") == "prog: interrupted (Ctrl-C) before the first epoch ended; nothing to resume from was saved"

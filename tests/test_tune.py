@@ -18,7 +18,7 @@ from recbole_promptmm import Config, create_dataset, data_preparation
 from recbole_promptmm.config import load_yaml
 from recbole_promptmm.experiments.cli import tune_main as main
 from recbole_promptmm.experiments.space import Dimension, SearchSpaceError, check_search_space, load_search_space
-from recbole_promptmm.experiments.trial import TrialRun, TrialSetup
+from recbole_promptmm.experiments.trial import TrialRun, TrialSetup, read_state
 from recbole_promptmm.registry import get_model
 from tests.conftest import REPO
 
@@ -170,7 +170,7 @@ def _interrupted_trial(tmp_path, setup, params, data, stop_after: int):
     folder.mkdir()
     for name, payload in checkpoints[stop_after].items():
         (folder / name).write_bytes(payload)
-    assert json.loads((folder / "progress.json").read_text())["epoch"] == stop_after
+    assert read_state(str(folder))["epoch"] == stop_after
     train.generator.manual_seed(12345)  # whatever state the shared loader is in, the checkpoint's state wins
     resumed = TrialRun(setup, params, train, valid, str(tmp_path / "b"), CPU)
     assert resumed.restore(str(folder)) == stop_after
@@ -372,6 +372,14 @@ def test_missing_teacher_checkpoint_is_refused(tmp_path, capsys):
     code = main(["--model=PromptMM", "--dataset=ml-100k", f"--teacher_checkpoint={tmp_path / 'nope.pth'}",
                  f"--out={tmp_path / 'out'}"])
     assert code == 2 and "nope.pth does not exist" in capsys.readouterr().err
+
+
+def test_a_stage_one_output_for_a_one_stage_model_is_refused(tmp_path, capsys):
+    """Only a model whose class declares a shareable stage-1 output (``stage_output_key``) takes a teacher."""
+    (tmp_path / "teacher.pth").write_bytes(b"")
+    code = main(["--model=BPR", "--dataset=ml-100k", f"--teacher_checkpoint={tmp_path / 'teacher.pth'}",
+                 f"--out={tmp_path / 'out'}"])
+    assert code == 2 and "BPR has no stage 1" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,11 @@ from typing import Sequence
 
 import recbole_promptmm  # noqa: F401  (RecBole compatibility fixes, before anything else of RecBole)
 from recbole_promptmm.config import parse_cmd_args
+from recbole_promptmm.experiments.cluster import ResourceError
+from recbole_promptmm.experiments.compare import run_comparison
 from recbole_promptmm.experiments.options import CompareOptions, SweepOptions, add_options
+from recbole_promptmm.experiments.plan import PlanError, describe_ablations
+from recbole_promptmm.experiments.sweep import SweepError, execute_sweep, prepare_sweep
 from recbole_promptmm.parser import OneLineParser
 
 TUNE_USAGE = """A Ray Tune sweep of one model on one dataset (docs/TUNING.md).
@@ -66,9 +70,6 @@ def sweep_options(argv: Sequence[str]) -> SweepOptions:
 
 def tune_main(argv: Sequence[str] | None = None) -> int:
     """``python -m recbole_promptmm.tune``; returns the exit status."""
-    from recbole_promptmm.experiments.cluster import ResourceError
-    from recbole_promptmm.experiments.sweep import SweepError, execute_sweep, prepare_sweep
-
     prog = "python -m recbole_promptmm.tune"
     try:
         prepared = prepare_sweep(sweep_options(sys.argv[1:] if argv is None else argv))
@@ -85,10 +86,6 @@ def tune_main(argv: Sequence[str] | None = None) -> int:
 
 def compare_main(argv: Sequence[str] | None = None) -> int:
     """``python -m recbole_promptmm.compare``; returns the exit status."""
-    from recbole_promptmm.experiments.cluster import ResourceError
-    from recbole_promptmm.experiments.compare import run_comparison
-    from recbole_promptmm.experiments.plan import PlanError, describe_ablations
-
     prog = "python -m recbole_promptmm.compare"
     try:
         given, overrides = _parse(CompareOptions, prog, COMPARE_USAGE, sys.argv[1:] if argv is None else argv,

@@ -12,6 +12,8 @@ import logging
 import os
 from typing import Any, Callable, Iterator, Mapping
 
+import ray
+from ray import tune
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
@@ -35,8 +37,6 @@ def ray_session(address: str | None, num_cpus: int | None, say: Callable[[str], 
     worker of the session, on every node, runs its OpenMP / BLAS pools with ``threads`` threads (the CPUs of one
     trial: trials that share a machine must not each take all of its cores). Ray's own INFO lines (instance
     started, results written) only when ``verbose``."""
-    import ray
-
     # One checkpoint kept per trial forces a state snapshot per report; Ray warns about that on every sweep.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
@@ -66,8 +66,6 @@ class ResourceError(RuntimeError):
 
 def check_resources(cpus_per_trial: float, gpus_per_trial: float, resources: Mapping[str, float] | None = None) -> None:
     """Refuse trials that can never be scheduled on the cluster's ``resources`` (Ray would wait forever)."""
-    import ray
-
     resources = ray.cluster_resources() if resources is None else resources
     for option, name, need in (("cpus_per_trial", "CPU", cpus_per_trial), ("gpus_per_trial", "GPU", gpus_per_trial)):
         have = float(resources.get(name, 0))
@@ -84,8 +82,6 @@ def make_tuner(trainable: Any, param_space: Mapping[str, Any], out: str, name: s
     """A ``ray.tune.Tuner`` of ``trainable`` (a function trainable, ``data`` shipped once through Ray's object
     store with ``tune.with_parameters``) writing its experiment to ``out/name``; ``restore`` continues one. Ray
     prints its trial tables only when ``verbose`` (``--verbose``); the callers print a line per finished trial."""
-    from ray import tune
-
     # Ray Tune's legacy output engine honours verbose=0 fully (its new one prints an experiment box regardless);
     # with verbose=1 it prints its trial tables (a CLIReporter).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

@@ -25,11 +25,18 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
+import ray
+import torch
+from ray import tune
+
 from recbole_promptmm.experiments import plan as p
 from recbole_promptmm.experiments.cluster import check_resources, error_line, make_tuner, ray_session
+from recbole_promptmm.experiments.cost import measure_cost
 from recbole_promptmm.experiments.options import CompareOptions
 from recbole_promptmm.experiments.report import run_row, summaries, summary_table, write_comparison
 from recbole_promptmm.files import read_json, write_json_atomic
+from recbole_promptmm.quick_start import run
+from recbole_promptmm.trainer.resume import ResumeError
 
 RESULT_FILE, FAILURE_FILE, CONFIG_FILE, LOCK_FILE = "result.json", "failure.json", "config.json", ".compare.lock"
 TRIALS_DIR = ".ray"  # Ray's experiment folder of the latest invocation (the run folders are the cache)
@@ -73,13 +80,6 @@ def execute_run(spec: dict, report=lambda metrics: None) -> dict:
     """Run one comparison run in its folder (the working directory): :func:`recbole_promptmm.run` (train,
     early-stop on validation, test once at the best validation epoch), then its serving cost. Continues from the
     run's resume file when an earlier attempt was interrupted. Returns the result written to ``result.json``."""
-    import torch
-
-    from recbole_promptmm.experiments.cost import measure_cost
-    from recbole_promptmm.quick_start import run
-    from recbole_promptmm.trainer.base import listening
-    from recbole_promptmm.trainer.resume import ResumeError
-
     start, baseline = time.perf_counter(), max_rss_bytes()
     torch.set_num_threads(spec["threads"])
 
@@ -92,8 +92,9 @@ def execute_run(spec: dict, report=lambda metrics: None) -> dict:
             traceback.print_exc()
             return {"cost_error": f"{type(err).__name__}: {err}"}
 
-    def progress(trainer, event: str) -> None:
-        if event == "valid":
+    class Progress:  # the trainer's callback: a report after every validation
+        @staticmethod
+        def on_valid_end(trainer) -> None:
             # No best yet (-inf) or a diverged score (nan) is left out: Ray's TensorBoard logger warns on each.
             scores = {"valid_score": trainer.valid_scores[-1][1], "best_valid_score": trainer.best_valid_score}
             report({"stage": trainer.resume_stage or "", "epoch": trainer.last_epoch + 1,
@@ -101,14 +102,13 @@ def execute_run(spec: dict, report=lambda metrics: None) -> dict:
 
     args = (spec["model"], spec["dataset"], None, spec["config_dict"], spec["cmd_args"])
     resume = glob.glob(os.path.join("saved", "*-resume.pth"))
-    with listening(progress):
-        try:
-            result = run(*args, after_fit=cost, resume=resume[0] if len(resume) == 1 else None)
-        except ResumeError as err:  # an unusable resume file: start over
-            print(f"compare: {err}; starting over", flush=True)
-            for path in resume:
-                os.remove(path)
-            result = run(*args, after_fit=cost)
+    try:
+        result = run(*args, after_fit=cost, resume=resume[0] if len(resume) == 1 else None, callbacks=[Progress])
+    except ResumeError as err:  # an unusable resume file: start over
+        print(f"compare: {err}; starting over", flush=True)
+        for path in resume:
+            os.remove(path)
+        result = run(*args, after_fit=cost, callbacks=[Progress])
     peak = max_rss_bytes()
     result.update(status="ok", label=spec["label"], config_hash=spec["config_hash"], peak_rss_bytes=peak,
                   baseline_rss_bytes=baseline, peak_memory_bytes=peak - baseline, torch_threads=torch.get_num_threads(),
@@ -119,9 +119,6 @@ def execute_run(spec: dict, report=lambda metrics: None) -> dict:
 
 def comparison_trial(params: dict, runs: dict) -> None:
     """The Ray Tune function trainable of one run: ``runs[params["run"]]``, a spec of :func:`_payload`."""
-    import ray
-    from ray import tune
-
     spec = runs[params["run"]]
     run_dir = spec["run_dir"]
     if not glob.glob(os.path.join(run_dir, "saved", "*-resume.pth")):
@@ -184,8 +181,6 @@ class _Lines:
 
 def _run_trials(todo: list[p.RunSpec], out_dir: str, options: CompareOptions, lines: _Lines) -> dict:
     """Run ``todo`` as Ray Tune trials; returns (label, seed) -> RunOutcome of each."""
-    from ray import tune
-
     outcomes: dict[tuple, RunOutcome] = {}
 
     def settle(name: str, metrics: dict, error: BaseException | None) -> None:
@@ -267,8 +262,8 @@ def _final_table(frame: Any, entries: Sequence[p.Entry], protocol: dict) -> str:
 
 def plan(options: CompareOptions) -> tuple[list[p.Entry], list[p.RunSpec], dict, list[str], list[str]]:
     """Entries, resolved run specs, protocol, config files and notes, without running anything."""
-    variants = p.parse_variants(options.ablations, options.variants)
     labels = p.split_list(options.models)
+    variants = p.parse_variants(options.ablations, options.variants, labels)
     if not labels and not variants:
         raise p.PlanError("no models given: pass --models=Pop,BPR,LightGCN (and/or --ablations, --variants)")
     settings = p.load_settings(options.config_files)
@@ -307,7 +302,9 @@ def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
     out_dir = os.path.abspath(options.out)
     entries, specs, protocol, files, notes = plan(options)
     labels = [e.label for e in entries]
-    reference = options.reference or (p.BASE_MODEL if p.BASE_MODEL in labels else labels[0])
+    # default: the model under study (one that declares named variants) when compared, else the first label
+    reference = options.reference or next((e.label for e in entries if e.variant is None and e.label == e.model
+                                           and p.named_variants(e.model)), labels[0])
     rerun = p.split_list(options.rerun)
     unknown = [r for r in [reference, *rerun] if r != "all" and r not in labels]
     if unknown:

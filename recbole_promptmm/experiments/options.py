@@ -43,13 +43,15 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(f"--{f.name}", *meta.get("aliases", ()), type=kind, **kwargs)
 
 
-PATH_KEYS = ("data_path", "teacher_checkpoint")
+def is_path_key(key: str) -> bool:
+    """Config keys holding a path, made absolute (runs execute in other folders): ``data_path``, ``*_checkpoint``."""
+    return key == "data_path" or key.endswith("_checkpoint")
 
 
 def absolute_override(arg: str) -> str:
-    """``--data_path=x`` / ``--teacher_checkpoint=x`` made absolute (runs execute in other folders)."""
+    """``--data_path=x`` / ``--teacher_checkpoint=x`` made absolute."""
     key, _, value = arg[2:].partition("=")
-    return f"--{key}={os.path.abspath(value)}" if key in PATH_KEYS and value else arg
+    return f"--{key}={os.path.abspath(value)}" if is_path_key(key) and value else arg
 
 
 OPTIONS_FILE = "sweep.json"
@@ -94,7 +96,7 @@ class SweepOptions(RayOptions):
     reduction_factor: float = opt(2.0, "ASHA: keep 1/this at each rung (default 2)")
     max_t: int | None = opt(None, "ASHA: last epoch (default: the largest epochs of any trial)", type=int)
     max_failures: int = opt(1, "restarts of a failing trial from its checkpoint (default 1)")
-    teacher_checkpoint: str | None = opt(None, "PromptMM: distil every trial from this teacher checkpoint", type=str)
+    teacher_checkpoint: str | None = opt(None, "a multi-stage model (PromptMM): distil every trial from this teacher checkpoint", type=str)
     teacher_search_space: str | None = opt(None, "PromptMM: search the teacher with this file first", type=str)
     teacher_num_samples: int = opt(1, "PromptMM: samples of the teacher search space")
     evaluate_test: bool = opt(True, "do not evaluate the best configuration on test", flag="--no_test")

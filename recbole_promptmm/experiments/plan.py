@@ -9,8 +9,9 @@ config files (everything but ``models:``); ``models: {MODEL: {...}}``, then ``mo
       LightGCN: {learning_rate: 5.0e-3, n_layers: 3}
       LightGCN-2L: {model: LightGCN, n_layers: 2}   # a new label: another config of one model
 
-Variants are labels with overrides of :data:`BASE_MODEL`: the named ablations of the paper (:data:`ABLATIONS`)
-or ``NAME:key=value;key=value``. Every run must share the protocol (:data:`PROTOCOL_KEYS`).
+Variants are labels with overrides of a model that declares named variants (its class attribute ``variants``,
+e.g. PromptMM's ablations of the paper) or ``NAME:key=value;key=value`` (of the compared model that declares
+variants, else of the one known model that does). Every run must share the protocol (:data:`PROTOCOL_KEYS`).
 
 Every run's resolved config passes ``run``'s checks (:func:`recbole_promptmm.validate.validate_config`) before
 anything runs: a refused key refuses the whole comparison (:func:`refuse_bad_input`), its message naming the
@@ -20,7 +21,6 @@ config file and ``models:`` section, the variant or the command line that gave i
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import re
@@ -28,18 +28,17 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from recbole_promptmm.config import Config, load_yaml, parse_cmd_args
-from recbole_promptmm.config_rules import DEFAULT_TEACHER, stage_one_keys
+from recbole_promptmm.experiments.options import is_path_key
+from recbole_promptmm.fingerprint import VOLATILE_KEYS, config_hash
+from recbole_promptmm.registry import get_model, model_names, our_models
 from recbole_promptmm.validate import ConfigError, validate_config
 
-BASE_MODEL = "PromptMM"
 PROTOCOL_KEYS: tuple[str, ...] = (
     "dataset", "data_path", "benchmark_filename", "mmrec_inter_file", "load_col", "unload_col", "unused_col", "rm_dup_inter",
     "val_interval", "filter_inter_by_user_or_item", "user_inter_num_interval", "item_inter_num_interval",
     "eval_args", "metrics", "topk", "valid_metric", "valid_metric_bigger", "eval_step", "stopping_step",
 )
 """Config keys that define the split, the evaluator and validation-based early stopping: equal in every run."""
-VOLATILE_KEYS = frozenset({"checkpoint_dir", "show_progress", "state", "log_wandb", "wandb_project", "gpu_id"})
-"""Resolved config keys that do not change a run's results: left out of the cache hash."""
 CONTROLLED_KEYS: Mapping[str, str] = {
     "seed": "use --seeds", "model": "use --models (or 'model:' inside a models: section)",
     "dataset": "use --dataset", "checkpoint_dir": "checkpoints are kept under the output folder",
@@ -54,39 +53,43 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class Variant:
-    """:data:`BASE_MODEL` with a few keys overridden (``--key=value`` strings); they win over every other layer."""
+    """``model`` with a few keys overridden (``--key=value`` strings); they win over every other layer."""
 
+    model: str
     name: str
     title: str
     overrides: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        return f"{BASE_MODEL}-{self.name}"
+        return f"{self.model}-{self.name}"
 
-    def shares_teacher(self, teacher_model: str = DEFAULT_TEACHER) -> bool:
-        """Whether the overrides leave stage 1 unchanged, so the variant may reuse a teacher of the same seed."""
-        return not set(self.overrides) & stage_one_keys(teacher_model)
-
-
-def _ablation(name: str, title: str, **values: Any) -> Variant:
-    return Variant(name, title, {k: repr(v) for k, v in values.items()})
+    def shares_stage_one(self, config: Mapping[str, Any] | None = None) -> bool:
+        """Whether the overrides leave stage 1 of a multi-stage model unchanged (under ``config``), so the variant
+        may reuse a stage-1 output of the same seed."""
+        return is_staged(self.model) and not set(self.overrides) & get_model(self.model).stage_one_keys(config or {})
 
 
-_NO_KD = {"pair_kd_weight": 0.0, "list_kd_weight": 0.0, "emb_kd_weight": 0.0}
-ABLATIONS: tuple[Variant, ...] = (  # keys: properties/model/PromptMM.yaml, multimodal.yaml, PromptMMStudent.yaml
-    _ablation("no_prompt", "w/o prompt", prompt=False),
-    _ablation("no_pair_kd", "w/o pair KD", pair_kd_weight=0.0),
-    _ablation("no_list_kd", "w/o list KD", list_kd_weight=0.0),
-    # list_kd_weight is 0 by default (it lost on TikTok validation): this one measures list KD (and re-weighting)
-    _ablation("with_list_kd", "with list KD (weight 0.1)", list_kd_weight=0.1),
-    _ablation("no_emb_kd", "w/o embedding KD", emb_kd_weight=0.0),
-    # the student alone: no KD and no warm start (PromptMMStudent is the same without any teacher)
-    _ablation("no_kd", "w/o KD", **_NO_KD, warm_start=False),
-    _ablation("no_reweighting", "w/o re-weighting", list_kd_weight=0.1, list_kd_weighting="none"),
-    _ablation("frozen_prompt", "prompt frozen in stage 2", prompt_tuning_in_student=False),
-)
-"""Every ablation of the paper's ablation study, in the paper's order."""
+def is_staged(model: str) -> bool:
+    """Whether the model declares a shareable stage-1 output (class hooks ``stage_output_key``, ``stage_one_keys``,
+    ``stage_output_settings``: see PromptMM's)."""
+    return bool(getattr(get_model(model), "stage_output_key", None))
+
+
+def named_variants(model: str) -> list[Variant]:
+    """The variants the model class declares (``variants``: (name, title, overrides) triples)."""
+    return [Variant(model, name, title, {k: repr(v) for k, v in values.items()})
+            for name, title, values in getattr(get_model(model), "variants", ())]
+
+
+def variant_model(models: Sequence[str] = ()) -> str:
+    """The model that variants vary: the first of ``models`` that declares named variants, else the one known
+    model that does."""
+    ours = {name: cls for name, cls in our_models().items() if getattr(cls, "variants", None)}
+    declaring = [m for m in models if m in ours] or list(ours)
+    if not declaring or (len(declaring) > 1 and not set(declaring) & set(models)):
+        raise PlanError(f"variants need one model that declares named variants among --models; found {declaring}")
+    return declaring[0]
 
 
 def split_list(value: str | Sequence[str] | None, separators: str = ", ") -> list[str]:
@@ -96,13 +99,16 @@ def split_list(value: str | Sequence[str] | None, separators: str = ", ") -> lis
     return [v.strip() for v in value or () if v and v.strip()]
 
 
-def parse_variants(ablations: str | Sequence[str] | None = None, variants: str | Sequence[str] | None = None
-                   ) -> list[Variant]:
-    """The variants asked for: ``ablations`` (``all`` or names of :data:`ABLATIONS`), then ``variants`` (comma-
-    separated names of :data:`ABLATIONS` or ``NAME:key=value;key=value``)."""
-    known = {a.name: a for a in ABLATIONS}
+def parse_variants(ablations: str | Sequence[str] | None = None, variants: str | Sequence[str] | None = None,
+                   models: Sequence[str] = ()) -> list[Variant]:
+    """The variants asked for: ``ablations`` (``all`` or names of :func:`named_variants`), then ``variants``
+    (comma-separated names of :func:`named_variants` or ``NAME:key=value;key=value``), of :func:`variant_model`."""
     names = split_list(ablations)
-    chosen = list(ABLATIONS) if names == ["all"] else []
+    if not names and not split_list(variants, ","):
+        return []
+    model = variant_model(models)
+    known = {a.name: a for a in named_variants(model)}
+    chosen = list(known.values()) if names == ["all"] else []
     for item in ([] if chosen else names) + split_list(variants, ","):
         name, sep, body = item.partition(":")
         if not sep:
@@ -117,14 +123,14 @@ def parse_variants(ablations: str | Sequence[str] | None = None, variants: str |
             raise PlanError(f"variant {item!r}: {err}") from None
         if not overrides or not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
             raise PlanError(f"variant {item!r}: expected NAME:key=value;... with a name of letters, digits, ._+-")
-        chosen.append(Variant(name, f"{name}: {'; '.join(f'{k}={v}' for k, v in overrides.items())}", overrides))
+        chosen.append(Variant(model, name, f"{name}: {'; '.join(f'{k}={v}' for k, v in overrides.items())}", overrides))
     return chosen
 
 
-def describe_ablations() -> str:
-    """A text table of the ablations (``--list_ablations``)."""
-    return "\n".join(f"{a.label:<26} {a.title:<26} {'shares the teacher' if a.shares_teacher() else 'own teacher':<19} "
-                     + ", ".join(f"{k}={v}" for k, v in a.overrides.items()) for a in ABLATIONS)
+def describe_ablations(models: Sequence[str] = ()) -> str:
+    """A text table of the named variants (``--list_ablations``)."""
+    return "\n".join(f"{a.label:<26} {a.title:<26} {'shares the teacher' if a.shares_stage_one() else 'own teacher':<19} "
+                     + ", ".join(f"{k}={v}" for k, v in a.overrides.items()) for a in named_variants(variant_model(models)))
 
 
 @dataclass
@@ -209,10 +215,9 @@ def _check_controlled(keys, where: str, allow_model: bool = False) -> None:
 
 
 def _absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
-    """Relative ``data_path`` / ``teacher_checkpoint`` values taken from the current directory (runs execute
-    elsewhere)."""
-    return {k: os.path.abspath(os.path.expanduser(v)) if k in ("data_path", "teacher_checkpoint") and
-            isinstance(v, str) and v else v for k, v in values.items()}
+    """Relative path values (:func:`is_path_key`) taken from the current directory (runs execute elsewhere)."""
+    return {k: os.path.abspath(os.path.expanduser(v)) if is_path_key(k) and isinstance(v, str) and v else v
+            for k, v in values.items()}
 
 
 def load_settings(files: Sequence[str]) -> Settings:
@@ -246,7 +251,7 @@ def build_entries(labels: Sequence[str], settings: Settings, variants: Sequence[
     entries = []
     for label, variant in [(label, None) for label in labels] + [(v.label, v) for v in variants]:
         section = dict(settings.sections.get(label, {}))
-        model = BASE_MODEL if variant else str(section.pop("model", label))
+        model = variant.model if variant else str(section.pop("model", label))
         section.pop("model", None)
         base = {k: v for k, v in settings.sections.get(model, {}).items() if k != "model"} if model != label else {}
         sources = {**(settings.section_sources.get(model, {}) if model != label else {}),
@@ -263,8 +268,6 @@ def build_entries(labels: Sequence[str], settings: Settings, variants: Sequence[
 def unused_sections(entries: Sequence[Entry], settings: Settings) -> list[str]:
     """``models:`` sections that name neither a compared label or model, nor any known model, nor a label of
     their own (``model:`` key): likely typos. Sections of other models in a shared file are not reported."""
-    from recbole_promptmm.registry import model_names
-
     names = {e.label for e in entries} | {e.model for e in entries} | set(model_names())
     return [name for name, section in settings.sections.items() if name not in names and "model" not in section]
 
@@ -305,12 +308,6 @@ def build_specs(entries: Sequence[Entry], seeds: Sequence[int], dataset: str, se
     return specs
 
 
-def config_hash(config: Mapping[str, Any]) -> str:
-    """A short hash of a resolved config, without :data:`VOLATILE_KEYS`."""
-    kept = {k: v for k, v in config.items() if k not in VOLATILE_KEYS}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str, separators=(",", ":")).encode()).hexdigest()[:12]
-
-
 class RunConfig(Config):
     """One run's :class:`Config`, whose :meth:`key_source` names where the comparison got a key (a compare config
     file and its ``models:`` section, a variant; ``sources``) before what :class:`Config` knows (command line)."""
@@ -326,18 +323,18 @@ class RunConfig(Config):
 def resolve(specs: Sequence[RunSpec]) -> None:
     """Resolve every spec's config, check it as ``run`` does (:func:`validate_config`) and hash it; a spec that
     cannot be resolved gets its ``error`` instead, and its ``refusal`` when that is bad input (a refused config,
-    or a variant key that :data:`BASE_MODEL` does not define, which would otherwise run the full model)."""
-    defined: set[str] | None = None
+    or a variant key that its model does not define, which would otherwise run the full model)."""
+    defined: dict[str, set[str]] = {}
     for spec in specs:
         try:
             if spec.entry.variant is not None:
-                if defined is None:
-                    defined = set(Config(BASE_MODEL, spec.dataset, None, spec.config_dict).final_config_dict)
-                missing = [k for k in spec.entry.variant.overrides if k not in defined]
+                if spec.model not in defined:
+                    defined[spec.model] = set(Config(spec.model, spec.dataset, None, spec.config_dict).final_config_dict)
+                missing = [k for k in spec.entry.variant.overrides if k not in defined[spec.model]]
                 if missing:
-                    raise PlanError(f"variant {spec.label} sets {', '.join(missing)}, which {BASE_MODEL} does not "
-                                    f"define (properties/model/{BASE_MODEL}.yaml; the ablations are ABLATIONS in "
-                                    "recbole_promptmm/experiments/plan.py)")
+                    raise PlanError(f"variant {spec.label} sets {', '.join(missing)}, which {spec.model} does not "
+                                    f"define (properties/model/{spec.model}.yaml; the named variants are "
+                                    f"{spec.model}.variants)")
             config = RunConfig(spec.model, spec.dataset, None, spec.config_dict, spec.cmd_args, sources=spec.sources)
             validate_config(config)
             spec.config = config.to_dict()
@@ -397,32 +394,35 @@ def check_protocol(specs: Sequence[RunSpec]) -> dict[str, Any]:
 
 
 def link_shared_teachers(specs: Sequence[RunSpec]) -> list[str]:
-    """Let runs of :data:`BASE_MODEL` with the same seed and the same stage 1 train one teacher; returns notes.
+    """Let runs of a multi-stage model (:func:`is_staged`) with the same seed and the same stage 1 train one
+    stage-1 output (the teacher); returns notes.
 
     Two runs share when their resolved configs are equal apart from the variants' own keys that leave stage 1
-    unchanged; the teacher is trained by :data:`BASE_MODEL`'s own run when compared, else by the first variant.
-    A run given a ``teacher_checkpoint`` trains no teacher and shares nothing.
+    unchanged; the teacher is trained by the model's own run when compared, else by the first variant. A run
+    given a stage output (the model's ``stage_output_key``, e.g. ``teacher_checkpoint``) shares nothing.
     """
-    runs = [s for s in specs if s.model == BASE_MODEL and s.config and not s.config.get("teacher_checkpoint")]
+    runs = [s for s in specs if s.config and is_staged(s.model)
+            and not s.config.get(get_model(s.model).stage_output_key)]
     free: set[str] = set()
     for spec in runs:
-        if spec.entry.variant is not None and spec.entry.variant.shares_teacher(spec.config.get("teacher_model")):
-            free |= set(spec.entry.variant.overrides) - stage_one_keys(spec.config.get("teacher_model"))
-    ignored = free | VOLATILE_KEYS | {"teacher_checkpoint"}
+        if spec.entry.variant is not None and spec.entry.variant.shares_stage_one(spec.config):
+            free |= set(spec.entry.variant.overrides) - get_model(spec.model).stage_one_keys(spec.config)
+    ignored = free | VOLATILE_KEYS | {get_model(s.model).stage_output_key for s in runs}
     providers: dict[tuple, RunSpec] = {}
     sharing, notes = [], []
-    for spec in sorted(runs, key=lambda s: s.entry.variant is not None):  # the base first
+    for spec in sorted(runs, key=lambda s: s.entry.variant is not None):  # the model's own run first
         variant = spec.entry.variant
-        key = (spec.seed, json.dumps({k: v for k, v in spec.config.items() if k not in ignored}, sort_keys=True,
-                                     default=str))
-        if variant is not None and not variant.shares_teacher(spec.config.get("teacher_model")):
+        key = (spec.model, spec.seed, json.dumps({k: v for k, v in spec.config.items() if k not in ignored},
+                                                 sort_keys=True, default=str))
+        if variant is not None and not variant.shares_stage_one(spec.config):
             continue
         provider = providers.setdefault(key, spec)
         if provider is not spec:
             spec.teacher_from = provider.label
             sharing += [spec.label] if spec.label not in sharing else []
-        elif variant is not None and any(s.entry.variant is None and s.seed == spec.seed for s in runs):
-            note = f"{spec.label} trains its own teacher: its config differs from {BASE_MODEL}'s beyond its own keys"
+        elif variant is not None and any(s.entry.variant is None and s.model == spec.model and s.seed == spec.seed
+                                         for s in runs):
+            note = f"{spec.label} trains its own teacher: its config differs from {spec.model}'s beyond its own keys"
             notes += [note] if note not in notes else []
     if sharing:
         notes.insert(0, f"runs reusing the stage-1 teacher of another run with the same seed (identical stage-1 "
@@ -431,13 +431,13 @@ def link_shared_teachers(specs: Sequence[RunSpec]) -> list[str]:
 
 
 def attach_teacher(spec: RunSpec, provider_result: Mapping[str, Any]) -> None:
-    """Point ``spec`` at the teacher checkpoint of its provider's result and resolve its config again (the path
-    is part of the config, hence of the cache key)."""
-    path = (provider_result.get("teacher") or {}).get("checkpoint")
+    """Point ``spec`` at the stage-1 output (teacher checkpoint) of its provider's result and resolve its config
+    again (the path is part of the config, hence of the cache key)."""
+    path, key = (provider_result.get("teacher") or {}).get("checkpoint"), get_model(spec.model).stage_output_key
     if not path or not os.path.isfile(path):
         spec.error = (f"the teacher checkpoint of {spec.teacher_from} seed {spec.seed} ({path}) is missing; rerun "
                       f"{spec.teacher_from} or pass --no_share_teacher")
         return
-    spec.cmd_args = [a for a in spec.cmd_args if not a.startswith("--teacher_checkpoint=")]
-    spec.cmd_args.append(f"--teacher_checkpoint={path!r}")
+    spec.cmd_args = [a for a in spec.cmd_args if not a.startswith(f"--{key}=")]
+    spec.cmd_args.append(f"--{key}={path!r}")
     resolve([spec])

@@ -178,6 +178,7 @@ def _protocol_text(p: Mapping[str, Any]) -> str:
 
 def write_plot(summary: pd.DataFrame, metric: str, reference: str, path: str, title: str) -> None:
     """Four bar panels, mean ± std over seeds: test ``metric``, train s/epoch, full-sort s, serving MB (log)."""
+    # matplotlib is heavy and only the plot needs it: kept off start-up (a sweep or a failed plan never loads it)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -10,10 +10,12 @@ Output folder (``--out``)::
     best_model.pth     the best trial's best-validation weights
     best_result.json   the best trial's validation result and the test result of that model
 
-Two-stage PromptMM: without ``--teacher_checkpoint``, stage 1 is a sweep of its ``teacher_model`` in
+A multi-stage model (one whose class declares a shareable stage-1 output, e.g. PromptMM's teacher: class hooks
+``stage_output_key``, ``stage_one_model``, ``stage_output_setting_keys``, ``stage_output_settings``): without
+``--teacher_checkpoint`` (or the model's own key for it), stage 1 is a sweep of its stage-1 model in
 ``<out>/teacher/`` (one trial with the fixed values, or a search with ``--teacher_search_space``), whose best
-checkpoint becomes ``<out>/teacher/teacher.pth``; stage 2 sweeps the students against it with the teacher's
-settings fixed, so no trial retrains the teacher.
+checkpoint becomes ``<out>/teacher/teacher.pth``; stage 2 sweeps the model against it with the settings it must
+share fixed, so no trial retrains stage 1.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from typing import Any, Iterator, Mapping
 
 import pandas as pd
 import yaml
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
 from recbole.utils import init_seed
 from recbole.utils.logger import RemoveColorFilter
 
@@ -42,14 +47,12 @@ from recbole_promptmm.experiments.cluster import check_resources, error_line, ma
 from recbole_promptmm.experiments.options import OPTIONS_FILE, SweepOptions
 from recbole_promptmm.experiments.report import write_frame
 from recbole_promptmm.experiments.space import SearchSpace, check_search_space, grid_size, load_search_space
-from recbole_promptmm.experiments.trial import BEST_FILE, TrialSetup, ray_trainable, read_progress, trial_dirname
+from recbole_promptmm.experiments.trial import BEST_FILE, TrialSetup, ray_trainable, read_state, trial_dirname
 from recbole_promptmm.files import write_json_atomic, write_text_atomic
-from recbole_promptmm.config_rules import teacher_config, teacher_setting_keys
-from recbole_promptmm.config_rules import teacher_settings as model_teacher_settings
 from recbole_promptmm.registry import get_model, get_trainer
 from recbole_promptmm.validate import validate_config
 
-TRIALS_DIR, TEACHER_DIR, TEACHER_FILE, DISTILLED_MODEL = "trials", "teacher", "teacher.pth", "PromptMM"
+TRIALS_DIR, TEACHER_DIR, TEACHER_FILE = "trials", "teacher", "teacher.pth"
 EXIT_OK, EXIT_ALL_FAILED, EXIT_UNFINISHED = 0, 1, 3
 COMPLETED, STOPPED, FAILED, UNFINISHED = "completed", "stopped_early", "failed", "unfinished"
 logger = logging.getLogger("recbole_promptmm.tune")
@@ -211,10 +214,6 @@ class DataCache:
 
 
 def _tuner(plan: Plan, train_data: Any, valid_data: Any) -> Any:
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
     opts = plan.options
     experiment = os.path.join(opts.out, TRIALS_DIR)
     restore = opts.resume and tune.Tuner.can_restore(experiment)
@@ -237,7 +236,6 @@ def _tuner(plan: Plan, train_data: Any, valid_data: Any) -> Any:
 
 def _finished_trials(plan: Plan) -> Any:
     """A Ray Tune callback that says one line per finished trial (Ray's own tables only with ``--verbose``)."""
-    from ray import tune
 
     def line(trial: Any, error: BaseException | None) -> str:
         last = trial.last_result or {}
@@ -281,8 +279,8 @@ def evaluate_on_test(plan: Plan, best: TrialRow, data: DataCache, model_file: st
                                    {"gpu_id": plan.config["gpu_id"], "use_gpu": plan.config["use_gpu"]})
         init_seed(config["seed"], config["reproducibility"])
         model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-        if hasattr(model, "set_stage"):  # a staged model (PromptMM) serves in its last stage: the student
-            model.set_stage("student")
+        if hasattr(model, "set_stage"):  # a staged model serves in its last stage
+            model.set_stage(type(model).stages[-1])
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
         result = trainer.evaluate(test_data, load_best_model=True, model_file=model_file, show_progress=False)
     return {k: float(v) for k, v in dict(result).items()}
@@ -337,7 +335,7 @@ def run_plan(plan: Plan, data: DataCache) -> SweepResult:
         say("no trial produced a validation result: every trial failed (errors in the CSV and above)")
         return result
     best = result.best = max(usable, key=lambda r: r.best_score if plan.bigger else -r.best_score)  # first on ties
-    result.best_valid_result = read_progress(best.checkpoint)["best_valid_result"]
+    result.best_valid_result = read_state(best.checkpoint)["best_valid_result"]
     model_file, config_path = os.path.join(opts.out, "best_model.pth"), os.path.join(opts.out, "best_config.yaml")
     shutil.copyfile(os.path.join(best.checkpoint, BEST_FILE), model_file)
     reproduce = f"python run_recbole.py --model={opts.model} --dataset={opts.dataset} --config_files={config_path}"
@@ -379,17 +377,17 @@ def prepare_out(options: SweepOptions) -> None:
     options.save()
 
 
-# ------------------------------------------------------------------------------- two-stage PromptMM
-def teacher_settings(path: str) -> dict:
-    """The settings a PromptMM run must share with the teacher checkpoint at ``path``, from its stored config."""
-    saved = load_checkpoint(path, "cpu", what="teacher_checkpoint")["config"]  # the reader ensures a config
-    return plain(model_teacher_settings(teacher_config(saved) if saved["model"] == DISTILLED_MODEL else saved))
+# ------------------------------------------------------------------------------- multi-stage models
+def stage_output_settings(model: str, path: str) -> dict:
+    """The settings a run of ``model`` must share with the stage-1 output (checkpoint) at ``path``."""
+    saved = load_checkpoint(path, "cpu", what=get_model(model).stage_output_key)["config"]  # the reader ensures one
+    return plain(get_model(model).stage_output_settings(saved))
 
 
-def _teacher_stage(plan: Plan, data: DataCache) -> tuple[dict | None, SweepResult | None]:
-    """Stage 1: train (or search) the teacher once; returns the values every student trial gets, or
-    ``(None, result)`` when interrupted. A resumed sweep whose teacher stage is done reuses its teacher."""
-    record = os.path.join(plan.options.out, "teacher.json")
+def _teacher_stage(plan: Plan, data: DataCache, model: str) -> tuple[dict | None, SweepResult | None]:
+    """Stage 1 of ``model``: train (or search) it once; returns the values every stage-2 trial gets, or
+    ``(None, result)`` when interrupted. A resumed sweep whose stage 1 is done reuses its output."""
+    record, key = os.path.join(plan.options.out, "teacher.json"), get_model(model).stage_output_key
     if os.path.isfile(record):
         with open(record, encoding="utf-8") as f:
             done = json.load(f)
@@ -404,7 +402,7 @@ def _teacher_stage(plan: Plan, data: DataCache) -> tuple[dict | None, SweepResul
         raise SweepError(f"teacher stage: no teacher finished; see {os.path.join(plan.options.out, 'trials.csv')}")
     checkpoint = os.path.join(plan.options.out, TEACHER_FILE)
     shutil.copyfile(os.path.join(result.best.checkpoint, BEST_FILE), checkpoint)
-    fixed = {**plain(result.best.params), **teacher_settings(checkpoint), "teacher_checkpoint": checkpoint}
+    fixed = {**plain(result.best.params), **stage_output_settings(model, checkpoint), key: checkpoint}
     write_json_atomic(record, {"teacher_checkpoint": checkpoint, "fixed": fixed, "trial_id": result.best.trial_id,
                                "best_valid_score": result.best.best_score, "valid_metric": plan.metric})
     say(f"teacher stage: best teacher {result.best.trial_id} -> {checkpoint}")
@@ -423,32 +421,36 @@ class PreparedSweep:
 
 
 def prepare_sweep(options: SweepOptions) -> PreparedSweep:
-    """Check options, configs and search spaces (both stages for PromptMM), read the data once, create ``out``:
-    everything that can be wrong fails here (naming the file, the key and what was expected), before Ray starts."""
+    """Check options, configs and search spaces (both stages of a multi-stage model), read the data once, create
+    ``out``: everything that can be wrong fails here (naming the file, the key and what was expected), before Ray
+    starts."""
     options.check()
-    teacher = None
-    if options.model == DISTILLED_MODEL:
-        teacher = options.teacher_checkpoint or build_config(options, {})["teacher_checkpoint"]
+    cls, teacher = get_model(options.model), None
+    key = getattr(cls, "stage_output_key", None)  # a multi-stage model's shareable stage-1 output
+    if key:
+        teacher = options.teacher_checkpoint or build_config(options, {})[key]
         if teacher and not os.path.isfile(teacher):
-            raise FileNotFoundError(f"teacher_checkpoint {teacher} does not exist")
+            raise FileNotFoundError(f"{key} {teacher} does not exist")
+    elif options.teacher_checkpoint or options.teacher_search_space:
+        raise ValueError(f"--teacher_checkpoint / --teacher_search_space: {options.model} has no stage 1")
     teacher_plan, extra, sources = None, {}, {}
     if teacher:
         teacher = os.path.abspath(teacher)
-        extra = {**teacher_settings(teacher), "teacher_checkpoint": teacher}
+        extra = {**stage_output_settings(options.model, teacher), key: teacher}
         fixed_here = build_config(options, {}).cmd_config_dict
         for key, value in extra.items():
             if key in fixed_here and fixed_here[key] != value:
                 raise ValueError(f"--{key}={fixed_here[key]!r} contradicts the teacher checkpoint {teacher}, which was "
                                  f"trained with {key}={value!r}; leave --{key} out (it is taken from the checkpoint)")
         sources = {key: f"the teacher checkpoint {teacher}" for key in extra}
-    elif options.model == DISTILLED_MODEL:
-        teacher_model = build_config(options, {})["teacher_model"]
+    elif key:
+        config = build_config(options, {})
         teacher_plan = make_plan(dataclasses.replace(
-            options, model=teacher_model, out=os.path.join(options.out, TEACHER_DIR),
+            options, model=cls.stage_one_model(config), out=os.path.join(options.out, TEACHER_DIR),
             search_space=options.teacher_search_space, num_samples=options.teacher_num_samples,
             teacher_search_space=None, teacher_num_samples=1, evaluate_test=False, max_t=None))
-        sources = {key: "the teacher stage" for key in ("teacher_checkpoint", *teacher_setting_keys(teacher_model))}
-        sources.update({key: "the teacher stage (searched there)" for key in teacher_plan.space.keys})
+        sources = {k: "the teacher stage" for k in (key, *cls.stage_output_setting_keys(config))}
+        sources.update({k: "the teacher stage (searched there)" for k in teacher_plan.space.keys})
     plan = make_plan(options, extra_fixed=extra, extra_sources=sources)
     data = DataCache()
     for stage in (teacher_plan, plan):
@@ -467,7 +469,7 @@ def execute_sweep(prepared: PreparedSweep) -> SweepResult:
         for description in data.descriptions:
             logger.info(description)
         if prepared.teacher_plan:
-            fixed, teacher_result = _teacher_stage(prepared.teacher_plan, data)
+            fixed, teacher_result = _teacher_stage(prepared.teacher_plan, data, options.model)
             if fixed is None:
                 say(f"continue with: python -m recbole_promptmm.tune --out={options.out} --resume")
                 return teacher_result

@@ -7,33 +7,31 @@ What a checkpoint folder holds:
 
 ``state.pth``
     The trainer's resume state after the reported epoch (:mod:`recbole_promptmm.trainer.resume`: weights,
-    optimizer, early-stopping counter, best score, random-number states, and PromptMM's stage), read back by
-    ``trainer.resume_from``: a restarted trial continues where it stopped, PromptMM's mid-stage 2 too, and ends
-    with the metrics of an uninterrupted trial.
+    optimizer, early-stopping counter, best score and validation result, random-number states, a multi-stage
+    model's stage), plus the trial's ``best_epoch``; read back by ``trainer.resume_from``: a restarted trial
+    continues where it stopped, in any stage, and ends with the metrics of an uninterrupted trial.
 ``best.pth``
     The weights of the best validation epoch so far (the trainer's own ``saved_model_file``): a RecBole
-    checkpoint usable with ``trainer.load_model_file`` or as a PromptMM teacher.
-``progress.json``
-    Epoch, best epoch, best validation score and result, and the trial's searched values.
+    checkpoint usable with ``trainer.load_model_file`` or as a stage-1 output (a PromptMM teacher).
 
 Test data never reaches a trial.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+import ray
 import torch
+from ray import tune
 from recbole.utils import init_seed
 
 from recbole_promptmm.config import Config
 from recbole_promptmm.log import init_logger
-from recbole_promptmm.files import write_json_atomic
 from recbole_promptmm.checkpoint import save_atomic
 from recbole_promptmm.trainer.base import CheckpointMixin
 from recbole_promptmm.trainer.resume import read_resume_file
@@ -44,7 +42,6 @@ Report = Callable[[dict, str], None]
 
 STATE_FILE = "state.pth"
 BEST_FILE = "best.pth"
-PROGRESS_FILE = "progress.json"
 
 
 @dataclass(frozen=True)
@@ -115,18 +112,16 @@ class TrialRun:
             self.trainer.logger.warning(f"tune: {type(self.trainer).__name__} cannot resume; "
                                         f"the trial starts over instead of continuing from {folder}")
             return 0
-        progress = read_progress(folder)
+        state = read_state(folder)
         own_best_file = self.trainer.saved_model_file
         # This trial's own file names stay (a restarted trial may run on another node, under another name).
-        self.trainer.resume_from(read_resume_file(os.path.join(folder, STATE_FILE)), adopt_files=False)
+        self.trainer.resume_from(state, adopt_files=False)
         if os.path.isfile(os.path.join(folder, BEST_FILE)):
             os.makedirs(os.path.dirname(own_best_file), exist_ok=True)
             shutil.copyfile(os.path.join(folder, BEST_FILE), own_best_file)
-        self.best_epoch = progress["best_epoch"]
-        self.best_valid_result = progress["best_valid_result"]
-        self.trainer.best_valid_result = self.best_valid_result
-        self.trainer.logger.info(f"tune: resumed from {folder} after epoch {progress['epoch']}")
-        return int(progress["epoch"])
+        self.best_epoch, self.best_valid_result = state["best_epoch"], state["best_valid_result"]
+        self.trainer.logger.info(f"tune: resumed from {folder} after epoch {state['epoch']}")
+        return int(state["epoch"])
 
     def fit(self, report: Report) -> tuple[float, dict | None]:
         """Train to the end (or early stop); returns RecBole's best validation score and result."""
@@ -160,30 +155,21 @@ class TrialRun:
             self._report(metrics, folder)
 
     def write_checkpoint(self, folder: str, epoch_idx: int) -> None:
-        """Write ``state.pth``, ``best.pth`` and ``progress.json`` into ``folder``."""
+        """Write ``state.pth`` and ``best.pth`` into ``folder``."""
         # The state at the start of the next epoch: what the trainer's resume file would hold then.
-        save_atomic(self.trainer.resume_state(self.train_data, epoch_idx + 1), os.path.join(folder, STATE_FILE))
+        state = {**self.trainer.resume_state(self.train_data, epoch_idx + 1), "best_epoch": self.best_epoch,
+                 "best_valid_result": self.best_valid_result}
+        save_atomic(state, os.path.join(folder, STATE_FILE))
         if os.path.isfile(self.trainer.saved_model_file):
             shutil.copyfile(self.trainer.saved_model_file, os.path.join(folder, BEST_FILE))
-        write_json_atomic(os.path.join(folder, PROGRESS_FILE), {
-            "epoch": epoch_idx + 1,
-            "best_epoch": self.best_epoch,
-            "best_valid_score": float(self.trainer.best_valid_score),
-            "best_valid_result": self.best_valid_result,
-            "params": self.params,
-        })
 
 
-def read_progress(folder: str) -> dict:
-    """The ``progress.json`` of a checkpoint folder."""
-    with open(os.path.join(folder, PROGRESS_FILE), encoding="utf-8") as f:
-        return json.load(f)
+def read_state(folder: str) -> dict:
+    """The resume state (``state.pth``) of a checkpoint folder: ``epoch``, ``best_epoch``, ``best_valid_result``..."""
+    return read_resume_file(os.path.join(folder, STATE_FILE))
 
 
 def _report_to_ray(metrics: dict, folder: str) -> None:
-    import ray
-    from ray import tune
-
     node = ray.get_runtime_context().get_node_id()  # which node of a cluster ran the trial
     tune.report({**metrics, "node_id": node}, checkpoint=tune.Checkpoint.from_directory(folder))
 
@@ -200,8 +186,6 @@ def ray_trainable(params: dict, setup: TrialSetup, train_data, valid_data) -> No
     checkpoints in), so RecBole's relative ``log/`` and ``log_tensorboard/`` land there; resumes from the
     trial's latest checkpoint when Ray restarts it.
     """
-    from ray import tune
-
     # Not get_trial_dir(): that is a staging folder on the driver's machine, not where a remote trial runs.
     trial_dir = os.path.join(setup.trials_dir, trial_dirname(tune.get_context().get_trial_id()))
     os.makedirs(trial_dir, exist_ok=True)

@@ -50,6 +50,46 @@ class PromptMM(GeneralRecommender):
     input_type = InputType.PAIRWISE
     needs_modality_features = True
 
+    # ---- what recbole_promptmm.experiments knows of a multi-stage model (it names none): its stages, its one
+    # shareable stage output (the trained teacher) and its named variants.
+    stages = STAGES
+    stage_output_key = "teacher_checkpoint"
+    """The config key that points a run at a trained stage-1 output (it then trains no stage 1)."""
+    variants: tuple[tuple[str, str, dict], ...] = (  # (name, title, overrides), the paper's ablations in its order;
+        # keys: properties/model/PromptMM.yaml, multimodal.yaml, PromptMMStudent.yaml
+        ("no_prompt", "w/o prompt", {"prompt": False}),
+        ("no_pair_kd", "w/o pair KD", {"pair_kd_weight": 0.0}),
+        ("no_list_kd", "w/o list KD", {"list_kd_weight": 0.0}),
+        # list_kd_weight is 0 by default (it lost on TikTok validation): this one measures list KD (and re-weighting)
+        ("with_list_kd", "with list KD (weight 0.1)", {"list_kd_weight": 0.1}),
+        ("no_emb_kd", "w/o embedding KD", {"emb_kd_weight": 0.0}),
+        # the student alone: no KD and no warm start (PromptMMStudent is the same without any teacher)
+        ("no_kd", "w/o KD", {"pair_kd_weight": 0.0, "list_kd_weight": 0.0, "emb_kd_weight": 0.0, "warm_start": False}),
+        ("no_reweighting", "w/o re-weighting", {"list_kd_weight": 0.1, "list_kd_weighting": "none"}),
+        ("frozen_prompt", "prompt frozen in stage 2", {"prompt_tuning_in_student": False}),
+    )
+
+    @classmethod
+    def stage_one_model(cls, config) -> str:
+        """The model stage 1 trains (``teacher_model``) under ``config`` (a mapping or a ``Config``)."""
+        return (config["teacher_model"] if "teacher_model" in config else None) or DEFAULT_TEACHER
+
+    @classmethod
+    def stage_one_keys(cls, config) -> set[str]:
+        """Config keys that change what stage 1 produces under ``config`` (see :func:`stage_one_keys`)."""
+        return stage_one_keys(cls.stage_one_model(config))
+
+    @classmethod
+    def stage_output_setting_keys(cls, config) -> tuple[str, ...]:
+        """The keys a run must share with a stage-1 output (see :func:`teacher_setting_keys`)."""
+        return teacher_setting_keys(cls.stage_one_model(config))
+
+    @classmethod
+    def stage_output_settings(cls, saved) -> dict:
+        """The values a run must share with a stage-1 output whose stored config is ``saved`` (the teacher's own,
+        or a whole PromptMM run's)."""
+        return teacher_settings(teacher_config(saved) if saved["model"] == cls.__name__ else saved)
+
     @classmethod
     def defaults_from(cls, given: dict) -> tuple[str, ...]:
         """The yaml defaults a PromptMM run layers below PromptMM.yaml: the student's, then the teacher's."""

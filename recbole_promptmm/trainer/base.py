@@ -1,14 +1,13 @@
 """What every trainer run through recbole_promptmm gets on top of RecBole's: checkpoints written atomically
 and read back on torch >= 2.6 with torch's safe loader (``weights_only=True`` and the allow-list of
-:mod:`recbole_promptmm.checkpoint`), a checkpoint name unique per run, a count of finished epochs, and a resume file
+:mod:`recbole_promptmm.checkpoint`), a checkpoint name unique per run, a count of finished epochs and
+callbacks after each epoch and validation (``trainer.callbacks``), and a resume file
 written at the start of every epoch (:mod:`recbole_promptmm.trainer.resume`)."""
 
 from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from recbole.trainer import Trainer
 
@@ -17,27 +16,6 @@ from recbole_promptmm.files import atomic_path
 from recbole_promptmm.log import CONSOLE_ONLY, FILE_ONLY
 from recbole_promptmm.paths import run_suffix
 from recbole_promptmm.trainer.resume import RESUME_FORMAT, capture_rng, restore_rng, resume_file_for
-
-
-_EPOCHS_COMPLETED = 0
-_LISTENERS: list[Callable] = []
-
-
-@contextmanager
-def listening(listener: Callable[[object, str], None]) -> Iterator[None]:
-    """Within the block, ``listener(trainer, event)`` is called by every trainer of this process after each
-    training epoch (``"epoch"``) and each validation (``"valid"``): progress reports of a comparison's trials."""
-    _LISTENERS.append(listener)
-    try:
-        yield
-    finally:
-        _LISTENERS.remove(listener)
-
-
-def completed_epochs() -> int:
-    """Training epochs finished in this process by any of our trainers (every stage of every run): a run that
-    compares the count before and after knows whether it got past its first epoch."""
-    return _EPOCHS_COMPLETED
 
 
 class CheckpointMixin:
@@ -64,6 +42,10 @@ class CheckpointMixin:
         self.valid_seconds: list[float] = []
         self.valid_scores: list[tuple[int, float]] = []  # (epoch, validation score)
         self.last_valid_result: dict | None = None
+        self.epochs_completed = 0  # training epochs this trainer (with its stage trainers) finished
+        # Objects with ``on_epoch_end(trainer)`` / ``on_valid_end(trainer)`` (either optional), called after each
+        # training epoch / validation of this trainer and of its stage trainers (e.g. progress reports).
+        self.callbacks: list = []
 
     def adopt_run_files(self, saved_model_file: str) -> None:
         """Name this run's files after ``saved_model_file`` (a resumed run keeps the interrupted run's names)."""
@@ -140,14 +122,15 @@ class CheckpointMixin:
         return []
 
     def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
-        global _EPOCHS_COMPLETED
         if self._write_resume and (epoch_idx > 0 or self.resume_at_first_epoch):
             save_atomic(self.resume_state(train_data, epoch_idx), self.resume_owner.resume_file)
         start = time.perf_counter()
         result = super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
         self.epoch_seconds.append(time.perf_counter() - start)
         self.last_epoch = epoch_idx
-        _EPOCHS_COMPLETED += 1
+        self.epochs_completed += 1
+        if self.resume_owner is not self:
+            self.resume_owner.epochs_completed += 1
         self._tell("epoch")
         return result
 
@@ -174,8 +157,10 @@ class CheckpointMixin:
                          f"{' (best so far)' if improved else ''}", extra=CONSOLE_ONLY)
 
     def _tell(self, event: str) -> None:
-        for listener in list(_LISTENERS):
-            listener(self, event)
+        for callback in list(self.resume_owner.callbacks):
+            hook = getattr(callback, f"on_{event}_end", None)
+            if hook is not None:
+                hook(self)
 
     def best_epoch(self) -> int | None:
         """The (0-based) epoch of the best validation score, by RecBole's rule (a tie counts as an improvement)."""
