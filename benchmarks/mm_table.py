@@ -1,17 +1,12 @@
-"""Rebuild docs/BENCHMARKS.md's per-dataset tables from the committed result files (prints markdown).
+"""Rebuild docs/BENCHMARKS.md's per-dataset tables from committed result files (prints markdown).
 
     python benchmarks/mm_table.py [FOLDER] [--student=LABEL] [--reference=LightGCN]
 
-Every ``*.json`` under FOLDER (default docs/benchmarks/tiktok-mm/comparison) is one run's result file
-(``run_recbole.py --result_json``, or a comparison's ``runs/LABEL/seedN-*/result.json`` copied as
-``LABEL-seedN.json``). Runs are grouped by
-sub-folder and label (the file name up to ``-seed``; sub-folders are never pooled) and reported as mean ± std (ddof
-1) over seeds of validation and test Recall@20; a PromptMM run also reports its teacher.
-
-With ``--student=LABEL`` (a PromptMM run's label) a second table gives the dataset's summary row: the student's test
-Recall@20 against the reference, its own teacher and the best other model (by mean test Recall@20; PromptMM runs
-aside), each as a ratio of means with the paired two-sided t-test over the seeds both have; and the student's
-serving bytes and full-sort scoring seconds next to the reference's.
+Every ``*.json`` under FOLDER is one run's result (``run_recbole.py --result_json``, or a comparison's
+``runs/LABEL/seedN-*/result.json`` copied as ``LABEL-seedN.json``), grouped by sub-folder and label: mean ± std (ddof
+1) over seeds of validation and test Recall@20 (and a PromptMM run's teacher's). ``--student``: the summary row, the
+student's test Recall@20 against the reference, its own teacher and the best other model (PromptMM runs aside) as
+ratios of means with paired t-tests, and its serving MB and full-sort seconds next to the reference's.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -80,34 +79,23 @@ def exit_codes(workdir: Path, module: str) -> dict[str, int | None]:
 
 
 def describe(workdir: Path, module: str, name: str) -> dict:
-    """A mutant as ``{"name", "function", "line", "before", "after"}`` (its line in the unmutated copy: the diff
-    numbers the lines of the function, found in the file with ``ast``)."""
+    """A mutant as ``{"name", "function", "line", "before", "after"}``; its line: the first line of its function (found
+    with ``ast``) that reads as the diff's original line (in docs/MUTATION.md's 147 survivors, always the only one)."""
     from mutmut.mutation.diff_apply import get_diff_for_mutant
     from mutmut.utils.format_utils import orig_function_and_class_names_from_key
 
     function, cls = orig_function_and_class_names_from_key(name)
     diff = get_diff_for_mutant(name, path=module).splitlines()[2:]
     before = [line[1:].strip() for line in diff if line.startswith("-")]
-    after = [line[1:].strip() for line in diff if line.startswith("+")]
-    offset, old = None, 0
-    for line in diff:
-        if re.match(r"@@ -(\d+)", line):
-            old = int(re.match(r"@@ -(\d+)", line).group(1)) - 1
-        elif line.startswith((" ", "-")):
-            old += 1
-            offset = old if offset is None and line.startswith("-") else offset
     source = (workdir / module).read_text()
-    lines, tree, number = source.splitlines(), ast.parse(source), None
+    lines, tree = source.splitlines(), ast.parse(source)
     scopes = [c.body for c in ast.walk(tree) if isinstance(c, ast.ClassDef) and c.name == cls] if cls else [ast.walk(tree)]
-    node = next((f for body in scopes for f in body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-                 and f.name == function), None)
-    if node is not None and before:
-        first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-        guess = first + (offset or 1) - 1
-        hits = [i + 1 for i in range(max(0, first - 20), node.end_lineno) if lines[i].strip() == before[0]]
-        number = min(hits, key=lambda n: abs(n - guess)) if hits else guess
-    return {"name": name.rsplit(".", 1)[-1], "function": f"{cls}.{function}" if cls else function, "line": number,
-            "before": before, "after": after}
+    node = next(f for body in scopes for f in body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and f.name == function)
+    hits = [i + 1 for i in range(node.lineno - 1, node.end_lineno) if before and lines[i].strip() == before[0]]
+    return {"name": name.rsplit(".", 1)[-1], "function": f"{cls}.{function}" if cls else function,
+            "line": hits[0] if hits else None, "before": before,
+            "after": [line[1:].strip() for line in diff if line.startswith("+")]}
 
 
 def report(workdir: Path, modules: list[str]) -> tuple[pd.DataFrame, list[dict]]:

@@ -15,8 +15,8 @@ import http.client
 import os
 import statistics
 import tempfile
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -28,10 +28,6 @@ from recbole_promptmm.serving.artefact import Recommender
 from recbole_promptmm.serving.export import export, load_run
 from recbole_promptmm.serving.http import RecommendationServer
 from recbole_promptmm.serving.recommend import catalogue_of, model_recommendations
-
-
-def best_of(fn) -> float:
-    return min(seconds(fn)[1] for _ in range(3))
 
 
 def bare_top_k(user: np.ndarray, item_t: np.ndarray, k: int, batch: int = 4096) -> np.ndarray:
@@ -66,9 +62,9 @@ def http_load(server: RecommendationServer, users: list[str], k: int, clients: i
               time_limit: float) -> None:
     """``requests`` GETs spread over ``clients`` threads (each with its own keep-alive connection); prints latency."""
     host, port = server.server_address[:2]
-    latencies, lock, deadline, per_client = [], threading.Lock(), time.monotonic() + time_limit, requests // clients
+    deadline, per_client = time.monotonic() + time_limit, requests // clients
 
-    def client(c: int) -> None:
+    def client(c: int) -> list[float]:
         conn, mine = http.client.HTTPConnection(host, port, timeout=30), []
         for r in range(per_client):
             if time.monotonic() > deadline:
@@ -80,12 +76,10 @@ def http_load(server: RecommendationServer, users: list[str], k: int, clients: i
             mine.append(time.perf_counter() - start)
             assert response.status == 200, response.status
         conn.close()
-        with lock:
-            latencies.extend(mine)
+        return mine
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    _, wall = seconds(lambda: ([t.start() for t in threads], [t.join() for t in threads]))
-    ms = sorted(x * 1000 for x in latencies)
+    with ThreadPoolExecutor(clients) as pool:
+        ms, wall = seconds(lambda: sorted(x * 1000 for mine in pool.map(client, range(clients)) for x in mine))
     print(f"HTTP {clients} client(s): {len(ms)} requests, p50 {statistics.median(ms):.2f} ms, p99 "
           f"{ms[int(0.99 * (len(ms) - 1))]:.2f} ms, {len(ms) / wall:,.0f} requests/s")
 
@@ -134,11 +128,11 @@ def main() -> None:
         folder = os.path.join(tmp, "artefact")
         print(f"export: {seconds(export, args.student, folder)[1]:.1f} s (rebuilds the model from its data)")
         size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
-        load_s = best_of(lambda: Recommender.load(folder))
+        load_s = min(seconds(Recommender.load, folder)[1] for _ in range(3))
         rec = Recommender.load(folder)
         n_users, tokens = len(rec.user_tokens) - 1, rec.user_tokens[1:].tolist()
-        ours = best_of(lambda: artefact_top_k(rec, k))
-        bare = best_of(lambda: bare_top_k(rec.user_emb[1:], rec.item_emb_t, k))
+        ours = min(seconds(artefact_top_k, rec, k)[1] for _ in range(3))
+        bare = min(seconds(bare_top_k, rec.user_emb[1:], rec.item_emb_t, k)[1] for _ in range(3))
         print(f"artefact ({rec.meta['model']}, {n_users:,} users x {rec.n_items - 1:,} items, d "
               f"{rec.user_emb.shape[1]}): {size / 2**20:.2f} MiB, load {load_s * 1000:.0f} ms")
         print(f"  top-{k} all users: {ours:.3f} s = {n_users / ours:,.0f} users/s; bare matmul + top-k "
