@@ -96,7 +96,7 @@ class SweepOptions(RayOptions):
     reduction_factor: float = opt(2.0, "ASHA: keep 1/this at each rung (default 2)")
     max_t: int | None = opt(None, "ASHA: last epoch (default: the largest epochs of any trial)", type=int)
     max_failures: int = opt(1, "restarts of a failing trial from its checkpoint (default 1)")
-    teacher_checkpoint: str | None = opt(None, "a multi-stage model (PromptMM): distil every trial from this teacher checkpoint", type=str)
+    teacher_checkpoint: str | None = opt(None, "PromptMM: distil every trial from this teacher checkpoint", type=str)
     teacher_search_space: str | None = opt(None, "PromptMM: search the teacher with this file first", type=str)
     teacher_num_samples: int = opt(1, "PromptMM: samples of the teacher search space")
     evaluate_test: bool = opt(True, "do not evaluate the best configuration on test", flag="--no_test")
