@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -63,32 +62,6 @@ class SweepError(RuntimeError):
 
 
 @dataclass
-class TrialRow:
-    """One trial: ``status`` is ``completed`` (trained to its end or RecBole's early stopping), ``stopped_early``
-    (by ASHA), ``failed`` (``error``; traceback in the trial folder's ``error.txt``) or ``unfinished``."""
-
-    trial_id: str
-    status: str
-    params: dict = field(default_factory=dict)
-    iterations: int = 0
-    epoch: int | None = None
-    last_score: float | None = None
-    best_score: float | None = None
-    best_epoch: int | None = None
-    seconds: float | None = None
-    error: str = ""
-    path: str = ""
-    checkpoint: str | None = None
-    node: str = ""  # the Ray node that ran its last report
-
-    @property
-    def usable(self) -> bool:
-        """Whether the trial can be the sweep's best: it did not fail and reported a validation score."""
-        return (self.status in (COMPLETED, STOPPED) and self.best_score is not None and self.checkpoint is not None
-                and not math.isnan(self.best_score))
-
-
-@dataclass
 class Plan:
     """A checked sweep: base config, search space, what every trial shares, how trials are compared."""
 
@@ -106,8 +79,8 @@ class SweepResult:
     """What a sweep produced."""
 
     out: str
-    rows: list[TrialRow]
-    best: TrialRow | None = None
+    trials: pd.DataFrame  # :func:`trial_table`
+    best: pd.Series | None = None  # its row of the best trial
     best_valid_result: dict | None = None
     test_result: dict | None = None
     seconds: float = 0.0
@@ -257,25 +230,33 @@ def _finished_trials(plan: Plan) -> Any:
     return Finished()
 
 
-def _row(result: Any, keys: list[str]) -> TrialRow:
-    """One ``ray.tune.Result`` as a row."""
-    metrics, path = dict(result.metrics or {}), result.path or ""
-    reported = "valid_score" in metrics
-    status = (FAILED if result.error is not None else COMPLETED if reported and metrics.get("finished")
-              else STOPPED if reported and metrics.get("done") else UNFINISHED)
-    return TrialRow(
-        trial_id=metrics.get("trial_id") or os.path.basename(path).removeprefix("trial_"), status=status,
-        params={k: (result.config or {}).get(k) for k in keys}, iterations=int(metrics.get("training_iteration") or 0),
-        epoch=metrics.get("epoch"), last_score=metrics.get("valid_score"), best_score=metrics.get("best_valid_score"),
-        best_epoch=metrics.get("best_epoch"), seconds=metrics.get("time_total_s"), error=error_line(result.error), path=path,
-        checkpoint=result.checkpoint.path if result.checkpoint is not None else None, node=metrics.get("node_id", ""))
+def trial_table(results: Any, plan: Plan) -> pd.DataFrame:
+    """One row per trial of a ``ResultGrid`` (by trial id): ``status`` is ``completed`` (trained to its end or
+    RecBole's early stopping), ``stopped_early`` (by ASHA), ``failed`` (``error``; traceback in the trial folder's
+    ``error.txt``) or ``unfinished``; then the searched values, the last report, ``params`` and ``checkpoint``."""
+    rows = []
+    for result in results:
+        last, config = dict(result.metrics or {}), result.config or {}
+        reported = "valid_score" in last
+        rows.append({
+            "trial_id": last.get("trial_id") or os.path.basename(result.path or "").removeprefix("trial_"),
+            "status": FAILED if result.error is not None else COMPLETED if reported and last.get("finished")
+            else STOPPED if reported and last.get("done") else UNFINISHED,
+            **{f"config/{k}": _cell(config.get(k)) for k in plan.space.keys},
+            f"last_valid_{plan.metric}": last.get("valid_score"), f"best_valid_{plan.metric}": last.get("best_valid_score"),
+            "best_epoch": last.get("best_epoch"), "last_epoch": last.get("epoch"),
+            "iterations": int(last.get("training_iteration") or 0), "seconds": last.get("time_total_s"),
+            "error": error_line(result.error), "node": last.get("node_id", ""), "trial_dir": result.path or "",
+            "params": {k: config.get(k) for k in plan.space.keys},
+            "checkpoint": result.checkpoint.path if result.checkpoint is not None else None})
+    return pd.DataFrame(rows).sort_values("trial_id", ignore_index=True)
 
 
-def evaluate_on_test(plan: Plan, best: TrialRow, data: DataCache, model_file: str) -> dict:
+def evaluate_on_test(plan: Plan, best: pd.Series, data: DataCache, model_file: str) -> dict:
     """Evaluate the best trial's best-validation weights once on test (in the driver)."""
     train_data, _, test_data = data.get(plan.config)
     with _driver_side(scratch=True):
-        config = plan.setup.config(best.params, plan.options.out,
+        config = plan.setup.config(best["params"], plan.options.out,
                                    {"gpu_id": plan.config["gpu_id"], "use_gpu": plan.config["use_gpu"]})
         init_seed(config["seed"], config["reproducibility"])
         model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
@@ -290,13 +271,6 @@ def _cell(value: Any) -> Any:
     if isinstance(value, (list, tuple, dict)):
         return yaml.safe_dump(plain(value), default_flow_style=True, width=10_000).strip()
     return value
-
-
-def _trials_frame(rows: list[TrialRow], keys: list[str], metric: str) -> pd.DataFrame:
-    return pd.DataFrame([{"trial_id": r.trial_id, "status": r.status, **{f"config/{k}": _cell(r.params.get(k)) for k in keys},
-                          f"last_valid_{metric}": r.last_score, f"best_valid_{metric}": r.best_score,
-                          "best_epoch": r.best_epoch, "last_epoch": r.epoch, "iterations": r.iterations,
-                          "seconds": r.seconds, "error": r.error, "node": r.node, "trial_dir": r.path} for r in rows])
 
 
 def _params(values: Mapping[str, Any]) -> str:
@@ -315,26 +289,27 @@ def run_plan(plan: Plan, data: DataCache) -> SweepResult:
         f"{opts.scheduler}, valid metric {plan.metric}, up to {plan.max_t} epoch(s)")
     for dim in plan.space.dimensions:
         say(f"  search {dim.key}: {dim.describe()}")
-    rows = sorted((_row(r, plan.space.keys) for r in _tuner(plan, train_data, valid_data).fit()), key=lambda r: r.trial_id)
+    rows = trial_table(_tuner(plan, train_data, valid_data).fit(), plan)
     result = SweepResult(opts.out, rows, seconds=time.perf_counter() - start,
                          files={"trials": os.path.join(opts.out, "trials.csv")})
-    write_frame(_trials_frame(rows, plan.space.keys, plan.metric), os.path.join(opts.out, "trials"))
-    counts = {s: sum(r.status == s for r in rows) for s in (COMPLETED, STOPPED, FAILED, UNFINISHED)}
+    write_frame(rows.drop(columns=["params", "checkpoint"]), os.path.join(opts.out, "trials"))
+    counts = {s: int((rows.status == s).sum()) for s in (COMPLETED, STOPPED, FAILED, UNFINISHED)}
     say(f"trials: {len(rows)} ({counts[COMPLETED]} completed, {counts[STOPPED]} stopped early, {counts[FAILED]} "
         f"failed, {counts[UNFINISHED]} unfinished) in {result.seconds:.1f} s -> {result.files['trials']}")
-    for row in rows:
-        if row.status == FAILED:
-            say(f"  failed trial {row.trial_id} ({_params(row.params)}): {row.error}")
+    for _, row in rows[rows.status == FAILED].iterrows():
+        say(f"  failed trial {row.trial_id} ({_params(row.params)}): {row.error}")
     if counts[UNFINISHED]:
         result.exit_code = EXIT_UNFINISHED
         say(f"the sweep did not finish; continue it with: python -m recbole_promptmm.tune --out={opts.out} --resume")
         return result
-    usable = [r for r in rows if r.usable]
-    if not usable:
+    score = f"best_valid_{plan.metric}"  # a trial can be the best when it did not fail and reported a score
+    usable = rows[rows.status.isin([COMPLETED, STOPPED]) & rows[score].notna() & rows.checkpoint.notna()]
+    if usable.empty:
         result.exit_code = EXIT_ALL_FAILED
         say("no trial produced a validation result: every trial failed (errors in the CSV and above)")
         return result
-    best = result.best = max(usable, key=lambda r: r.best_score if plan.bigger else -r.best_score)  # first on ties
+    best = result.best = usable.loc[usable[score].idxmax() if plan.bigger else usable[score].idxmin()]  # first on ties
+    best_epoch, best_score = int(best.best_epoch), float(best[score])
     result.best_valid_result = read_state(best.checkpoint)["best_valid_result"]
     model_file, config_path = os.path.join(opts.out, "best_model.pth"), os.path.join(opts.out, "best_config.yaml")
     shutil.copyfile(os.path.join(best.checkpoint, BEST_FILE), model_file)
@@ -344,14 +319,14 @@ def run_plan(plan: Plan, data: DataCache) -> SweepResult:
         values.update(load_yaml(file))
     values = plain({**values, **plan.setup.fixed, **best.params})
     text = (f"# Best configuration of the sweep in {opts.out} (trial {best.trial_id}, validation {plan.metric} = "
-            f"{best.best_score:.4f} at epoch {best.best_epoch}); selected on validation only.\n# Reproduce: {reproduce}\n")
+            f"{best_score:.4f} at epoch {best_epoch}); selected on validation only.\n# Reproduce: {reproduce}\n")
     for key, value in values.items():  # one line per key; lists and mappings in flow style
         text += (f"{key}: {yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()}\n"
                  if isinstance(value, (dict, list)) else yaml.safe_dump({key: value}, width=10_000))
     write_text_atomic(config_path, text)
     result.files.update(best_config=config_path, best_model=model_file)
     say(f"best trial {best.trial_id}: {_params(best.params)}")
-    say(f"  validation (used for selection), epoch {best.best_epoch}: {_metrics(result.best_valid_result)}")
+    say(f"  validation (used for selection), epoch {best_epoch}: {_metrics(result.best_valid_result)}")
     if opts.evaluate_test:
         result.test_result = evaluate_on_test(plan, best, data, model_file)
         say("test (best configuration, evaluated once after the sweep, never used to choose):")
@@ -361,7 +336,7 @@ def run_plan(plan: Plan, data: DataCache) -> SweepResult:
     result.files["best_result"] = os.path.join(opts.out, "best_result.json")
     write_json_atomic(result.files["best_result"], {
         "model": opts.model, "dataset": opts.dataset, "trial_id": best.trial_id, "params": best.params,
-        "valid_metric": plan.metric, "best_valid_score": best.best_score, "best_epoch": best.best_epoch,
+        "valid_metric": plan.metric, "best_valid_score": best_score, "best_epoch": best_epoch,
         "best_valid_result": result.best_valid_result, "test_result": result.test_result, "best_config": config_path,
         "best_model": model_file, "trials": len(rows), "trial_counts": counts, "seconds": result.seconds,
         "fixed": plain(plan.setup.fixed)})
@@ -404,7 +379,8 @@ def _teacher_stage(plan: Plan, data: DataCache, model: str) -> tuple[dict | None
     shutil.copyfile(os.path.join(result.best.checkpoint, BEST_FILE), checkpoint)
     fixed = {**plain(result.best.params), **stage_output_settings(model, checkpoint), key: checkpoint}
     write_json_atomic(record, {"teacher_checkpoint": checkpoint, "fixed": fixed, "trial_id": result.best.trial_id,
-                               "best_valid_score": result.best.best_score, "valid_metric": plan.metric})
+                               "best_valid_score": float(result.best[f"best_valid_{plan.metric}"]),
+                               "valid_metric": plan.metric})
     say(f"teacher stage: best teacher {result.best.trial_id} -> {checkpoint}")
     return fixed, result
 
