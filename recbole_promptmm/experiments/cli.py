@@ -1,5 +1,5 @@
 """The command lines of ``python -m recbole_promptmm.tune`` and ``python -m recbole_promptmm.compare`` (also
-``recbole-promptmm tune|compare``), built from the option dataclasses of :mod:`.options`. Any other
+``recbole-promptmm tune|compare``): argparse, into the option dataclasses of :mod:`.options`. Any other
 ``--key=value`` is a RecBole config override: fixed for every trial of a sweep, applied to every run of a
 comparison."""
 
@@ -14,7 +14,7 @@ import recbole_promptmm  # noqa: F401  (RecBole compatibility fixes, before anyt
 from recbole_promptmm.config import parse_cmd_args
 from recbole_promptmm.experiments.cluster import ResourceError
 from recbole_promptmm.experiments.compare import run_comparison
-from recbole_promptmm.experiments.options import CompareOptions, SweepOptions, add_options
+from recbole_promptmm.experiments.options import SCHEDULERS, CompareOptions, SweepOptions
 from recbole_promptmm.experiments.plan import PlanError, describe_ablations
 from recbole_promptmm.experiments.sweep import SweepError, execute_sweep, prepare_sweep
 from recbole_promptmm.parser import OneLineParser
@@ -42,12 +42,72 @@ or config, 130 when interrupted.
 """
 
 
-def _parse(cls: type, prog: str, usage: str, argv: Sequence[str], extra=None) -> tuple[dict, list[str]]:
-    parser = OneLineParser(prog=prog, description=usage, allow_abbrev=False,
+def split_words(text: str) -> list[str]:
+    return text.replace(",", " ").split()
+
+
+def _parser(prog: str, usage: str) -> argparse.ArgumentParser:
+    """The options of :class:`RayOptions`; only options given on the command line land in the namespace."""
+    parser = OneLineParser(prog=prog, description=usage, allow_abbrev=False, argument_default=argparse.SUPPRESS,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(parser, cls)
-    if extra:
-        extra(parser)
+    add = parser.add_argument
+    add("--max_concurrent", type=int, help="trials running at once (default: as many as the resources allow)")
+    add("--cpus_per_trial", type=float, help="CPUs Ray reserves per trial; torch uses as many threads (default 1)")
+    add("--gpus_per_trial", type=float, help="GPUs Ray reserves per trial (default 0)")
+    add("--num_cpus", type=int, help="CPUs of the local Ray instance (default: all cores)")
+    add("--address", help="an existing Ray cluster: HOST:PORT of its head (or auto)")
+    add("--verbose", action="store_true",
+        help="print Ray Tune's trial tables as well (default: one line per finished run/trial)")
+    return parser
+
+
+def tune_parser() -> argparse.ArgumentParser:
+    parser = _parser("python -m recbole_promptmm.tune", TUNE_USAGE)
+    add = parser.add_argument
+    add("--model", "-m", help="model: ours (PromptMM, PromptMMTeacher, ...) or a RecBole built-in")
+    add("--dataset", "-d", help="dataset: ml-100k, tiktok (with --data_path) or your own")
+    add("--out", help="output folder (default: tune_results/<model>-<dataset>)")
+    add("--search_space", help="search-space yaml (default: properties/tune/<model>.yaml)")
+    add("--num_samples", type=int, help="samples of the search space (default 1; grids run in full)")
+    add("--config_files", type=split_words, help="yaml config files, separated by spaces or commas")
+    add("--scheduler", choices=SCHEDULERS, help="asha stops poor trials early (default asha)")
+    add("--resume", action="store_true", help="continue the interrupted sweep in --out")
+    add("--grace_period", type=int, help="ASHA: epochs before a trial can be stopped (default 1)")
+    add("--reduction_factor", type=float, help="ASHA: keep 1/this at each rung (default 2)")
+    add("--max_t", type=int, help="ASHA: last epoch (default: the largest epochs of any trial)")
+    add("--max_failures", type=int, help="restarts of a failing trial from its checkpoint (default 1)")
+    add("--teacher_checkpoint", help="PromptMM: distil every trial from this teacher checkpoint")
+    add("--teacher_search_space", help="PromptMM: search the teacher with this file first")
+    add("--teacher_num_samples", type=int, help="PromptMM: samples of the teacher search space")
+    add("--no_test", dest="evaluate_test", action="store_false",
+        help="do not evaluate the best configuration on test")
+    return parser
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    parser = _parser("python -m recbole_promptmm.compare", COMPARE_USAGE)
+    add = parser.add_argument
+    add("--dataset", "-d", help="dataset name (default ml-100k)")
+    add("--models", "-m", help="comma-separated model names or labels")
+    add("--out", "-o", help="output folder (required): reports, and every run under OUT/runs/")
+    add("--seeds", help="comma-separated seeds (default 2020,2021,2022)")
+    add("--data_path", help="folder holding <dataset>/ (e.g. ../shared/data)")
+    add("--config_files", type=split_words, help="yaml files: shared keys, plus a 'models: {NAME: {...}}' section")
+    add("--ablations", nargs="?", const="all",
+        help="add PromptMM ablation variants: all (no value) or comma-separated names")
+    add("--variants", help="PromptMM variants: ablation names or NAME:key=value;key=value, comma-separated")
+    add("--no_share_teacher", dest="share_teacher", action="store_false",
+        help="every PromptMM variant trains its own teacher")
+    add("--reference", help="label tested against the others (default PromptMM if compared, else the first)")
+    add("--rerun", help="labels (comma-separated) or 'all' whose cached runs are redone")
+    add("--run_timeout", type=float, help="stop a run after this many seconds (checked at each validation)")
+    add("--cost_repeats", type=int, help="timed full-sort scoring passes per run (default 3)")
+    add("--report_only", action="store_true", help="run nothing; report the cached runs")
+    add("--list_ablations", action="store_true", help="print the ablation table and exit")
+    return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[dict, list[str]]:
     args, overrides = parser.parse_known_args(list(argv))
     parse_cmd_args(overrides)  # refuses anything that is not --key=value, naming it
     return vars(args), overrides
@@ -55,7 +115,7 @@ def _parse(cls: type, prog: str, usage: str, argv: Sequence[str], extra=None) ->
 
 def sweep_options(argv: Sequence[str]) -> SweepOptions:
     """Parse ``argv`` into normalised :class:`SweepOptions` (the saved ones, with ``--resume``)."""
-    given, overrides = _parse(SweepOptions, "python -m recbole_promptmm.tune", TUNE_USAGE, argv)
+    given, overrides = _parse(tune_parser(), argv)
     if overrides:
         given["overrides"] = overrides
     if given.get("resume"):
@@ -88,9 +148,7 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
     """``python -m recbole_promptmm.compare``; returns the exit status."""
     prog = "python -m recbole_promptmm.compare"
     try:
-        given, overrides = _parse(CompareOptions, prog, COMPARE_USAGE, sys.argv[1:] if argv is None else argv,
-                                  lambda parser: parser.add_argument("--list_ablations", action="store_true",
-                                                                     help="print the ablation table and exit"))
+        given, overrides = _parse(compare_parser(), sys.argv[1:] if argv is None else argv)
         if given.pop("list_ablations", False):
             print(describe_ablations())
             return 0

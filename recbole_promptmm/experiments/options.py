@@ -1,9 +1,8 @@
-"""The options of a sweep and of a comparison, each declared once: the dataclass field is the Python argument,
-the ``--name`` of the command line (with its help) and, for sweeps, an entry of ``<out>/sweep.json``."""
+"""The options of a sweep and of a comparison: the dataclass fields are the Python arguments (their ``--name``
+and help are in :mod:`.cli`) and, for sweeps, the entries of ``<out>/sweep.json``."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -12,35 +11,6 @@ from typing import Any
 
 from recbole_promptmm.files import write_json_atomic
 from recbole_promptmm.paths import properties_dir
-
-
-def opt(default: Any, help: str, *, flag: str | None = None, type: Any = None, cli: bool = True, **extra: Any) -> Any:
-    """A field that is also a command-line option (``flag`` names a ``store_false`` switch of a True default)."""
-    metadata = {"help": help, "flag": flag, "type": type, "cli": cli, **extra}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-def split_words(text: str) -> list[str]:
-    return text.replace(",", " ").split()
-
-
-def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--name`` per option of ``cls``; only options given on the command line land in the namespace."""
-    for f in dataclasses.fields(cls):
-        meta = f.metadata
-        if not meta.get("cli"):
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": meta["help"],
-                                  **{k: meta[k] for k in ("choices", "nargs", "const") if k in meta}}
-        if isinstance(default, bool):
-            flag = meta["flag"] or f"--{f.name}"
-            parser.add_argument(flag, dest=f.name, action="store_false" if meta["flag"] else "store_true", **kwargs)
-        else:
-            kind = meta["type"] or (split_words if isinstance(default, list) else type(default))
-            parser.add_argument(f"--{f.name}", *meta.get("aliases", ()), type=kind, **kwargs)
 
 
 def is_path_key(key: str) -> bool:
@@ -62,12 +32,12 @@ SCHEDULERS = ("asha", "fifo")
 class RayOptions:
     """Where and how trials run (may change when a sweep is resumed)."""
 
-    max_concurrent: int | None = opt(None, "trials running at once (default: as many as the resources allow)", type=int)
-    cpus_per_trial: float = opt(1.0, "CPUs Ray reserves per trial; torch uses as many threads (default 1)")
-    gpus_per_trial: float = opt(0.0, "GPUs Ray reserves per trial (default 0)")
-    num_cpus: int | None = opt(None, "CPUs of the local Ray instance (default: all cores)", type=int)
-    address: str | None = opt(None, "an existing Ray cluster: HOST:PORT of its head (or auto)", type=str)
-    verbose: bool = opt(False, "print Ray Tune's trial tables as well (default: one line per finished run/trial)")
+    max_concurrent: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    num_cpus: int | None = None
+    address: str | None = None
+    verbose: bool = False
 
     def check_ray_options(self) -> None:
         if self.max_concurrent is not None and self.max_concurrent < 1:
@@ -81,25 +51,25 @@ RESUMABLE_CHANGES = (*(f.name for f in dataclasses.fields(RayOptions)), "resume"
 
 @dataclass(kw_only=True)
 class SweepOptions(RayOptions):
-    """Everything one sweep needs (docs/TUNING.md)."""
+    """Everything one sweep needs: the options of docs/TUNING.md."""
 
-    model: str = opt("", "model: ours (PromptMM, PromptMMTeacher, ...) or a RecBole built-in", aliases=("-m",))
-    dataset: str = opt("", "dataset: ml-100k, tiktok (with --data_path) or your own", aliases=("-d",))
-    out: str = opt("", "output folder (default: tune_results/<model>-<dataset>)")
-    search_space: str | None = opt(None, "search-space yaml (default: properties/tune/<model>.yaml)", type=str)
-    num_samples: int = opt(1, "samples of the search space (default 1; grids run in full)")
-    config_files: list[str] = opt([], "yaml config files, separated by spaces or commas")
-    overrides: list[str] = opt([], "", cli=False)
-    scheduler: str = opt("asha", "asha stops poor trials early (default asha)", choices=SCHEDULERS)
-    resume: bool = opt(False, "continue the interrupted sweep in --out")
-    grace_period: int = opt(1, "ASHA: epochs before a trial can be stopped (default 1)")
-    reduction_factor: float = opt(2.0, "ASHA: keep 1/this at each rung (default 2)")
-    max_t: int | None = opt(None, "ASHA: last epoch (default: the largest epochs of any trial)", type=int)
-    max_failures: int = opt(1, "restarts of a failing trial from its checkpoint (default 1)")
-    teacher_checkpoint: str | None = opt(None, "PromptMM: distil every trial from this teacher checkpoint", type=str)
-    teacher_search_space: str | None = opt(None, "PromptMM: search the teacher with this file first", type=str)
-    teacher_num_samples: int = opt(1, "PromptMM: samples of the teacher search space")
-    evaluate_test: bool = opt(True, "do not evaluate the best configuration on test", flag="--no_test")
+    model: str = ""
+    dataset: str = ""
+    out: str = ""
+    search_space: str | None = None
+    num_samples: int = 1
+    config_files: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # RecBole --key=value config overrides
+    scheduler: str = "asha"
+    resume: bool = False
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    max_t: int | None = None
+    max_failures: int = 1
+    teacher_checkpoint: str | None = None
+    teacher_search_space: str | None = None
+    teacher_num_samples: int = 1
+    evaluate_test: bool = True
 
     def check(self) -> None:
         """Refuse impossible values, naming the option."""
@@ -158,23 +128,21 @@ class SweepOptions(RayOptions):
 
 @dataclass(kw_only=True)
 class CompareOptions(RayOptions):
-    """Everything one comparison needs (docs/COMPARE.md)."""
+    """Everything one comparison needs: the options of docs/COMPARE.md."""
 
-    dataset: str = opt("ml-100k", "dataset name (default ml-100k)", aliases=("-d",))
-    models: str = opt("", "comma-separated model names or labels", aliases=("-m",))
-    out: str = opt("", "output folder (required): reports, and every run under OUT/runs/", aliases=("-o",))
-    seeds: str = opt("2020,2021,2022", "comma-separated seeds (default 2020,2021,2022)")
-    data_path: str | None = opt(None, "folder holding <dataset>/ (e.g. ../shared/data)", type=str)
-    config_files: list[str] = opt([], "yaml files: shared keys, plus a 'models: {NAME: {...}}' section")
-    overrides: list[str] = opt([], "", cli=False)
-    ablations: str | None = opt(None, "add PromptMM ablation variants: all (no value) or comma-separated names",
-                                type=str, nargs="?", const="all")
-    variants: str | None = opt(None, "PromptMM variants: ablation names or NAME:key=value;key=value, comma-separated",
-                               type=str)
-    share_teacher: bool = opt(True, "every PromptMM variant trains its own teacher", flag="--no_share_teacher")
-    reference: str | None = opt(None, "label tested against the others (default PromptMM if compared, else the first)",
-                                type=str)
-    rerun: str = opt("", "labels (comma-separated) or 'all' whose cached runs are redone")
-    run_timeout: float | None = opt(None, "stop a run after this many seconds (checked at each validation)", type=float)
-    cost_repeats: int = opt(3, "timed full-sort scoring passes per run (default 3)")
-    report_only: bool = opt(False, "run nothing; report the cached runs")
+    dataset: str = "ml-100k"
+    models: str = ""
+    out: str = ""
+    seeds: str = "2020,2021,2022"
+    data_path: str | None = None
+    config_files: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # RecBole --key=value config overrides
+    ablations: str | None = None
+    variants: str | None = None
+    share_teacher: bool = True
+    reference: str | None = None
+    rerun: str = ""
+    run_timeout: float | None = None
+    cost_repeats: int = 3
+    report_only: bool = False
+
