@@ -25,7 +25,10 @@ from ray import tune
 
 from recbole_promptmm.config import load_yaml
 
-DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
+# The Ray Tune constructor of each distribution: choice and grid take the values, the others (low, high).
+TO_TUNE = {"choice": tune.choice, "grid": tune.grid_search, "uniform": tune.uniform, "loguniform": tune.loguniform,
+           "randint": lambda low, high: tune.randint(low, high + 1)}  # Ray's upper bound is exclusive; ours is not
+DISTRIBUTIONS = tuple(TO_TUNE)
 
 # Keys RecBole derives itself, or that decide where and on what a trial runs: never searched.
 RESERVED_KEYS = frozenset({
@@ -52,11 +55,8 @@ class Dimension:
 
     def to_tune(self) -> Any:
         """The Ray Tune domain (or grid) for this key."""
-        if self.kind in ("choice", "grid"):
-            return (tune.choice if self.kind == "choice" else tune.grid_search)(list(self.args))
-        if self.kind == "randint":
-            return tune.randint(self.args[0], self.args[1] + 1)  # Ray's upper bound is exclusive; ours is not
-        return (tune.uniform if self.kind == "uniform" else tune.loguniform)(*self.args)
+        make = TO_TUNE[self.kind]
+        return make(list(self.args)) if self.kind in ("choice", "grid") else make(*self.args)
 
     def upper_bound(self) -> Any:
         """The largest value this dimension can take."""
@@ -212,8 +212,4 @@ def check_search_space(space: SearchSpace, config: Any, fixed: Mapping[str, str]
 
 def grid_size(space: SearchSpace) -> int:
     """How many trials one sample of the space makes (the product of the grid sizes)."""
-    size = 1
-    for dim in space.dimensions:
-        if dim.kind == "grid":
-            size *= len(dim.args)
-    return size
+    return math.prod(len(dim.args) for dim in space.dimensions if dim.kind == "grid")
