@@ -100,6 +100,19 @@ def make_tuner(trainable: Any, param_space: Mapping[str, Any], out: str, name: s
     return tune.Tuner(trainable, param_space=dict(param_space), tune_config=tune_config, run_config=run_config)
 
 
+class TrialEnd(tune.Callback):
+    """A Ray Tune callback calling ``fn(trial, error)`` as soon as a trial ends (``error``: None unless it failed)."""
+
+    def __init__(self, fn: Callable[[Any, BaseException | None], None]) -> None:
+        self.fn = fn
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.fn(trial, None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.fn(trial, trial.get_error())
+
+
 def error_line(error: BaseException | None) -> str:
     """The last meaningful line of a Ray trial's error (``ValueError: Invalid learning rate: -1.0``), or ''."""
     if error is None:

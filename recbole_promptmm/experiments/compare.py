@@ -30,7 +30,7 @@ import torch
 from ray import tune
 
 from recbole_promptmm.experiments import plan as p
-from recbole_promptmm.experiments.cluster import check_resources, error_line, make_tuner, ray_session
+from recbole_promptmm.experiments.cluster import TrialEnd, check_resources, error_line, make_tuner, ray_session
 from recbole_promptmm.experiments.cost import measure_cost
 from recbole_promptmm.experiments.options import CompareOptions
 from recbole_promptmm.experiments.report import run_row, summaries, summary_table, write_comparison
@@ -189,20 +189,14 @@ def _run_trials(todo: list[p.RunSpec], out_dir: str, options: CompareOptions, li
             spec, os.path.join(out_dir, spec.relative_dir()), options, metrics or {}, error_line(error))
         lines(outcome, (metrics or {}).get("time_total_s"))
 
-    class Finished(tune.Callback):  # a line as soon as a run ends
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            settle(trial.config["run"], trial.last_result, None)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            settle(trial.config["run"], trial.last_result, trial.get_error())
-
     by_name = {f"{os.path.basename(os.path.dirname(s.relative_dir()))}-seed{s.seed}": s for s in todo}
     runs = {name: _payload(s, os.path.join(out_dir, s.relative_dir()), options) for name, s in by_name.items()}
+    finished = TrialEnd(lambda trial, error: settle(trial.config["run"], trial.last_result, error))  # a line each
     shutil.rmtree(os.path.join(out_dir, TRIALS_DIR), ignore_errors=True)
     tuner = make_tuner(
         comparison_trial, {"run": tune.grid_search(list(runs))}, out_dir, TRIALS_DIR, cpus=options.cpus_per_trial,
         gpus=options.gpus_per_trial, max_concurrent=options.max_concurrent, trial_name=lambda t: t.config["run"],
-        stop={"time_total_s": options.run_timeout} if options.run_timeout else None, callbacks=[Finished()],
+        stop={"time_total_s": options.run_timeout} if options.run_timeout else None, callbacks=[finished],
         verbose=options.verbose, runs=runs)
     for result in tuner.fit():  # the trials that did not end (interrupted) have no outcome yet
         spec = by_name[result.config["run"]]

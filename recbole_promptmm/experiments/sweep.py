@@ -42,12 +42,12 @@ from recbole.utils.logger import RemoveColorFilter
 from recbole_promptmm.checkpoint import load_checkpoint
 from recbole_promptmm.config import Config, load_yaml, parse_cmd_args, plain
 from recbole_promptmm.data import create_dataset, data_preparation
-from recbole_promptmm.experiments.cluster import check_resources, error_line, make_tuner, ray_session
+from recbole_promptmm.experiments.cluster import TrialEnd, check_resources, error_line, make_tuner, ray_session
 from recbole_promptmm.experiments.options import OPTIONS_FILE, SweepOptions
 from recbole_promptmm.experiments.report import write_frame
 from recbole_promptmm.experiments.space import SearchSpace, check_search_space, grid_size, load_search_space
 from recbole_promptmm.experiments.trial import BEST_FILE, TrialSetup, ray_trainable, read_state, trial_dirname
-from recbole_promptmm.files import write_json_atomic, write_text_atomic
+from recbole_promptmm.files import read_json, write_json_atomic, write_text_atomic
 from recbole_promptmm.registry import get_model, get_trainer
 from recbole_promptmm.validate import validate_config
 
@@ -220,14 +220,7 @@ def _finished_trials(plan: Plan) -> Any:
         params = {k: trial.config.get(k) for k in plan.space.keys}
         return f"trial {trial.trial_id} ({_params(params)}): {status}{best}{took}"
 
-    class Finished(tune.Callback):
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            say(line(trial, None))
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            say(line(trial, trial.get_error()))
-
-    return Finished()
+    return TrialEnd(lambda trial, error: say(line(trial, error)))
 
 
 def trial_table(results: Any, plan: Plan) -> pd.DataFrame:
@@ -321,8 +314,8 @@ def run_plan(plan: Plan, data: DataCache) -> SweepResult:
     text = (f"# Best configuration of the sweep in {opts.out} (trial {best.trial_id}, validation {plan.metric} = "
             f"{best_score:.4f} at epoch {best_epoch}); selected on validation only.\n# Reproduce: {reproduce}\n")
     for key, value in values.items():  # one line per key; lists and mappings in flow style
-        text += (f"{key}: {yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()}\n"
-                 if isinstance(value, (dict, list)) else yaml.safe_dump({key: value}, width=10_000))
+        text += (f"{key}: {_cell(value)}\n" if isinstance(value, (dict, list))
+                 else yaml.safe_dump({key: value}, width=10_000))
     write_text_atomic(config_path, text)
     result.files.update(best_config=config_path, best_model=model_file)
     say(f"best trial {best.trial_id}: {_params(best.params)}")
@@ -363,9 +356,8 @@ def _teacher_stage(plan: Plan, data: DataCache, model: str) -> tuple[dict | None
     """Stage 1 of ``model``: train (or search) it once; returns the values every stage-2 trial gets, or
     ``(None, result)`` when interrupted. A resumed sweep whose stage 1 is done reuses its output."""
     record, key = os.path.join(plan.options.out, "teacher.json"), get_model(model).stage_output_key
-    if os.path.isfile(record):
-        with open(record, encoding="utf-8") as f:
-            done = json.load(f)
+    done = read_json(record)
+    if done:
         say(f"teacher stage: reusing {done['teacher_checkpoint']} ({record})")
         return done["fixed"], None
     prepare_out(plan.options)
