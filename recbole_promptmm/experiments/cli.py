@@ -15,7 +15,7 @@ from recbole_promptmm.config import parse_cmd_args
 from recbole_promptmm.experiments.cluster import ResourceError
 from recbole_promptmm.experiments.compare import run_comparison
 from recbole_promptmm.experiments.options import SCHEDULERS, CompareOptions, SweepOptions
-from recbole_promptmm.experiments.plan import PlanError, describe_ablations
+from recbole_promptmm.experiments.plan import PlanError, describe_ablations, split_list
 from recbole_promptmm.experiments.sweep import SweepError, execute_sweep, prepare_sweep
 from recbole_promptmm.parser import OneLineParser
 
@@ -42,10 +42,6 @@ or config, 130 when interrupted.
 """
 
 
-def split_words(text: str) -> list[str]:
-    return text.replace(",", " ").split()
-
-
 def _parser(prog: str, usage: str) -> argparse.ArgumentParser:
     """The options of :class:`RayOptions`; only options given on the command line land in the namespace."""
     parser = OneLineParser(prog=prog, description=usage, allow_abbrev=False, argument_default=argparse.SUPPRESS,
@@ -69,7 +65,7 @@ def tune_parser() -> argparse.ArgumentParser:
     add("--out", help="output folder (default: tune_results/<model>-<dataset>)")
     add("--search_space", help="search-space yaml (default: properties/tune/<model>.yaml)")
     add("--num_samples", type=int, help="samples of the search space (default 1; grids run in full)")
-    add("--config_files", type=split_words, help="yaml config files, separated by spaces or commas")
+    add("--config_files", type=split_list, help="yaml config files, separated by spaces or commas")
     add("--scheduler", choices=SCHEDULERS, help="asha stops poor trials early (default asha)")
     add("--resume", action="store_true", help="continue the interrupted sweep in --out")
     add("--grace_period", type=int, help="ASHA: epochs before a trial can be stopped (default 1)")
@@ -92,7 +88,7 @@ def compare_parser() -> argparse.ArgumentParser:
     add("--out", "-o", help="output folder (required): reports, and every run under OUT/runs/")
     add("--seeds", help="comma-separated seeds (default 2020,2021,2022)")
     add("--data_path", help="folder holding <dataset>/ (e.g. ../shared/data)")
-    add("--config_files", type=split_words, help="yaml files: shared keys, plus a 'models: {NAME: {...}}' section")
+    add("--config_files", type=split_list, help="yaml files: shared keys, plus a 'models: {NAME: {...}}' section")
     add("--ablations", nargs="?", const="all",
         help="add PromptMM ablation variants: all (no value) or comma-separated names")
     add("--variants", help="PromptMM variants: ablation names or NAME:key=value;key=value, comma-separated")
