@@ -1,6 +1,6 @@
 """Experiments: hyper-parameter sweeps and multi-seed comparisons, both run as Ray Tune trials.
 
-:mod:`.options` (every option, declared once), :mod:`.cli` (the two command lines), :mod:`.cluster` (the Ray
+:mod:`.options` (the option dataclasses), :mod:`.cli` (the two argparse command lines), :mod:`.cluster` (the Ray
 session and the Tuner), :mod:`.space` and :mod:`.trial` and :mod:`.sweep` (sweeps: docs/TUNING.md),
 :mod:`.plan` and :mod:`.compare` (comparisons: docs/COMPARE.md), :mod:`.cost` (what a trained model costs to
 serve), :mod:`.report` (tables, paired tests and plots on pandas and scipy).
