@@ -68,9 +68,10 @@ def tune_parser() -> argparse.ArgumentParser:
     add("--config_files", type=split_list, help="yaml config files, separated by spaces or commas")
     add("--scheduler", choices=SCHEDULERS, help="asha stops poor trials early (default asha)")
     add("--resume", action="store_true", help="continue the interrupted sweep in --out")
-    add("--grace_period", type=int, help="ASHA: epochs before a trial can be stopped (default 1)")
-    add("--reduction_factor", type=float, help="ASHA: keep 1/this at each rung (default 2)")
-    add("--max_t", type=int, help="ASHA: last epoch (default: the largest epochs of any trial)")
+    for name, kind, text in (("grace_period", int, "epochs before a trial can be stopped (default 1)"),
+                             ("reduction_factor", float, "keep 1/this at each rung (default 2)"),
+                             ("max_t", int, "last epoch (default: the largest epochs of any trial)")):
+        add(f"--{name}", type=kind, help=f"ASHA: {text}")
     add("--max_failures", type=int, help="restarts of a failing trial from its checkpoint (default 1)")
     add("--teacher_checkpoint", help="PromptMM: distil every trial from this teacher checkpoint")
     add("--teacher_search_space", help="PromptMM: search the teacher with this file first")
@@ -82,24 +83,27 @@ def tune_parser() -> argparse.ArgumentParser:
 
 def compare_parser() -> argparse.ArgumentParser:
     parser = _parser("python -m recbole_promptmm.compare", COMPARE_USAGE)
-    add = parser.add_argument
-    add("--dataset", "-d", help="dataset name (default ml-100k)")
-    add("--models", "-m", help="comma-separated model names or labels")
-    add("--out", "-o", help="output folder (required): reports, and every run under OUT/runs/")
-    add("--seeds", help="comma-separated seeds (default 2020,2021,2022)")
-    add("--data_path", help="folder holding <dataset>/ (e.g. ../shared/data)")
-    add("--config_files", type=split_list, help="yaml files: shared keys, plus a 'models: {NAME: {...}}' section")
-    add("--ablations", nargs="?", const="all",
-        help="add PromptMM ablation variants: all (no value) or comma-separated names")
-    add("--variants", help="PromptMM variants: ablation names or NAME:key=value;key=value, comma-separated")
-    add("--no_share_teacher", dest="share_teacher", action="store_false",
-        help="every PromptMM variant trains its own teacher")
-    add("--reference", help="label tested against the others (default PromptMM if compared, else the first)")
-    add("--rerun", help="labels (comma-separated) or 'all' whose cached runs are redone")
-    add("--run_timeout", type=float, help="stop a run after this many seconds (checked at each validation)")
-    add("--cost_repeats", type=int, help="timed full-sort scoring passes per run (default 3)")
-    add("--report_only", action="store_true", help="run nothing; report the cached runs")
-    add("--list_ablations", action="store_true", help="print the ablation table and exit")
+    parser.add_argument("--dataset", "-d", help="dataset name (default ml-100k)")
+    parser.add_argument("--models", "-m", help="comma-separated model names or labels")
+    parser.add_argument("--out", "-o", help="output folder (required): reports, and every run under OUT/runs/")
+    parser.add_argument("--seeds", help="comma-separated seeds (default 2020,2021,2022)")
+    parser.add_argument("--data_path", help="folder holding <dataset>/ (e.g. ../shared/data)")
+    parser.add_argument("--config_files", type=split_list,
+                        help="yaml files: shared keys, plus a 'models: {NAME: {...}}' section")
+    parser.add_argument("--ablations", nargs="?", const="all",
+                        help="add PromptMM ablation variants: all (no value) or comma-separated names")
+    parser.add_argument("--variants",
+                        help="PromptMM variants: ablation names or NAME:key=value;key=value, comma-separated")
+    parser.add_argument("--no_share_teacher", dest="share_teacher", action="store_false",
+                        help="every PromptMM variant trains its own teacher")
+    parser.add_argument("--reference",
+                        help="label tested against the others (default PromptMM if compared, else the first)")
+    parser.add_argument("--rerun", help="labels (comma-separated) or 'all' whose cached runs are redone")
+    parser.add_argument("--run_timeout", type=float,
+                        help="stop a run after this many seconds (checked at each validation)")
+    parser.add_argument("--cost_repeats", type=int, help="timed full-sort scoring passes per run (default 3)")
+    parser.add_argument("--report_only", action="store_true", help="run nothing; report the cached runs")
+    parser.add_argument("--list_ablations", action="store_true", help="print the ablation table and exit")
     return parser
 
 
