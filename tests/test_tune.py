@@ -438,3 +438,17 @@ def test_unschedulable_trials_are_refused():
     check_resources(2, 0, {"CPU": 2.0})
     with pytest.raises(ResourceError, match="--gpus_per_trial=1, but the Ray cluster has 0 GPU"):
         check_resources(1, 1, {"CPU": 2.0})
+
+
+@pytest.mark.parametrize("model, extra, expected", [
+    ("PromptMM", ["--student_epochs=7", "--epochs=3"], 7),  # its trials report the last stage (the student)
+    ("BPR", ["--epochs=5"], 5),
+])
+def test_asha_bounds_the_stage_a_trial_reports(tmp_path, model, extra, expected):
+    """max_t defaults to the epoch bound of the stage the trials report: a staged model names its key
+    (``last_stage_epochs_key``), any other model has RecBole's ``epochs``."""
+    from recbole_promptmm.experiments.cli import sweep_options
+    from recbole_promptmm.experiments.sweep import make_plan
+
+    options = sweep_options([f"--model={model}", "--dataset=ml-100k", f"--out={tmp_path / 'out'}", *extra])
+    assert make_plan(options).max_t == expected

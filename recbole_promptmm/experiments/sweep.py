@@ -153,7 +153,8 @@ def make_plan(options: SweepOptions, extra_fixed: Mapping[str, Any] | None = Non
                        {**config.cmd_config_dict, **extra_fixed}, options.cpus_per_trial, options.gpus_per_trial,
                        os.path.join(options.out, TRIALS_DIR))
     max_t = options.max_t
-    for key in ("student_epochs", "epochs"):  # staged models bound their reported stage with student_epochs
+    # a staged model names the key bounding the stage its trials report (its last); else RecBole's epochs
+    for key in (getattr(config.model_class, "last_stage_epochs_key", "epochs"), "epochs"):
         if max_t is None and (space.get(key) or config.final_config_dict.get(key) is not None):
             max_t = int(space.get(key).upper_bound()) if space.get(key) else int(config[key])
     return Plan(options, config, space, setup, str(config["valid_metric"]).lower(), bool(config["valid_metric_bigger"]),

@@ -55,6 +55,8 @@ class PromptMM(GeneralRecommender):
     stages = STAGES
     stage_output_key = "teacher_checkpoint"
     """The config key that points a run at a trained stage-1 output (it then trains no stage 1)."""
+    last_stage_epochs_key = "student_epochs"
+    """The config key bounding the epochs of the last stage (the one a sweep's trials report)."""
     variants: tuple[tuple[str, str, dict], ...] = (  # (name, title, overrides), the paper's ablations in its order;
         # keys: properties/model/PromptMM.yaml, multimodal.yaml, PromptMMStudent.yaml
         ("no_prompt", "w/o prompt", {"prompt": False}),
