@@ -64,7 +64,7 @@ def first_copy(first, tmp_path):
     result's run folders are those of the original."""
     out, result, log = first
     copy = tmp_path / "compare"
-    shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".ray", ".compare.lock"))
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".compare.lock"))
     return copy, result, log
 
 

@@ -1,4 +1,4 @@
-"""Experiments: hyper-parameter sweeps and multi-seed comparisons, both run as Ray Tune trials.
+"""Experiments: hyper-parameter sweeps (Ray Tune trials) and multi-seed comparisons (Ray tasks).
 
 :mod:`.options` (the option dataclasses), :mod:`.cli` (the two argparse command lines), :mod:`.cluster` (the Ray
 session and the Tuner), :mod:`.space` and :mod:`.trial` and :mod:`.sweep` (sweeps: docs/TUNING.md),

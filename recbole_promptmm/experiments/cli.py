@@ -29,7 +29,7 @@ config or search space (nothing is started), 3 when the sweep was interrupted (r
 """
 COMPARE_USAGE = """Is PromptMM better than what I already use, on my data, and what does it cost? (docs/COMPARE.md)
 
-Trains every model with every seed under one protocol as Ray Tune trials (--max_concurrent at once, or over a
+Trains every model with every seed under one protocol as Ray tasks (--max_concurrent at once, or over a
 cluster with --address), measures cost, and writes results.csv/.md/.json/.png into --out, where finished runs
 are cached: rerunning the same command resumes.
 

@@ -1,4 +1,5 @@
-"""Where sweeps and comparisons run: one Ray session and one way of handing trials to Ray Tune.
+"""Where sweeps and comparisons run: one Ray session, and the Ray Tune set-up of a sweep's trials (a comparison
+runs plain Ray tasks, :mod:`recbole_promptmm.experiments.compare`).
 
 Without an address a private local Ray instance is started (``address="local"``: it never attaches to another
 Ray instance on the machine) and stopped at the end; with ``--address`` (``HOST:PORT`` of a head, or ``auto``)
@@ -77,11 +78,11 @@ def check_resources(cpus_per_trial: float, gpus_per_trial: float, resources: Map
 def make_tuner(trainable: Any, param_space: Mapping[str, Any], out: str, name: str, *, cpus: float, gpus: float,
                max_concurrent: int | None, trial_name: Callable[[Any], str], restore: bool = False,
                scheduler: Any = None, search_alg: Any = None, num_samples: int = 1, max_failures: int = 0,
-               stop: Mapping[str, float] | None = None, callbacks: list | None = None, reuse_actors: bool = False,
-               verbose: bool = False, **data: Any) -> Any:
+               callbacks: list | None = None, verbose: bool = False, **data: Any) -> Any:
     """A ``ray.tune.Tuner`` of ``trainable`` (a function trainable, ``data`` shipped once through Ray's object
-    store with ``tune.with_parameters``) writing its experiment to ``out/name``; ``restore`` continues one. Ray
-    prints its trial tables only when ``verbose`` (``--verbose``); the callers print a line per finished trial."""
+    store with ``tune.with_parameters``; actors reused between trials) writing its experiment to ``out/name``;
+    ``restore`` continues one. Ray prints its trial tables only when ``verbose`` (``--verbose``); the caller prints
+    a line per finished trial."""
     # Ray Tune's legacy output engine honours verbose=0 fully (its new one prints an experiment box regardless);
     # with verbose=1 it prints its trial tables (a CLIReporter).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -92,9 +93,8 @@ def make_tuner(trainable: Any, param_space: Mapping[str, Any], out: str, name: s
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
     tune_config = tune.TuneConfig(num_samples=num_samples, scheduler=scheduler, search_alg=search_alg,
                                   max_concurrent_trials=max_concurrent, trial_dirname_creator=trial_name,
-                                  trial_name_creator=trial_name, reuse_actors=reuse_actors)
+                                  trial_name_creator=trial_name, reuse_actors=True)
     run_config = tune.RunConfig(name=name, storage_path=out, verbose=1 if verbose else 0,
-                                stop=dict(stop) if stop else None,
                                 failure_config=tune.FailureConfig(max_failures=max_failures),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=callbacks)
     return tune.Tuner(trainable, param_space=dict(param_space), tune_config=tune_config, run_config=run_config)

@@ -1,18 +1,17 @@
-""":func:`compare`: plan the runs, run the ones not cached as Ray Tune trials, write the reports.
+""":func:`compare`: plan the runs, run the ones not cached as Ray tasks, write the reports.
 
 A run lives in ``OUT/runs/<label>/seed<seed>-<hash>/`` (``hash``: :func:`plan.config_hash` of its resolved
 config): ``config.json``, RecBole's ``log/``, checkpoints in ``saved/``, and at the end ``result.json`` or
 ``failure.json``. A folder with a ``result.json`` of the same hash is served from the cache; a changed config
 has another folder; a failed run starts again on the next invocation, and an interrupted one continues from its
-resume file (``saved/*-resume.pth``). Each trial is its own Ray worker process (``reuse_actors=False``): a crash
-fails one run only, and peak memory is per run. Runs that reuse another run's teacher run after it.
+resume file (``saved/*-resume.pth``). Each run is a Ray task in a worker process of its own (``max_calls=1``): a
+crash fails one run only, and peak memory is per run. Runs that reuse another run's teacher run after it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import glob
-import math
 import os
 import resource
 import shutil
@@ -27,10 +26,9 @@ from typing import Any, Iterator, Sequence
 
 import ray
 import torch
-from ray import tune
 
 from recbole_promptmm.experiments import plan as p
-from recbole_promptmm.experiments.cluster import TrialEnd, check_resources, error_line, make_tuner, ray_session
+from recbole_promptmm.experiments.cluster import check_resources, error_line, ray_session
 from recbole_promptmm.experiments.cost import measure_cost
 from recbole_promptmm.experiments.options import CompareOptions
 from recbole_promptmm.experiments.report import run_row, summaries, summary_table, write_comparison
@@ -39,7 +37,6 @@ from recbole_promptmm.quick_start import run
 from recbole_promptmm.trainer.resume import ResumeError
 
 RESULT_FILE, FAILURE_FILE, CONFIG_FILE, LOCK_FILE = "result.json", "failure.json", "config.json", ".compare.lock"
-TRIALS_DIR = ".ray"  # Ray's experiment folder of the latest invocation (the run folders are the cache)
 
 
 @dataclass
@@ -70,16 +67,21 @@ class ComparisonResult:
         return [o for o in self.outcomes if o.status != "ok"]
 
 
-# ----------------------------------------------------------------------------------------------- one trial
+# ------------------------------------------------------------------------------------------------- one run
 def max_rss_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def execute_run(spec: dict, report=lambda metrics: None) -> dict:
+class RunTimeout(Exception):
+    """A run went past ``--run_timeout``."""
+
+
+def execute_run(spec: dict) -> dict:
     """Run one comparison run in its folder (the working directory): :func:`recbole_promptmm.run` (train,
     early-stop on validation, test once at the best validation epoch), then its serving cost. Continues from the
-    run's resume file when an earlier attempt was interrupted. Returns the result written to ``result.json``."""
+    run's resume file when an earlier attempt was interrupted; stops with :class:`RunTimeout` at the first
+    validation after ``spec["timeout"]`` seconds. Returns the result written to ``result.json``."""
     start, baseline = time.perf_counter(), max_rss_bytes()
     torch.set_num_threads(spec["threads"])
 
@@ -92,23 +94,21 @@ def execute_run(spec: dict, report=lambda metrics: None) -> dict:
             traceback.print_exc()
             return {"cost_error": f"{type(err).__name__}: {err}"}
 
-    class Progress:  # the trainer's callback: a report after every validation
+    class Deadline:  # the trainer's callback: --run_timeout, checked after every validation
         @staticmethod
         def on_valid_end(trainer) -> None:
-            # No best yet (-inf) or a diverged score (nan) is left out: Ray's TensorBoard logger warns on each.
-            scores = {"valid_score": trainer.valid_scores[-1][1], "best_valid_score": trainer.best_valid_score}
-            report({"stage": trainer.resume_stage or "", "epoch": trainer.last_epoch + 1,
-                    **{k: float(v) for k, v in scores.items() if v is not None and math.isfinite(v)}})
+            if spec["timeout"] and time.perf_counter() - start >= spec["timeout"]:
+                raise RunTimeout(f"timed out after {spec['timeout']:g} s (--run_timeout)")
 
     args = (spec["model"], spec["dataset"], None, spec["config_dict"], spec["cmd_args"])
     resume = glob.glob(os.path.join("saved", "*-resume.pth"))
     try:
-        result = run(*args, after_fit=cost, resume=resume[0] if len(resume) == 1 else None, callbacks=[Progress])
+        result = run(*args, after_fit=cost, resume=resume[0] if len(resume) == 1 else None, callbacks=[Deadline])
     except ResumeError as err:  # an unusable resume file: start over
         print(f"compare: {err}; starting over", flush=True)
         for path in resume:
             os.remove(path)
-        result = run(*args, after_fit=cost, callbacks=[Progress])
+        result = run(*args, after_fit=cost, callbacks=[Deadline])
     peak = max_rss_bytes()
     result.update(status="ok", label=spec["label"], config_hash=spec["config_hash"], peak_rss_bytes=peak,
                   baseline_rss_bytes=baseline, peak_memory_bytes=peak - baseline, torch_threads=torch.get_num_threads(),
@@ -117,10 +117,10 @@ def execute_run(spec: dict, report=lambda metrics: None) -> dict:
     return result
 
 
-def comparison_trial(params: dict, runs: dict) -> None:
-    """The Ray Tune function trainable of one run: ``runs[params["run"]]``, a spec of :func:`_payload`."""
-    spec = runs[params["run"]]
-    run_dir = spec["run_dir"]
+def comparison_run(spec: dict) -> dict:
+    """One run as a Ray task (:data:`run_task`), ``spec`` of :func:`_payload`: writes the run folder's
+    ``result.json`` or ``failure.json``; returns its seconds."""
+    start, run_dir = time.perf_counter(), spec["run_dir"]
     if not glob.glob(os.path.join(run_dir, "saved", "*-resume.pth")):
         shutil.rmtree(run_dir, ignore_errors=True)  # leftovers of a failed attempt
     os.makedirs(run_dir, exist_ok=True)
@@ -129,22 +129,27 @@ def comparison_trial(params: dict, runs: dict) -> None:
         os.remove(FAILURE_FILE)
     write_json_atomic(CONFIG_FILE, spec["config"])
     try:
-        result = execute_run(spec, tune.report)
+        result = execute_run(spec)
     except Exception as err:
         traceback.print_exc()
-        write_json_atomic(FAILURE_FILE, {"status": "failed", "error": f"{type(err).__name__}: {err}".strip(),
-                                         "traceback": traceback.format_exc(), "config_hash": spec["config_hash"]})
-        tune.report({"status": "failed"})
-        return
-    write_json_atomic(RESULT_FILE, {**result, "node": ray.get_runtime_context().get_node_id()})
-    tune.report({"status": "ok"})
+        error = str(err) if isinstance(err, RunTimeout) else f"{type(err).__name__}: {err}".strip()
+        write_json_atomic(FAILURE_FILE, {"status": "failed", "error": error, "traceback": traceback.format_exc(),
+                                         "config_hash": spec["config_hash"]})
+    else:
+        write_json_atomic(RESULT_FILE, {**result, "node": ray.get_runtime_context().get_node_id()})
+    return {"seconds": time.perf_counter() - start}
+
+
+# A worker process per run (a crash fails that run only; peak memory is the run's); a crashed run is not retried.
+run_task = ray.remote(max_calls=1, max_retries=0)(comparison_run)
 
 
 def _payload(spec: p.RunSpec, run_dir: str, options: CompareOptions) -> dict:
     return {"label": spec.label, "model": spec.model, "dataset": spec.dataset, "seed": spec.seed,
             "config_dict": spec.config_dict, "config": spec.config, "config_hash": spec.config_hash,
             "cmd_args": spec.cmd_args + [f"--checkpoint_dir={os.path.join(run_dir, 'saved')}"], "run_dir": run_dir,
-            "threads": max(1, int(options.cpus_per_trial)), "cost_repeats": options.cost_repeats}
+            "threads": max(1, int(options.cpus_per_trial)), "cost_repeats": options.cost_repeats,
+            "timeout": options.run_timeout}
 
 
 # ---------------------------------------------------------------------------------------------- the driver
@@ -179,44 +184,51 @@ class _Lines:
         self.say(f"[{self.done}/{self.total}] {spec.label} seed {spec.seed}: {what}{took}")
 
 
-def _run_trials(todo: list[p.RunSpec], out_dir: str, options: CompareOptions, lines: _Lines) -> dict:
-    """Run ``todo`` as Ray Tune trials; returns (label, seed) -> RunOutcome of each."""
-    outcomes: dict[tuple, RunOutcome] = {}
+def _run_tasks(todo: list[p.RunSpec], out_dir: str, options: CompareOptions, lines: _Lines,
+               outcomes: dict) -> None:
+    """Run ``todo`` as Ray tasks, at most ``--max_concurrent`` at once, settling each in ``outcomes`` ((label,
+    seed) -> RunOutcome) as it ends. A ``KeyboardInterrupt`` cancels the running ones (their runs are left to the
+    next invocation) and is raised again."""
+    task = run_task.options(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial)
+    waiting, running = list(todo), {}  # running: ObjectRef -> RunSpec
+    limit = options.max_concurrent or len(todo)
 
-    def settle(name: str, metrics: dict, error: BaseException | None) -> None:
-        spec = by_name[name]
-        outcomes[spec.label, spec.seed] = outcome = _settle_finished(
-            spec, os.path.join(out_dir, spec.relative_dir()), options, metrics or {}, error_line(error))
-        lines(outcome, (metrics or {}).get("time_total_s"))
+    def settle(spec: p.RunSpec, seconds: float | None = None, crash: str = "") -> None:
+        outcome = _settle_finished(spec, os.path.join(out_dir, spec.relative_dir()), crash)
+        outcomes[spec.label, spec.seed] = outcome
+        lines(outcome, seconds)
 
-    by_name = {f"{os.path.basename(os.path.dirname(s.relative_dir()))}-seed{s.seed}": s for s in todo}
-    runs = {name: _payload(s, os.path.join(out_dir, s.relative_dir()), options) for name, s in by_name.items()}
-    finished = TrialEnd(lambda trial, error: settle(trial.config["run"], trial.last_result, error))  # a line each
-    shutil.rmtree(os.path.join(out_dir, TRIALS_DIR), ignore_errors=True)
-    tuner = make_tuner(
-        comparison_trial, {"run": tune.grid_search(list(runs))}, out_dir, TRIALS_DIR, cpus=options.cpus_per_trial,
-        gpus=options.gpus_per_trial, max_concurrent=options.max_concurrent, trial_name=lambda t: t.config["run"],
-        stop={"time_total_s": options.run_timeout} if options.run_timeout else None, callbacks=[finished],
-        verbose=options.verbose, runs=runs)
-    for result in tuner.fit():  # the trials that did not end (interrupted) have no outcome yet
-        spec = by_name[result.config["run"]]
-        if (spec.label, spec.seed) not in outcomes:
-            settle(result.config["run"], result.metrics, result.error)
-    return outcomes
+    try:
+        while waiting or running:
+            while waiting and len(running) < limit:
+                spec = waiting.pop(0)
+                running[task.remote(_payload(spec, os.path.join(out_dir, spec.relative_dir()), options))] = spec
+            done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)  # a timeout: Ctrl-C is seen at once
+            for ref in done:
+                spec = running.pop(ref)
+                try:
+                    settle(spec, ray.get(ref)["seconds"])
+                except ray.exceptions.RayError as err:  # the worker died (a crash, a lost node)
+                    settle(spec, crash=error_line(err) or type(err).__name__)
+    except KeyboardInterrupt:
+        for ref in running:  # the worker is killed (its files are written atomically): its resume file stays
+            ray.cancel(ref, force=True)  # (force=False raises KeyboardInterrupt there, lost where SIGINT is ignored)
+        ray.wait(list(running), num_returns=len(running), timeout=30)
+        for spec in running.values():
+            settle(spec)
+        raise
 
 
-def _settle_finished(spec: p.RunSpec, run_dir: str, options: CompareOptions, metrics: dict,
-                     crash: str = "") -> RunOutcome:
-    """The outcome of a trial that ended: its ``result.json``, its ``failure.json``, or why it has neither."""
+def _settle_finished(spec: p.RunSpec, run_dir: str, crash: str = "") -> RunOutcome:
+    """The outcome of a task that ended: its ``result.json``, its ``failure.json``, or why it has neither."""
     done = _recorded(spec, run_dir, failures=True)
     if done is not None:
         return RunOutcome(spec, done.status, result=done.result, error=done.error, run_dir=run_dir)
-    seconds = metrics.get("time_total_s") or 0
-    if crash or (options.run_timeout and seconds >= options.run_timeout):
-        error = crash or f"timed out after {options.run_timeout:g} s (--run_timeout)"
-        write_json_atomic(os.path.join(run_dir, FAILURE_FILE), {"status": "failed", "error": error,
+    if crash:
+        os.makedirs(run_dir, exist_ok=True)
+        write_json_atomic(os.path.join(run_dir, FAILURE_FILE), {"status": "failed", "error": crash,
                                                                 "config_hash": spec.config_hash})
-        return RunOutcome(spec, "failed", error=error, run_dir=run_dir)
+        return RunOutcome(spec, "failed", error=crash, run_dir=run_dir)
     return RunOutcome(spec, "missing", error="not finished (interrupted): the next invocation continues it",
                       run_dir=run_dir)
 
@@ -234,11 +246,15 @@ def _locked(out_dir: str) -> Iterator[None]:
 
 @contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (``kill``, a batch scheduler) acts like Ctrl-C: trials stop and the reports are written."""
+    """SIGTERM (``kill``, a batch scheduler) acts like Ctrl-C: runs stop and the reports are written."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+
+    def interrupt(signum, frame):  # not through SIGINT, which a background job may have ignored
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
     finally:
@@ -280,7 +296,7 @@ def compare(dataset: str = "ml-100k", models: str | Sequence[str] = "", out: str
 
     Keyword arguments are the fields of :class:`~recbole_promptmm.experiments.options.CompareOptions`
     (``overrides=["--epochs=1"]``, ``ablations="all"``, ``max_concurrent=2``, ``address="auto"``, ...). Failed
-    runs are in the result (and the reports) as failed; a ``KeyboardInterrupt`` stops the running trials, writes
+    runs are in the result (and the reports) as failed; a ``KeyboardInterrupt`` stops the running runs, writes
     the reports of what has finished, and is raised again."""
     models = ",".join(models) if not isinstance(models, str) else models
     seeds = ",".join(map(str, seeds)) if not isinstance(seeds, str) else seeds
@@ -336,10 +352,11 @@ def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
             if todo and not started:
                 stack.enter_context(ray_session(options.address, options.num_cpus, say,
                                                 max(1, int(options.cpus_per_trial)), options.verbose))
+                stack.enter_context(_terminate_as_interrupt())  # again: ray.init makes SIGTERM exit at once
                 check_resources(options.cpus_per_trial, options.gpus_per_trial)
                 started.append(True)
             if todo:
-                outcomes.update(_run_trials(todo, out_dir, options, lines))
+                _run_tasks(todo, out_dir, options, lines, outcomes)
 
         try:
             execute(settle([s for s in specs if s.teacher_from is None or s.error]))

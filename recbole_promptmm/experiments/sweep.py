@@ -203,9 +203,8 @@ def _tuner(plan: Plan, train_data: Any, valid_data: Any) -> Any:
         max_concurrent=opts.max_concurrent, trial_name=lambda trial: trial_dirname(trial.trial_id), restore=restore,
         scheduler=scheduler, search_alg=BasicVariantGenerator(random_state=int(plan.config["seed"]),
                                                               max_concurrent=opts.max_concurrent or 0),
-        num_samples=opts.num_samples, max_failures=opts.max_failures, reuse_actors=True,
-        callbacks=[_finished_trials(plan)], verbose=opts.verbose, setup=plan.setup, train_data=train_data,
-        valid_data=valid_data)
+        num_samples=opts.num_samples, max_failures=opts.max_failures, callbacks=[_finished_trials(plan)],
+        verbose=opts.verbose, setup=plan.setup, train_data=train_data, valid_data=valid_data)
 
 
 def _finished_trials(plan: Plan) -> Any:
