@@ -18,7 +18,7 @@ from recbole_promptmm.data import create_dataset, data_preparation
 from recbole_promptmm.files import write_json_atomic
 from recbole_promptmm.log import (FILE_ONLY, buffer_logs, discard_run_log, init_logger, remove_empty_dirs,
                                   replay_buffered_logs, unique_time)
-from recbole_promptmm.model.accounting import used_parameters as count_parameters
+from recbole_promptmm.model.accounting import used_parameters
 from recbole_promptmm.registry import get_model, get_trainer
 from recbole_promptmm.summary import display_path, summary_lines
 from recbole_promptmm.trainer.resume import (ResumeError, RunInterrupted, config_differences, interrupted,
@@ -189,7 +189,7 @@ def run(
         "model": config["model"],
         "dataset": config["dataset"],
         "seed": config["seed"],
-        "num_parameters": count_parameters(net),
+        "num_parameters": used_parameters(net),
         "best_valid_score": float(best_valid_score),
         "valid_metric": config["valid_metric"],
         "best_valid_result": _floats(best_valid_result),
