@@ -29,7 +29,7 @@ import torch
 
 from recbole_promptmm.experiments import plan as p
 from recbole_promptmm.experiments.cluster import check_resources, error_line, ray_session
-from recbole_promptmm.experiments.cost import measure_cost
+from recbole_promptmm.model.accounting import measure_cost
 from recbole_promptmm.experiments.options import CompareOptions
 from recbole_promptmm.experiments.report import run_row, summaries, summary_table, write_comparison
 from recbole_promptmm.files import read_json, write_json_atomic
