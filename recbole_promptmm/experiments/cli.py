@@ -41,63 +41,67 @@ or config, 130 when interrupted.
 """
 
 
-def _parser(prog: str, usage: str, options: tuple) -> argparse.ArgumentParser:
-    """``options`` ((flags, argparse keywords) pairs) and those of :class:`RayOptions`; only options given on the
-    command line land in the namespace."""
-    parser = OneLineParser(prog=prog, description=usage, allow_abbrev=False, argument_default=argparse.SUPPRESS,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    for flags, kwargs in options + (
-            ("--max_concurrent", dict(type=int, help="trials running at once (default: as many as the resources allow)")),
-            ("--cpus_per_trial", dict(type=float, help="CPUs Ray reserves per trial; torch uses as many threads (default 1)")),
-            ("--gpus_per_trial", dict(type=float, help="GPUs Ray reserves per trial (default 0)")),
-            ("--num_cpus", dict(type=int, help="CPUs of the local Ray instance (default: all cores)")),
-            ("--address", dict(help="an existing Ray cluster: HOST:PORT of its head (or auto)")),
-            ("--verbose", dict(action="store_true", help="print Ray Tune's trial tables as well (default: one line "
-                                                        "per finished run/trial)"))):
-        parser.add_argument(*flags.split(), **kwargs)
+# (commands, flags, argparse keywords) of every option; only options given on the command line land in the namespace
+OPTIONS = (
+    ("tune", "--model -m", dict(help="model: ours (PromptMM, PromptMMTeacher, ...) or a RecBole built-in")),
+    ("tune", "--dataset -d", dict(help="dataset: ml-100k, tiktok (with --data_path) or your own")),
+    ("tune", "--out", dict(help="output folder (default: tune_results/<model>-<dataset>)")),
+    ("tune", "--search_space", dict(help="search-space yaml (default: properties/tune/<model>.yaml)")),
+    ("tune", "--num_samples", dict(type=int, help="samples of the search space (default 1; grids run in full)")),
+    ("tune", "--config_files", dict(type=split_list, help="yaml config files, separated by spaces or commas")),
+    ("tune", "--scheduler", dict(choices=SCHEDULERS, help="asha stops poor trials early (default asha)")),
+    ("tune", "--resume", dict(action="store_true", help="continue the interrupted sweep in --out")),
+    ("tune", "--grace_period", dict(type=int, help="ASHA: epochs before a trial can be stopped (default 1)")),
+    ("tune", "--reduction_factor", dict(type=float, help="ASHA: keep 1/this at each rung (default 2)")),
+    ("tune", "--max_t", dict(type=int, help="ASHA: last epoch (default: the largest epochs of any trial)")),
+    ("tune", "--max_failures", dict(type=int, help="restarts of a failing trial from its checkpoint (default 1)")),
+    ("tune", "--teacher_checkpoint", dict(help="PromptMM: distil every trial from this teacher checkpoint")),
+    ("tune", "--teacher_search_space", dict(help="PromptMM: search the teacher with this file first")),
+    ("tune", "--teacher_num_samples", dict(type=int, help="PromptMM: samples of the teacher search space")),
+    ("tune", "--no_test", dict(dest="evaluate_test", action="store_false",
+                               help="do not evaluate the best configuration on test")),
+    ("compare", "--dataset -d", dict(help="dataset name (default ml-100k)")),
+    ("compare", "--models -m", dict(help="comma-separated model names or labels")),
+    ("compare", "--out -o", dict(help="output folder (required): reports, and every run under OUT/runs/")),
+    ("compare", "--seeds", dict(help="comma-separated seeds (default 2020,2021,2022)")),
+    ("compare", "--data_path", dict(help="folder holding <dataset>/ (e.g. ../shared/data)")),
+    ("compare", "--config_files", dict(type=split_list,
+                                       help="yaml files: shared keys, plus a 'models: {NAME: {...}}' section")),
+    ("compare", "--ablations", dict(nargs="?", const="all",
+                                    help="add PromptMM ablation variants: all (no value) or comma-separated names")),
+    ("compare", "--variants", dict(help="PromptMM variants: ablation names or NAME:key=value;key=value, "
+                                        "comma-separated")),
+    ("compare", "--no_share_teacher", dict(dest="share_teacher", action="store_false",
+                                           help="every PromptMM variant trains its own teacher")),
+    ("compare", "--reference", dict(help="label tested against the others (default PromptMM if compared, else the "
+                                         "first)")),
+    ("compare", "--rerun", dict(help="labels (comma-separated) or 'all' whose cached runs are redone")),
+    ("compare", "--run_timeout", dict(type=float, help="stop a run after this many seconds (checked at each "
+                                                       "validation)")),
+    ("compare", "--cost_repeats", dict(type=int, help="timed full-sort scoring passes per run (default 3)")),
+    ("compare", "--report_only", dict(action="store_true", help="run nothing; report the cached runs")),
+    ("compare", "--list_ablations", dict(action="store_true", help="print the ablation table and exit")),
+    ("tune compare", "--max_concurrent", dict(type=int, help="trials running at once (default: as many as the "
+                                                             "resources allow)")),
+    ("tune compare", "--cpus_per_trial", dict(type=float, help="CPUs Ray reserves per trial; torch uses as many "
+                                                               "threads (default 1)")),
+    ("tune compare", "--gpus_per_trial", dict(type=float, help="GPUs Ray reserves per trial (default 0)")),
+    ("tune compare", "--num_cpus", dict(type=int, help="CPUs of the local Ray instance (default: all cores)")),
+    ("tune compare", "--address", dict(help="an existing Ray cluster: HOST:PORT of its head (or auto)")),
+    ("tune compare", "--verbose", dict(action="store_true", help="print Ray Tune's trial tables as well (default: "
+                                                                 "one line per finished run/trial)")),
+)
+
+
+def command_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of ``tune`` or ``compare``."""
+    parser = OneLineParser(prog=f"python -m recbole_promptmm.{command}", allow_abbrev=False,
+                           description=TUNE_USAGE if command == "tune" else COMPARE_USAGE,
+                           argument_default=argparse.SUPPRESS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for commands, flags, kwargs in OPTIONS:
+        if command in commands.split():
+            parser.add_argument(*flags.split(), **kwargs)
     return parser
-
-
-def tune_parser() -> argparse.ArgumentParser:
-    return _parser("python -m recbole_promptmm.tune", TUNE_USAGE, (
-        ("--model -m", dict(help="model: ours (PromptMM, PromptMMTeacher, ...) or a RecBole built-in")),
-        ("--dataset -d", dict(help="dataset: ml-100k, tiktok (with --data_path) or your own")),
-        ("--out", dict(help="output folder (default: tune_results/<model>-<dataset>)")),
-        ("--search_space", dict(help="search-space yaml (default: properties/tune/<model>.yaml)")),
-        ("--num_samples", dict(type=int, help="samples of the search space (default 1; grids run in full)")),
-        ("--config_files", dict(type=split_list, help="yaml config files, separated by spaces or commas")),
-        ("--scheduler", dict(choices=SCHEDULERS, help="asha stops poor trials early (default asha)")),
-        ("--resume", dict(action="store_true", help="continue the interrupted sweep in --out")),
-        ("--grace_period", dict(type=int, help="ASHA: epochs before a trial can be stopped (default 1)")),
-        ("--reduction_factor", dict(type=float, help="ASHA: keep 1/this at each rung (default 2)")),
-        ("--max_t", dict(type=int, help="ASHA: last epoch (default: the largest epochs of any trial)")),
-        ("--max_failures", dict(type=int, help="restarts of a failing trial from its checkpoint (default 1)")),
-        ("--teacher_checkpoint", dict(help="PromptMM: distil every trial from this teacher checkpoint")),
-        ("--teacher_search_space", dict(help="PromptMM: search the teacher with this file first")),
-        ("--teacher_num_samples", dict(type=int, help="PromptMM: samples of the teacher search space")),
-        ("--no_test", dict(dest="evaluate_test", action="store_false",
-                           help="do not evaluate the best configuration on test"))))
-
-
-def compare_parser() -> argparse.ArgumentParser:
-    return _parser("python -m recbole_promptmm.compare", COMPARE_USAGE, (
-        ("--dataset -d", dict(help="dataset name (default ml-100k)")),
-        ("--models -m", dict(help="comma-separated model names or labels")),
-        ("--out -o", dict(help="output folder (required): reports, and every run under OUT/runs/")),
-        ("--seeds", dict(help="comma-separated seeds (default 2020,2021,2022)")),
-        ("--data_path", dict(help="folder holding <dataset>/ (e.g. ../shared/data)")),
-        ("--config_files", dict(type=split_list, help="yaml files: shared keys, plus a 'models: {NAME: {...}}' section")),
-        ("--ablations", dict(nargs="?", const="all",
-                             help="add PromptMM ablation variants: all (no value) or comma-separated names")),
-        ("--variants", dict(help="PromptMM variants: ablation names or NAME:key=value;key=value, comma-separated")),
-        ("--no_share_teacher", dict(dest="share_teacher", action="store_false",
-                                    help="every PromptMM variant trains its own teacher")),
-        ("--reference", dict(help="label tested against the others (default PromptMM if compared, else the first)")),
-        ("--rerun", dict(help="labels (comma-separated) or 'all' whose cached runs are redone")),
-        ("--run_timeout", dict(type=float, help="stop a run after this many seconds (checked at each validation)")),
-        ("--cost_repeats", dict(type=int, help="timed full-sort scoring passes per run (default 3)")),
-        ("--report_only", dict(action="store_true", help="run nothing; report the cached runs")),
-        ("--list_ablations", dict(action="store_true", help="print the ablation table and exit"))))
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[dict, list[str]]:
@@ -108,7 +112,7 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[dict, 
 
 def sweep_options(argv: Sequence[str]) -> SweepOptions:
     """Parse ``argv`` into normalised :class:`SweepOptions` (the saved ones, with ``--resume``)."""
-    given, overrides = _parse(tune_parser(), argv)
+    given, overrides = _parse(command_parser("tune"), argv)
     given.update({"overrides": overrides} if overrides else {})
     if given.get("resume"):
         if not given.get("out"):
@@ -139,7 +143,7 @@ def tune_main(argv: Sequence[str] | None = None) -> int:
 def compare_main(argv: Sequence[str] | None = None) -> int:
     """``python -m recbole_promptmm.compare``; returns the exit status."""
     try:
-        given, overrides = _parse(compare_parser(), sys.argv[1:] if argv is None else argv)
+        given, overrides = _parse(command_parser("compare"), sys.argv[1:] if argv is None else argv)
         if given.pop("list_ablations", False):
             print(describe_ablations())
             return 0
