@@ -244,18 +244,15 @@ def plan(options: CompareOptions) -> tuple[list[p.Entry], list[p.RunSpec], dict,
 def compare(dataset: str = "ml-100k", models: str | Sequence[str] = "", out: str = "", seeds: Any = "2020,2021,2022",
             *, stream=None, **options: Any) -> ComparisonResult:
     """Compare models on one dataset over several seeds: accuracy, cost and significance (docs/COMPARE.md).
-
-    Keyword arguments are the fields of :class:`~recbole_promptmm.experiments.options.CompareOptions`
-    (``overrides=["--epochs=1"]``, ``ablations="all"``, ``max_concurrent=2``, ``address="auto"``, ...). Failed
-    runs are in the result (and the reports) as failed; a ``KeyboardInterrupt`` stops the running runs, writes
-    the reports of what has finished, and is raised again."""
+    Keyword arguments are the fields of :class:`~.options.CompareOptions` (``overrides=["--epochs=1"]``, ...)."""
     models = ",".join(models) if not isinstance(models, str) else models
     seeds = ",".join(map(str, seeds)) if not isinstance(seeds, str) else seeds
     return run_comparison(CompareOptions(dataset=dataset, models=models, out=out, seeds=seeds, **options), stream)
 
 
 def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
-    """:func:`compare` on options."""
+    """:func:`compare` on options. Failed runs are in the result and the reports as failed; a
+    ``KeyboardInterrupt`` stops the running runs, writes the reports of what has finished, and is raised again."""
     say = lambda line: print(line, file=stream or sys.stderr, flush=True)  # noqa: E731
     if not options.out:
         raise p.PlanError("--out=DIR is required")
