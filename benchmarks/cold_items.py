@@ -13,7 +13,7 @@ users: those with a held-out item that has no training interaction (an ID-only m
 import numpy as np
 import torch
 
-from _common import checkpoint_files, entry, load_runs, parser, top_k
+from _common import entry, load_runs, parser, top_k
 from recbole_promptmm.serving.recommend import catalogue_of
 
 
@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("--split", choices=("valid", "test"), default="test")
     p.add_argument("--k", type=int, default=20)
     args = p.parse_args()
-    runs = load_runs(checkpoint_files(args.checkpoints, "--checkpoints"))
+    runs = load_runs((args.checkpoints, "--checkpoints", False))
     print(f"{args.split} Recall@{args.k}: all users / users whose held-out item has no training interaction")
     for path, run in runs:
         model = run.model.active() if hasattr(run.model, "active") else run.model

@@ -16,8 +16,8 @@ import statistics
 
 import torch
 
-from _common import load_data, options, seconds
-from recbole_promptmm import get_model, get_trainer
+from _common import parser, seconds
+from recbole_promptmm import Config, create_dataset, data_preparation, get_model, get_trainer
 from recbole_promptmm.registry import multimodal_models
 
 STAGE2 = {"PromptMM stage 2, no KD": {"pair_kd_weight": 0.0, "emb_kd_weight": 0.0, "list_kd_weight": 0.0},
@@ -26,12 +26,18 @@ STAGE2 = {"PromptMM stage 2, no KD": {"pair_kd_weight": 0.0, "emb_kd_weight": 0.
 
 
 def main() -> None:
-    args, overrides = options(__doc__, models={"default": ",".join(["LightGCN", *multimodal_models()])},
-                              epochs={"type": int, "default": 3})
+    p = parser(__doc__)
+    p.add_argument("--dataset", default="tiktok")
+    p.add_argument("--models", default=",".join(["LightGCN", *multimodal_models()]))
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (time comparisons: keep equal)")
+    args, overrides = p.parse_known_args()
+    torch.set_num_threads(args.threads)
     rows: dict[str, float] = {}
     runs = [(m, m, {}) for m in args.models.split(",")] + [(k, "PromptMM", v) for k, v in STAGE2.items()]
     for label, name, extra in runs:
-        config, _, train_data, _, _ = load_data(args, overrides, name, **extra)
+        config = Config(name, args.dataset, config_dict={"show_progress": False, **extra}, cmd_args=overrides)
+        train_data = data_preparation(config, create_dataset(config))[0]
         model = get_model(name)(config, train_data._dataset).to(config["device"])
         trainer = get_trainer(config["MODEL_TYPE"], name)(config, model)
         if label in STAGE2:

@@ -23,7 +23,7 @@ import torch
 
 from _common import entry, parser, seconds
 from recbole.utils.case_study import full_sort_topk
-from recbole_promptmm.experiments.cost import measure_cost
+from recbole_promptmm.model.accounting import measure_cost
 from recbole_promptmm.serving.artefact import Recommender
 from recbole_promptmm.serving.export import export, load_run
 from recbole_promptmm.serving.http import RecommendationServer

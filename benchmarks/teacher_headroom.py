@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from recbole.trainer import Trainer
 
-from _common import checkpoint_files, entry, load_runs, parser, top_k
+from _common import entry, load_runs, parser, top_k
 from recbole_promptmm.serving.recommend import catalogue_of
 
 GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -53,8 +53,7 @@ def main() -> None:
     p.add_argument("--teacher", required=True, help="teacher checkpoint (a path, or a glob with one match)")
     p.add_argument("--other", required=True, help="checkpoint of the model to compare with (idem)")
     args = p.parse_args()
-    (_, teacher_run), (_, other_run) = load_runs(checkpoint_files(args.teacher, "--teacher", one=True)
-                                                 + checkpoint_files(args.other, "--other", one=True))
+    (_, teacher_run), (_, other_run) = load_runs((args.teacher, "--teacher", True), (args.other, "--other", True))
     seen = [r.train_data._dataset.inter_matrix(form="csr") for r in (teacher_run, other_run)]
     if seen[0].shape != seen[1].shape or (seen[0] != seen[1]).nnz:
         raise ValueError(f"--other {args.other} was trained on other data or another split than --teacher")

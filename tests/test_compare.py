@@ -428,7 +428,7 @@ def test_cells_bold_the_best_by_direction_and_only_among_two_or_more():
 # --------------------------------------------------------------------------------------------------- cost
 def test_cost_of_a_real_lightgcn_counts_its_graph_and_recomputes_the_forward():
     from recbole_promptmm import Config, create_dataset, data_preparation, get_model
-    from recbole_promptmm.experiments.cost import measure_cost
+    from recbole_promptmm.model.accounting import measure_cost
 
     config = Config("LightGCN", "ml-100k", config_dict={"show_progress": False})
     train, _, _ = data_preparation(config, create_dataset(config))

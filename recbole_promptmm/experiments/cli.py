@@ -1,7 +1,6 @@
-"""The command lines of ``python -m recbole_promptmm.tune`` and ``python -m recbole_promptmm.compare`` (also
-``recbole-promptmm tune|compare``): argparse, into the option dataclasses of :mod:`.options`. Any other
-``--key=value`` is a RecBole config override: fixed for every trial of a sweep, applied to every run of a
-comparison."""
+"""The command lines of ``python -m recbole_promptmm.tune|compare`` (also ``recbole-promptmm tune|compare``), into
+the dataclasses of :mod:`.options`. Any other ``--key=value`` is a RecBole config override: fixed for every trial
+of a sweep, applied to every run of a comparison."""
 
 from __future__ import annotations
 
@@ -42,68 +41,66 @@ or config, 130 when interrupted.
 """
 
 
-def _parser(prog: str, usage: str) -> argparse.ArgumentParser:
-    """The options of :class:`RayOptions`; only options given on the command line land in the namespace."""
-    parser = OneLineParser(prog=prog, description=usage, allow_abbrev=False, argument_default=argparse.SUPPRESS,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    add = parser.add_argument
-    add("--max_concurrent", type=int, help="trials running at once (default: as many as the resources allow)")
-    add("--cpus_per_trial", type=float, help="CPUs Ray reserves per trial; torch uses as many threads (default 1)")
-    add("--gpus_per_trial", type=float, help="GPUs Ray reserves per trial (default 0)")
-    add("--num_cpus", type=int, help="CPUs of the local Ray instance (default: all cores)")
-    add("--address", help="an existing Ray cluster: HOST:PORT of its head (or auto)")
-    add("--verbose", action="store_true",
-        help="print Ray Tune's trial tables as well (default: one line per finished run/trial)")
-    return parser
+# (commands, flags, argparse keywords) of every option; only options given on the command line land in the namespace
+OPTIONS = (
+    ("tune", "--model -m", dict(help="model: ours (PromptMM, PromptMMTeacher, ...) or a RecBole built-in")),
+    ("tune", "--dataset -d", dict(help="dataset: ml-100k, tiktok (with --data_path) or your own")),
+    ("tune", "--out", dict(help="output folder (default: tune_results/<model>-<dataset>)")),
+    ("tune", "--search_space", dict(help="search-space yaml (default: properties/tune/<model>.yaml)")),
+    ("tune", "--num_samples", dict(type=int, help="samples of the search space (default 1; grids run in full)")),
+    ("tune", "--config_files", dict(type=split_list, help="yaml config files, separated by spaces or commas")),
+    ("tune", "--scheduler", dict(choices=SCHEDULERS, help="asha stops poor trials early (default asha)")),
+    ("tune", "--resume", dict(action="store_true", help="continue the interrupted sweep in --out")),
+    ("tune", "--grace_period", dict(type=int, help="ASHA: epochs before a trial can be stopped (default 1)")),
+    ("tune", "--reduction_factor", dict(type=float, help="ASHA: keep 1/this at each rung (default 2)")),
+    ("tune", "--max_t", dict(type=int, help="ASHA: last epoch (default: the largest epochs of any trial)")),
+    ("tune", "--max_failures", dict(type=int, help="restarts of a failing trial from its checkpoint (default 1)")),
+    ("tune", "--teacher_checkpoint", dict(help="PromptMM: distil every trial from this teacher checkpoint")),
+    ("tune", "--teacher_search_space", dict(help="PromptMM: search the teacher with this file first")),
+    ("tune", "--teacher_num_samples", dict(type=int, help="PromptMM: samples of the teacher search space")),
+    ("tune", "--no_test", dict(dest="evaluate_test", action="store_false",
+                               help="do not evaluate the best configuration on test")),
+    ("compare", "--dataset -d", dict(help="dataset name (default ml-100k)")),
+    ("compare", "--models -m", dict(help="comma-separated model names or labels")),
+    ("compare", "--out -o", dict(help="output folder (required): reports, and every run under OUT/runs/")),
+    ("compare", "--seeds", dict(help="comma-separated seeds (default 2020,2021,2022)")),
+    ("compare", "--data_path", dict(help="folder holding <dataset>/ (e.g. ../shared/data)")),
+    ("compare", "--config_files", dict(type=split_list,
+                                       help="yaml files: shared keys, plus a 'models: {NAME: {...}}' section")),
+    ("compare", "--ablations", dict(nargs="?", const="all",
+                                    help="add PromptMM ablation variants: all (no value) or comma-separated names")),
+    ("compare", "--variants", dict(help="PromptMM variants: ablation names or NAME:key=value;key=value, "
+                                        "comma-separated")),
+    ("compare", "--no_share_teacher", dict(dest="share_teacher", action="store_false",
+                                           help="every PromptMM variant trains its own teacher")),
+    ("compare", "--reference", dict(help="label tested against the others (default PromptMM if compared, else the "
+                                         "first)")),
+    ("compare", "--rerun", dict(help="labels (comma-separated) or 'all' whose cached runs are redone")),
+    ("compare", "--run_timeout", dict(type=float, help="stop a run after this many seconds (checked at each "
+                                                       "validation)")),
+    ("compare", "--cost_repeats", dict(type=int, help="timed full-sort scoring passes per run (default 3)")),
+    ("compare", "--report_only", dict(action="store_true", help="run nothing; report the cached runs")),
+    ("compare", "--list_ablations", dict(action="store_true", help="print the ablation table and exit")),
+    ("tune compare", "--max_concurrent", dict(type=int, help="trials running at once (default: as many as the "
+                                                             "resources allow)")),
+    ("tune compare", "--cpus_per_trial", dict(type=float, help="CPUs Ray reserves per trial; torch uses as many "
+                                                               "threads (default 1)")),
+    ("tune compare", "--gpus_per_trial", dict(type=float, help="GPUs Ray reserves per trial (default 0)")),
+    ("tune compare", "--num_cpus", dict(type=int, help="CPUs of the local Ray instance (default: all cores)")),
+    ("tune compare", "--address", dict(help="an existing Ray cluster: HOST:PORT of its head (or auto)")),
+    ("tune compare", "--verbose", dict(action="store_true", help="print Ray Tune's trial tables as well (default: "
+                                                                 "one line per finished run/trial)")),
+)
 
 
-def tune_parser() -> argparse.ArgumentParser:
-    parser = _parser("python -m recbole_promptmm.tune", TUNE_USAGE)
-    add = parser.add_argument
-    add("--model", "-m", help="model: ours (PromptMM, PromptMMTeacher, ...) or a RecBole built-in")
-    add("--dataset", "-d", help="dataset: ml-100k, tiktok (with --data_path) or your own")
-    add("--out", help="output folder (default: tune_results/<model>-<dataset>)")
-    add("--search_space", help="search-space yaml (default: properties/tune/<model>.yaml)")
-    add("--num_samples", type=int, help="samples of the search space (default 1; grids run in full)")
-    add("--config_files", type=split_list, help="yaml config files, separated by spaces or commas")
-    add("--scheduler", choices=SCHEDULERS, help="asha stops poor trials early (default asha)")
-    add("--resume", action="store_true", help="continue the interrupted sweep in --out")
-    for name, kind, text in (("grace_period", int, "epochs before a trial can be stopped (default 1)"),
-                             ("reduction_factor", float, "keep 1/this at each rung (default 2)"),
-                             ("max_t", int, "last epoch (default: the largest epochs of any trial)")):
-        add(f"--{name}", type=kind, help=f"ASHA: {text}")
-    add("--max_failures", type=int, help="restarts of a failing trial from its checkpoint (default 1)")
-    add("--teacher_checkpoint", help="PromptMM: distil every trial from this teacher checkpoint")
-    add("--teacher_search_space", help="PromptMM: search the teacher with this file first")
-    add("--teacher_num_samples", type=int, help="PromptMM: samples of the teacher search space")
-    add("--no_test", dest="evaluate_test", action="store_false",
-        help="do not evaluate the best configuration on test")
-    return parser
-
-
-def compare_parser() -> argparse.ArgumentParser:
-    parser = _parser("python -m recbole_promptmm.compare", COMPARE_USAGE)
-    parser.add_argument("--dataset", "-d", help="dataset name (default ml-100k)")
-    parser.add_argument("--models", "-m", help="comma-separated model names or labels")
-    parser.add_argument("--out", "-o", help="output folder (required): reports, and every run under OUT/runs/")
-    parser.add_argument("--seeds", help="comma-separated seeds (default 2020,2021,2022)")
-    parser.add_argument("--data_path", help="folder holding <dataset>/ (e.g. ../shared/data)")
-    parser.add_argument("--config_files", type=split_list,
-                        help="yaml files: shared keys, plus a 'models: {NAME: {...}}' section")
-    parser.add_argument("--ablations", nargs="?", const="all",
-                        help="add PromptMM ablation variants: all (no value) or comma-separated names")
-    parser.add_argument("--variants",
-                        help="PromptMM variants: ablation names or NAME:key=value;key=value, comma-separated")
-    parser.add_argument("--no_share_teacher", dest="share_teacher", action="store_false",
-                        help="every PromptMM variant trains its own teacher")
-    parser.add_argument("--reference",
-                        help="label tested against the others (default PromptMM if compared, else the first)")
-    parser.add_argument("--rerun", help="labels (comma-separated) or 'all' whose cached runs are redone")
-    parser.add_argument("--run_timeout", type=float,
-                        help="stop a run after this many seconds (checked at each validation)")
-    parser.add_argument("--cost_repeats", type=int, help="timed full-sort scoring passes per run (default 3)")
-    parser.add_argument("--report_only", action="store_true", help="run nothing; report the cached runs")
-    parser.add_argument("--list_ablations", action="store_true", help="print the ablation table and exit")
+def command_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of ``tune`` or ``compare``."""
+    parser = OneLineParser(prog=f"python -m recbole_promptmm.{command}", allow_abbrev=False,
+                           description=TUNE_USAGE if command == "tune" else COMPARE_USAGE,
+                           argument_default=argparse.SUPPRESS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for commands, flags, kwargs in OPTIONS:
+        if command in commands.split():
+            parser.add_argument(*flags.split(), **kwargs)
     return parser
 
 
@@ -115,13 +112,12 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[dict, 
 
 def sweep_options(argv: Sequence[str]) -> SweepOptions:
     """Parse ``argv`` into normalised :class:`SweepOptions` (the saved ones, with ``--resume``)."""
-    given, overrides = _parse(tune_parser(), argv)
-    if overrides:
-        given["overrides"] = overrides
+    given, overrides = _parse(command_parser("tune"), argv)
+    given.update({"overrides": overrides} if overrides else {})
     if given.get("resume"):
         if not given.get("out"):
             raise ValueError("--resume needs --out=DIR, the folder of the sweep to continue")
-        return SweepOptions.load(os.path.abspath(given["out"])).resumed_with(given)
+        return SweepOptions.resumed(os.path.abspath(given["out"]), given)
     missing = [name for name in ("model", "dataset") if not given.get(name)]
     if missing:
         raise ValueError(f"missing {', '.join('--' + m for m in missing)} (or --out=DIR --resume)")
@@ -146,15 +142,14 @@ def tune_main(argv: Sequence[str] | None = None) -> int:
 
 def compare_main(argv: Sequence[str] | None = None) -> int:
     """``python -m recbole_promptmm.compare``; returns the exit status."""
-    prog = "python -m recbole_promptmm.compare"
     try:
-        given, overrides = _parse(compare_parser(), sys.argv[1:] if argv is None else argv)
+        given, overrides = _parse(command_parser("compare"), sys.argv[1:] if argv is None else argv)
         if given.pop("list_ablations", False):
             print(describe_ablations())
             return 0
         result = run_comparison(CompareOptions(**given, overrides=overrides))
     except (PlanError, ResourceError, ValueError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        print(f"python -m recbole_promptmm.compare: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,11 +1,10 @@
-""":func:`compare`: plan the runs, run the ones not cached as Ray tasks, write the reports.
+""":func:`compare`: plan the runs, run the ones not cached as Ray tasks, write the reports (docs/COMPARE.md).
 
-A run lives in ``OUT/runs/<label>/seed<seed>-<hash>/`` (``hash``: :func:`plan.config_hash` of its resolved
-config): ``config.json``, RecBole's ``log/``, checkpoints in ``saved/``, and at the end ``result.json`` or
-``failure.json``. A folder with a ``result.json`` of the same hash is served from the cache; a changed config
-has another folder; a failed run starts again on the next invocation, and an interrupted one continues from its
-resume file (``saved/*-resume.pth``). Each run is a Ray task in a worker process of its own (``max_calls=1``): a
-crash fails one run only, and peak memory is per run. Runs that reuse another run's teacher run after it.
+A run lives in ``OUT/runs/<label>/seed<seed>-<hash>/`` (``hash``: of its resolved config): ``config.json``,
+RecBole's ``log/``, ``saved/``, and at the end ``result.json`` (the cache: a changed config has another folder) or
+``failure.json`` (run again next time; an interrupted run continues from its ``saved/*-resume.pth``). Each run is a
+Ray task in a worker process of its own (``max_calls=1``): a crash fails one run only, peak memory is per run.
+Runs that reuse another run's teacher run after it.
 """
 
 from __future__ import annotations
@@ -28,11 +27,11 @@ import ray
 import torch
 
 from recbole_promptmm.experiments import plan as p
-from recbole_promptmm.experiments.cluster import check_resources, error_line, ray_session
-from recbole_promptmm.experiments.cost import measure_cost
+from recbole_promptmm.experiments.cluster import error_line, ray_session
 from recbole_promptmm.experiments.options import CompareOptions
 from recbole_promptmm.experiments.report import run_row, summaries, summary_table, write_comparison
 from recbole_promptmm.files import read_json, write_json_atomic
+from recbole_promptmm.model.accounting import measure_cost
 from recbole_promptmm.quick_start import run
 from recbole_promptmm.trainer.resume import ResumeError
 
@@ -67,22 +66,29 @@ class ComparisonResult:
         return [o for o in self.outcomes if o.status != "ok"]
 
 
-# ------------------------------------------------------------------------------------------------- one run
+class RunTimeout(Exception):
+    """A run went past ``--run_timeout``."""
+
+
 def max_rss_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-class RunTimeout(Exception):
-    """A run went past ``--run_timeout``."""
-
-
-def execute_run(spec: dict) -> dict:
-    """Run one comparison run in its folder (the working directory): :func:`recbole_promptmm.run` (train,
-    early-stop on validation, test once at the best validation epoch), then its serving cost. Continues from the
-    run's resume file when an earlier attempt was interrupted; stops with :class:`RunTimeout` at the first
-    validation after ``spec["timeout"]`` seconds. Returns the result written to ``result.json``."""
-    start, baseline = time.perf_counter(), max_rss_bytes()
+def comparison_run(spec: dict) -> dict:
+    """One run as a Ray task (:data:`run_task`; ``spec``: :func:`_payload`), in its folder: ``recbole_promptmm.run``
+    (train, early-stop on validation, test once at the best validation epoch), then its serving cost; written to
+    ``result.json``, or ``failure.json``. Continues from the run's resume file when an earlier attempt was
+    interrupted; stops with :class:`RunTimeout` at the first validation after ``spec["timeout"]`` seconds."""
+    start, run_dir = time.perf_counter(), spec["run_dir"]
+    if not glob.glob(os.path.join(run_dir, "saved", "*-resume.pth")):
+        shutil.rmtree(run_dir, ignore_errors=True)  # leftovers of a failed attempt
+    os.makedirs(run_dir, exist_ok=True)
+    os.chdir(run_dir)
+    if os.path.exists(FAILURE_FILE):
+        os.remove(FAILURE_FILE)
+    write_json_atomic(CONFIG_FILE, spec["config"])
+    baseline = max_rss_bytes()
     torch.set_num_threads(spec["threads"])
 
     def cost(trainer, train_data) -> dict:
@@ -103,40 +109,25 @@ def execute_run(spec: dict) -> dict:
     args = (spec["model"], spec["dataset"], None, spec["config_dict"], spec["cmd_args"])
     resume = glob.glob(os.path.join("saved", "*-resume.pth"))
     try:
-        result = run(*args, after_fit=cost, resume=resume[0] if len(resume) == 1 else None, callbacks=[Deadline])
-    except ResumeError as err:  # an unusable resume file: start over
-        print(f"compare: {err}; starting over", flush=True)
-        for path in resume:
-            os.remove(path)
-        result = run(*args, after_fit=cost, callbacks=[Deadline])
-    peak = max_rss_bytes()
-    result.update(status="ok", label=spec["label"], config_hash=spec["config_hash"], peak_rss_bytes=peak,
-                  baseline_rss_bytes=baseline, peak_memory_bytes=peak - baseline, torch_threads=torch.get_num_threads(),
-                  peak_gpu_bytes=int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None,
-                  wall_seconds=time.perf_counter() - start)
-    return result
-
-
-def comparison_run(spec: dict) -> dict:
-    """One run as a Ray task (:data:`run_task`), ``spec`` of :func:`_payload`: writes the run folder's
-    ``result.json`` or ``failure.json``; returns its seconds."""
-    start, run_dir = time.perf_counter(), spec["run_dir"]
-    if not glob.glob(os.path.join(run_dir, "saved", "*-resume.pth")):
-        shutil.rmtree(run_dir, ignore_errors=True)  # leftovers of a failed attempt
-    os.makedirs(run_dir, exist_ok=True)
-    os.chdir(run_dir)
-    if os.path.exists(FAILURE_FILE):
-        os.remove(FAILURE_FILE)
-    write_json_atomic(CONFIG_FILE, spec["config"])
-    try:
-        result = execute_run(spec)
+        try:
+            result = run(*args, after_fit=cost, resume=resume[0] if len(resume) == 1 else None, callbacks=[Deadline])
+        except ResumeError as err:  # an unusable resume file: start over
+            print(f"compare: {err}; starting over", flush=True)
+            for path in resume:
+                os.remove(path)
+            result = run(*args, after_fit=cost, callbacks=[Deadline])
     except Exception as err:
         traceback.print_exc()
         error = str(err) if isinstance(err, RunTimeout) else f"{type(err).__name__}: {err}".strip()
         write_json_atomic(FAILURE_FILE, {"status": "failed", "error": error, "traceback": traceback.format_exc(),
                                          "config_hash": spec["config_hash"]})
     else:
-        write_json_atomic(RESULT_FILE, {**result, "node": ray.get_runtime_context().get_node_id()})
+        peak = max_rss_bytes()
+        write_json_atomic(RESULT_FILE, {
+            **result, "status": "ok", "label": spec["label"], "config_hash": spec["config_hash"], "peak_rss_bytes": peak,
+            "baseline_rss_bytes": baseline, "peak_memory_bytes": peak - baseline, "torch_threads": torch.get_num_threads(),
+            "peak_gpu_bytes": int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None,
+            "wall_seconds": time.perf_counter() - start, "node": ray.get_runtime_context().get_node_id()})
     return {"seconds": time.perf_counter() - start}
 
 
@@ -152,59 +143,42 @@ def _payload(spec: p.RunSpec, run_dir: str, options: CompareOptions) -> dict:
             "timeout": options.run_timeout}
 
 
-# ---------------------------------------------------------------------------------------------- the driver
-def _recorded(spec: p.RunSpec, run_dir: str, failures: bool) -> RunOutcome | None:
-    """The run's ``result.json`` for this config, else (``failures``) its ``failure.json``, else None."""
+def _recorded(spec: p.RunSpec, run_dir: str, failures: bool = True, crash: str = "") -> RunOutcome | None:
+    """The run's ``result.json`` for this config, else (``failures``) its ``failure.json``, else the ``crash`` of
+    its task (written as its ``failure.json``), else None."""
     result = read_json(os.path.join(run_dir, RESULT_FILE))
     if result and result.get("status") == "ok" and result.get("config_hash") == spec.config_hash:
         return RunOutcome(spec, "ok", cached=True, result=result, run_dir=run_dir)
     failure = read_json(os.path.join(run_dir, FAILURE_FILE)) if failures else None
     if failure and failure.get("config_hash") == spec.config_hash:
         return RunOutcome(spec, "failed", cached=True, error=failure.get("error"), run_dir=run_dir)
+    if crash:
+        os.makedirs(run_dir, exist_ok=True)
+        write_json_atomic(os.path.join(run_dir, FAILURE_FILE), {"status": "failed", "error": crash,
+                                                                "config_hash": spec.config_hash})
+        return RunOutcome(spec, "failed", error=crash, run_dir=run_dir)
     return None
 
 
-class _Lines:
-    """One line per finished run, ``[3/12] LightGCN seed 2021: ok, valid recall@20 0.0912, test recall@20 0.0850
-    (41 s)``."""
-
-    def __init__(self, total: int, say) -> None:
-        self.total, self.done, self.say = total, 0, say
-
-    def __call__(self, outcome: RunOutcome, seconds: float | None = None) -> None:
-        self.done += 1
-        spec, result = outcome.spec, outcome.result or {}
-        metric = str(result.get("valid_metric", "")).lower()
-        scores = [(part, (result.get(f"{key}_result") or {}).get(metric)) for part, key in (("valid", "best_valid"),
-                                                                                            ("test", "test"))]
-        what = outcome.error or outcome.status if outcome.status != "ok" else (
-            f"ok{' (cached)' if outcome.cached else ''}"
-            + "".join(f", {part} {metric} {value:.4f}" for part, value in scores if value is not None))
-        took = f" ({seconds:.0f} s)" if seconds is not None else ""
-        self.say(f"[{self.done}/{self.total}] {spec.label} seed {spec.seed}: {what}{took}")
-
-
-def _run_tasks(todo: list[p.RunSpec], out_dir: str, options: CompareOptions, lines: _Lines,
-               outcomes: dict) -> None:
-    """Run ``todo`` as Ray tasks, at most ``--max_concurrent`` at once, settling each in ``outcomes`` ((label,
-    seed) -> RunOutcome) as it ends. A ``KeyboardInterrupt`` cancels the running ones (their runs are left to the
-    next invocation) and is raised again."""
+def _run_tasks(todo: list[p.RunSpec], out_dir: str, options: CompareOptions, done) -> None:
+    """Run ``todo`` as Ray tasks, at most ``--max_concurrent`` at once, calling ``done(outcome, seconds)`` as each
+    ends. A ``KeyboardInterrupt`` cancels the running ones (left to the next invocation) and is raised again."""
     task = run_task.options(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial)
     waiting, running = list(todo), {}  # running: ObjectRef -> RunSpec
-    limit = options.max_concurrent or len(todo)
 
     def settle(spec: p.RunSpec, seconds: float | None = None, crash: str = "") -> None:
-        outcome = _settle_finished(spec, os.path.join(out_dir, spec.relative_dir()), crash)
-        outcomes[spec.label, spec.seed] = outcome
-        lines(outcome, seconds)
+        run_dir = os.path.join(out_dir, spec.relative_dir())
+        outcome = _recorded(spec, run_dir, crash=crash) or RunOutcome(
+            spec, "missing", error="not finished (interrupted): the next invocation continues it", run_dir=run_dir)
+        done(RunOutcome(spec, outcome.status, result=outcome.result, error=outcome.error, run_dir=run_dir), seconds)
 
     try:
         while waiting or running:
-            while waiting and len(running) < limit:
+            while waiting and len(running) < (options.max_concurrent or len(todo)):
                 spec = waiting.pop(0)
                 running[task.remote(_payload(spec, os.path.join(out_dir, spec.relative_dir()), options))] = spec
-            done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)  # a timeout: Ctrl-C is seen at once
-            for ref in done:
+            finished, _ = ray.wait(list(running), num_returns=1, timeout=1.0)  # a timeout: Ctrl-C is seen at once
+            for ref in finished:
                 spec = running.pop(ref)
                 try:
                     settle(spec, ray.get(ref)["seconds"])
@@ -217,20 +191,6 @@ def _run_tasks(todo: list[p.RunSpec], out_dir: str, options: CompareOptions, lin
         for spec in running.values():
             settle(spec)
         raise
-
-
-def _settle_finished(spec: p.RunSpec, run_dir: str, crash: str = "") -> RunOutcome:
-    """The outcome of a task that ended: its ``result.json``, its ``failure.json``, or why it has neither."""
-    done = _recorded(spec, run_dir, failures=True)
-    if done is not None:
-        return RunOutcome(spec, done.status, result=done.result, error=done.error, run_dir=run_dir)
-    if crash:
-        os.makedirs(run_dir, exist_ok=True)
-        write_json_atomic(os.path.join(run_dir, FAILURE_FILE), {"status": "failed", "error": crash,
-                                                                "config_hash": spec.config_hash})
-        return RunOutcome(spec, "failed", error=crash, run_dir=run_dir)
-    return RunOutcome(spec, "missing", error="not finished (interrupted): the next invocation continues it",
-                      run_dir=run_dir)
 
 
 @contextmanager
@@ -261,15 +221,6 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _final_table(frame: Any, entries: Sequence[p.Entry], protocol: dict) -> str:
-    """The console's closing table: per label, runs with a result and mean ± std over seeds of the validation
-    metric (at the best epoch), the same test metric and the seconds of a run (results.md has every column)."""
-    metric = str(protocol.get("valid_metric") or "recall@20").lower()
-    columns = [(f"valid_{metric}", f"valid {metric}", None, 1, 4), (f"test_{metric}", f"test {metric}", None, 1, 4),
-               ("wall_seconds", "seconds", None, 1, 0)]
-    return summary_table(frame, summaries(frame, [e.label for e in entries]), [e.title for e in entries], columns)
-
-
 def plan(options: CompareOptions) -> tuple[list[p.Entry], list[p.RunSpec], dict, list[str], list[str]]:
     """Entries, resolved run specs, protocol, config files and notes, without running anything."""
     labels = p.split_list(options.models)
@@ -293,18 +244,15 @@ def plan(options: CompareOptions) -> tuple[list[p.Entry], list[p.RunSpec], dict,
 def compare(dataset: str = "ml-100k", models: str | Sequence[str] = "", out: str = "", seeds: Any = "2020,2021,2022",
             *, stream=None, **options: Any) -> ComparisonResult:
     """Compare models on one dataset over several seeds: accuracy, cost and significance (docs/COMPARE.md).
-
-    Keyword arguments are the fields of :class:`~recbole_promptmm.experiments.options.CompareOptions`
-    (``overrides=["--epochs=1"]``, ``ablations="all"``, ``max_concurrent=2``, ``address="auto"``, ...). Failed
-    runs are in the result (and the reports) as failed; a ``KeyboardInterrupt`` stops the running runs, writes
-    the reports of what has finished, and is raised again."""
+    Keyword arguments are the fields of :class:`~.options.CompareOptions` (``overrides=["--epochs=1"]``, ...)."""
     models = ",".join(models) if not isinstance(models, str) else models
     seeds = ",".join(map(str, seeds)) if not isinstance(seeds, str) else seeds
     return run_comparison(CompareOptions(dataset=dataset, models=models, out=out, seeds=seeds, **options), stream)
 
 
 def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
-    """:func:`compare` on options."""
+    """:func:`compare` on options. Failed runs are in the result and the reports as failed; a
+    ``KeyboardInterrupt`` stops the running runs, writes the reports of what has finished, and is raised again."""
     say = lambda line: print(line, file=stream or sys.stderr, flush=True)  # noqa: E731
     if not options.out:
         raise p.PlanError("--out=DIR is required")
@@ -323,40 +271,45 @@ def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
         say(note if note.startswith("warning:") else f"note: {note}")
     os.makedirs(out_dir, exist_ok=True)
     outcomes: dict[tuple, RunOutcome] = {}
-    lines = _Lines(len(specs), say)
-    interrupted = False
+
+    def done(outcome: RunOutcome, seconds: float | None = None) -> None:
+        """Settle a run, with one line: ``[3/12] LightGCN seed 2021: ok, valid recall@20 0.0912, test ... (41 s)``."""
+        outcomes[outcome.spec.label, outcome.spec.seed] = outcome
+        result = outcome.result or {}
+        metric = str(result.get("valid_metric", "")).lower()
+        scores = [(part, (result.get(f"{key}_result") or {}).get(metric))
+                  for part, key in (("valid", "best_valid"), ("test", "test"))]
+        what = outcome.error or outcome.status if outcome.status != "ok" else (
+            f"ok{' (cached)' if outcome.cached else ''}"
+            + "".join(f", {part} {metric} {value:.4f}" for part, value in scores if value is not None))
+        took = f" ({seconds:.0f} s)" if seconds is not None else ""
+        say(f"[{len(outcomes)}/{len(specs)}] {outcome.spec.label} seed {outcome.spec.seed}: {what}{took}")
 
     def settle(batch: list[p.RunSpec]) -> list[p.RunSpec]:
+        """Settle what needs no run; returns the rest."""
         todo = []
         for spec in batch:
             run_dir = os.path.join(out_dir, spec.relative_dir())
-            redo = "all" in rerun or spec.label in rerun
             if spec.error:
-                outcome = RunOutcome(spec, "failed", error=spec.error)
+                done(RunOutcome(spec, "failed", error=spec.error))
             elif options.report_only:
-                outcome = (_recorded(spec, run_dir, failures=True)
-                           or RunOutcome(spec, "missing", run_dir=run_dir, error="not run"))
+                done(_recorded(spec, run_dir) or RunOutcome(spec, "missing", run_dir=run_dir, error="not run"))
+            elif "all" not in rerun and spec.label not in rerun and (cached := _recorded(spec, run_dir, False)):
+                done(cached)
             else:
-                outcome = None if redo else _recorded(spec, run_dir, failures=False)
-            if outcome is None:
                 todo.append(spec)
-            else:
-                outcomes[spec.label, spec.seed] = outcome
-                lines(outcome)
         return todo
 
+    interrupted, started = False, []
     with nullcontext() if options.report_only else _locked(out_dir), _terminate_as_interrupt(), ExitStack() as stack:
-        started = []
 
         def execute(todo: list[p.RunSpec]) -> None:  # Ray starts only when something must run
             if todo and not started:
-                stack.enter_context(ray_session(options.address, options.num_cpus, say,
-                                                max(1, int(options.cpus_per_trial)), options.verbose))
+                stack.enter_context(ray_session(options, say))
                 stack.enter_context(_terminate_as_interrupt())  # again: ray.init makes SIGTERM exit at once
-                check_resources(options.cpus_per_trial, options.gpus_per_trial)
                 started.append(True)
             if todo:
-                _run_tasks(todo, out_dir, options, lines, outcomes)
+                _run_tasks(todo, out_dir, options, done)
 
         try:
             execute(settle([s for s in specs if s.teacher_from is None or s.error]))
@@ -369,8 +322,7 @@ def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
                     continue
                 error = f"needs the teacher of {spec.teacher_from} seed {spec.seed}, which has no result"
                 if options.report_only:  # not run yet rather than failed
-                    outcomes[spec.label, spec.seed] = RunOutcome(spec, "missing", error=error)
-                    lines(outcomes[spec.label, spec.seed])
+                    done(RunOutcome(spec, "missing", error=error))
                 else:
                     spec.error = f"{error} (or pass --no_share_teacher)"
                     waiting.append(spec)
@@ -384,7 +336,11 @@ def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
                    "protocol": protocol, "overrides": list(options.overrides), "config_files": files, "notes": notes}
         rows = [run_row(o, out_dir) for o in ordered]
         frame, tests = write_comparison(rows, entries, context, out_dir)
-    for line in _final_table(frame, entries, protocol).splitlines():
+    # the closing table: per label, mean ± std over seeds of the validation and test metric and a run's seconds
+    metric = str(protocol.get("valid_metric") or "recall@20").lower()
+    columns = [(f"valid_{metric}", f"valid {metric}", None, 1, 4), (f"test_{metric}", f"test {metric}", None, 1, 4),
+               ("wall_seconds", "seconds", None, 1, 0)]
+    for line in summary_table(frame, summaries(frame, labels), [e.title for e in entries], columns).splitlines():
         say(line)
     result = ComparisonResult(ordered, rows, tests, reference, interrupted=interrupted,
                               files={ext: os.path.join(out_dir, f"results.{ext}") for ext in ("csv", "md", "json", "png")})

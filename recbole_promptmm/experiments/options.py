@@ -4,13 +4,15 @@ and help are in :mod:`.cli`) and, for sweeps, the entries of ``<out>/sweep.json`
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
-from recbole_promptmm.files import write_json_atomic
+from recbole_promptmm.files import read_json, write_json_atomic
 from recbole_promptmm.paths import properties_dir
+
+OPTIONS_FILE = "sweep.json"
+SCHEDULERS = ("asha", "fifo")
+FILE_OPTIONS = ("search_space", "teacher_search_space", "teacher_checkpoint")
 
 
 def is_path_key(key: str) -> bool:
@@ -22,10 +24,6 @@ def absolute_override(arg: str) -> str:
     """``--data_path=x`` / ``--teacher_checkpoint=x`` made absolute."""
     key, _, value = arg[2:].partition("=")
     return f"--{key}={os.path.abspath(value)}" if is_path_key(key) and value else arg
-
-
-OPTIONS_FILE = "sweep.json"
-SCHEDULERS = ("asha", "fifo")
 
 
 @dataclass(kw_only=True)
@@ -82,42 +80,34 @@ class SweepOptions(RayOptions):
             raise ValueError("--grace_period must be >= 1 and --reduction_factor > 1")
         if self.max_failures < 0:
             raise ValueError(f"--max_failures must be >= 0, got {self.max_failures}")
-        for name in ("search_space", "teacher_search_space", "teacher_checkpoint"):
-            if getattr(self, name) is not None and not os.path.isfile(getattr(self, name)):
-                raise FileNotFoundError(f"--{name}: file {getattr(self, name)} does not exist")
-        for path in self.config_files:
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"--config_files: file {path} does not exist")
+        for name, path in [(n, getattr(self, n)) for n in FILE_OPTIONS] + [("config_files", p) for p in self.config_files]:
+            if path is not None and not os.path.isfile(path):
+                raise FileNotFoundError(f"--{name}: file {path} does not exist")
         if self.teacher_checkpoint and self.teacher_search_space:
             raise ValueError("--teacher_checkpoint and --teacher_search_space exclude each other: either reuse "
                              "a teacher or search one")
 
-    def normalised(self) -> "SweepOptions":
+    def normalised(self) -> SweepOptions:
         """Absolute paths everywhere (trials run in other folders, maybe on other machines), default space."""
-        opts = dataclasses.replace(self, out=os.path.abspath(self.out or f"tune_results/{self.model}-{self.dataset}"),
-                                   config_files=[os.path.abspath(p) for p in self.config_files],
-                                   overrides=[absolute_override(o) for o in self.overrides])
-        for name in ("search_space", "teacher_search_space", "teacher_checkpoint"):
-            if getattr(opts, name):
-                setattr(opts, name, os.path.abspath(getattr(opts, name)))
-        if opts.search_space is None:
-            default = properties_dir() / "tune" / f"{opts.model}.yaml"
-            opts.search_space = str(default) if default.is_file() else None
-        return opts
+        default = properties_dir() / "tune" / f"{self.model}.yaml"
+        return dataclasses.replace(
+            self, out=os.path.abspath(self.out or f"tune_results/{self.model}-{self.dataset}"),
+            config_files=[os.path.abspath(p) for p in self.config_files],
+            overrides=[absolute_override(o) for o in self.overrides],
+            **{name: os.path.abspath(getattr(self, name)) for name in FILE_OPTIONS if getattr(self, name)},
+            **({} if self.search_space else {"search_space": str(default) if default.is_file() else None}))
 
     def save(self) -> None:
         write_json_atomic(os.path.join(self.out, OPTIONS_FILE), dataclasses.asdict(self))
 
     @classmethod
-    def load(cls, out: str) -> "SweepOptions":
-        path = os.path.join(out, OPTIONS_FILE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"--resume: {path} does not exist; {out} holds no sweep to resume")
-        with open(path, encoding="utf-8") as f:
-            return cls(**json.load(f))
-
-    def resumed_with(self, given: dict[str, Any]) -> "SweepOptions":
-        """These (saved) options with the given ones that may change on resume; any other must match."""
+    def resumed(cls, out: str, given: dict) -> SweepOptions:
+        """The options saved in ``out`` with the given ones that may change on resume; any other must match."""
+        saved = read_json(os.path.join(out, OPTIONS_FILE))
+        if not saved:
+            raise FileNotFoundError(f"--resume: {os.path.join(out, OPTIONS_FILE)} does not exist; {out} holds no "
+                                    "sweep to resume")
+        self = cls(**saved)
         normalised = vars(dataclasses.replace(self, **given).normalised())
         for name in given:
             if name not in RESUMABLE_CHANGES and normalised[name] != getattr(self, name):
@@ -145,4 +135,3 @@ class CompareOptions(RayOptions):
     run_timeout: float | None = None
     cost_repeats: int = 3
     report_only: bool = False
-

@@ -1,21 +1,11 @@
 """What a comparison runs: one :class:`RunSpec` per (label, seed), with its layered and resolved config.
 
-Config layers of one run, low to high priority: RecBole's and our yaml defaults; the shared keys of the compare
-config files (everything but ``models:``); ``models: {MODEL: {...}}``, then ``models: {LABEL: {...}}``; the
-``--key=value`` overrides; a variant's own keys; ``seed``. A compare config file::
-
-    epochs: 300
-    models:
-      LightGCN: {learning_rate: 5.0e-3, n_layers: 3}
-      LightGCN-2L: {model: LightGCN, n_layers: 2}   # a new label: another config of one model
-
-Variants are labels with overrides of a model that declares named variants (its class attribute ``variants``,
-e.g. PromptMM's ablations of the paper) or ``NAME:key=value;key=value`` (of the compared model that declares
-variants, else of the one known model that does). Every run must share the protocol (:data:`PROTOCOL_KEYS`).
-
-Every run's resolved config passes ``run``'s checks (:func:`recbole_promptmm.validate.validate_config`) before
-anything runs: a refused key refuses the whole comparison (:func:`refuse_bad_input`), its message naming the
-config file and ``models:`` section, the variant or the command line that gave it.
+Layers of a run's config, low to high (docs/COMPARE.md): RecBole's and our yaml defaults; the shared keys of the
+compare config files; ``models: {MODEL: {...}}``, then ``models: {LABEL: {...}}``; the ``--key=value`` overrides;
+a variant's own keys; ``seed``. Variants are labels with overrides of a model that declares named variants (class
+attribute ``variants``: PromptMM's ablations) or ``NAME:key=value;key=value``. Every run must share the protocol
+(:data:`PROTOCOL_KEYS`) and pass ``run``'s checks (:func:`recbole_promptmm.validate.validate_config`) before
+anything runs: a refused key refuses the whole comparison, naming the file and section, variant or command line.
 """
 
 from __future__ import annotations
@@ -33,17 +23,16 @@ from recbole_promptmm.fingerprint import VOLATILE_KEYS, config_hash
 from recbole_promptmm.registry import get_model, model_names, our_models
 from recbole_promptmm.validate import ConfigError, validate_config
 
+# Config keys that define the split, the evaluator and validation-based early stopping: equal in every run.
 PROTOCOL_KEYS: tuple[str, ...] = (
-    "dataset", "data_path", "benchmark_filename", "mmrec_inter_file", "load_col", "unload_col", "unused_col", "rm_dup_inter",
-    "val_interval", "filter_inter_by_user_or_item", "user_inter_num_interval", "item_inter_num_interval",
-    "eval_args", "metrics", "topk", "valid_metric", "valid_metric_bigger", "eval_step", "stopping_step",
-)
-"""Config keys that define the split, the evaluator and validation-based early stopping: equal in every run."""
+    "dataset", "data_path", "benchmark_filename", "mmrec_inter_file", "load_col", "unload_col", "unused_col",
+    "rm_dup_inter", "val_interval", "filter_inter_by_user_or_item", "user_inter_num_interval",
+    "item_inter_num_interval", "eval_args", "metrics", "topk", "valid_metric", "valid_metric_bigger", "eval_step",
+    "stopping_step")
+# Keys the comparison sets itself, and what to do instead.
 CONTROLLED_KEYS: Mapping[str, str] = {
     "seed": "use --seeds", "model": "use --models (or 'model:' inside a models: section)",
-    "dataset": "use --dataset", "checkpoint_dir": "checkpoints are kept under the output folder",
-}
-"""Keys the comparison sets itself, and what to do instead."""
+    "dataset": "use --dataset", "checkpoint_dir": "checkpoints are kept under the output folder"}
 _SLUG = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
@@ -71,8 +60,7 @@ class Variant:
 
 
 def is_staged(model: str) -> bool:
-    """Whether the model declares a shareable stage-1 output (class hooks ``stage_output_key``, ``stage_one_keys``,
-    ``stage_output_settings``: see PromptMM's)."""
+    """Whether the model declares a shareable stage-1 output (class hooks ``stage_output_key``, ...: PromptMM)."""
     return bool(getattr(get_model(model), "stage_output_key", None))
 
 
@@ -85,8 +73,8 @@ def named_variants(model: str) -> list[Variant]:
 def variant_model(models: Sequence[str] = ()) -> str:
     """The model that variants vary: the first of ``models`` that declares named variants, else the one known
     model that does."""
-    ours = {name: cls for name, cls in our_models().items() if getattr(cls, "variants", None)}
-    declaring = [m for m in models if m in ours] or list(ours)
+    ours = [name for name, cls in our_models().items() if getattr(cls, "variants", None)]
+    declaring = [m for m in models if m in ours] or ours
     if not declaring or (len(declaring) > 1 and not set(declaring) & set(models)):
         raise PlanError(f"variants need one model that declares named variants among --models; found {declaring}")
     return declaring[0]
@@ -111,10 +99,10 @@ def parse_variants(ablations: str | Sequence[str] | None = None, variants: str |
     chosen = list(known.values()) if names == ["all"] else []
     for item in ([] if chosen else names) + split_list(variants, ","):
         name, sep, body = item.partition(":")
+        if not sep and name not in known:
+            raise PlanError(f"unknown ablation {name!r}; known: {', '.join(known)} (or 'all'), or define a "
+                            "variant as NAME:key=value;key=value")
         if not sep:
-            if name not in known:
-                raise PlanError(f"unknown ablation {name!r}; known: {', '.join(known)} (or 'all'), or define a "
-                                "variant as NAME:key=value;key=value")
             chosen.append(known[name])
             continue
         try:
@@ -135,8 +123,7 @@ def describe_ablations(models: Sequence[str] = ()) -> str:
 
 @dataclass
 class Settings:
-    """The compare config files, merged in order (later files win, key by key); ``sources``: where each shared
-    key, ``section_sources``: where each key of each ``models:`` section was given (for error messages)."""
+    """The compare config files, merged in order; where each shared and each ``models:`` section key was given."""
 
     shared: dict[str, Any] = field(default_factory=dict)
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -147,13 +134,13 @@ class Settings:
 
 @dataclass(frozen=True)
 class Entry:
-    """One label of the comparison (a row of the summary table)."""
+    """One label of the comparison (a row of the summary table); ``sources``: where each key was given."""
 
     label: str
     model: str
     section: Mapping[str, Any]
     variant: Variant | None = None
-    sources: Mapping[str, str] = field(default_factory=dict)  # key of ``section`` -> the file and section giving it
+    sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -162,9 +149,8 @@ class Entry:
 
 @dataclass
 class RunSpec:
-    """One run. ``config`` / ``config_hash`` are filled by :func:`resolve` (``error`` when it cannot be resolved,
-    ``refusal`` too when that is bad input); ``teacher_from`` names the run (label) whose stage-1 teacher of the
-    same seed this run reuses; ``sources``: where each key of ``config_dict`` and each variant key was given."""
+    """One run: :func:`resolve` fills ``config`` and ``config_hash``, or ``error`` (and ``refusal`` for bad input);
+    ``teacher_from``: the label whose stage-1 teacher of the same seed it reuses."""
 
     entry: Entry
     seed: int
@@ -208,20 +194,18 @@ def parse_seeds(value: str | Sequence[int | str]) -> list[int]:
     return seeds
 
 
-def _check_controlled(keys, where: str, allow_model: bool = False) -> None:
-    for key in keys:
+def _checked(values: Mapping[str, Any], where: str, allow_model: bool = False) -> dict[str, Any]:
+    """``values`` with relative paths (:func:`is_path_key`) made absolute (runs execute elsewhere); refuses the
+    :data:`CONTROLLED_KEYS`."""
+    for key in values:
         if key in CONTROLLED_KEYS and not (allow_model and key == "model"):
             raise PlanError(f"{where} sets {key!r}: the comparison sets it itself; {CONTROLLED_KEYS[key]}")
-
-
-def _absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
-    """Relative path values (:func:`is_path_key`) taken from the current directory (runs execute elsewhere)."""
     return {k: os.path.abspath(os.path.expanduser(v)) if is_path_key(k) and isinstance(v, str) and v else v
             for k, v in values.items()}
 
 
 def load_settings(files: Sequence[str]) -> Settings:
-    """Read compare config files (see the module docstring)."""
+    """Read compare config files (docs/COMPARE.md)."""
     settings = Settings()
     for file in files:
         path = os.path.abspath(file)
@@ -232,14 +216,13 @@ def load_settings(files: Sequence[str]) -> Settings:
         sections = values.pop("models", None) or {}
         if not isinstance(sections, dict):
             raise PlanError(f"config file {path}: 'models' must map model names to settings, found {sections!r}")
-        _check_controlled(values, f"config file {path}")
-        settings.shared.update(_absolute_paths(values))
+        settings.shared.update(_checked(values, f"config file {path}"))
         settings.sources.update(dict.fromkeys(values, f"config file {path}"))
         for label, section in sections.items():
             if not isinstance(section or {}, dict):
                 raise PlanError(f"config file {path}: models: {label}: must be a mapping of keys, found {section!r}")
-            _check_controlled(section or {}, f"config file {path}, models: {label}:", allow_model=True)
-            settings.sections.setdefault(str(label), {}).update(_absolute_paths(section or {}))
+            where = f"config file {path}, models: {label}:"
+            settings.sections.setdefault(str(label), {}).update(_checked(section or {}, where, allow_model=True))
             settings.section_sources.setdefault(str(label), {}).update(
                 dict.fromkeys(section or {}, f"config file {path} (models: {label})"))
         settings.files.append(path)
@@ -251,17 +234,15 @@ def build_entries(labels: Sequence[str], settings: Settings, variants: Sequence[
     entries = []
     for label, variant in [(label, None) for label in labels] + [(v.label, v) for v in variants]:
         section = dict(settings.sections.get(label, {}))
-        model = variant.model if variant else str(section.pop("model", label))
-        section.pop("model", None)
-        base = {k: v for k, v in settings.sections.get(model, {}).items() if k != "model"} if model != label else {}
-        sources = {**(settings.section_sources.get(model, {}) if model != label else {}),
-                   **settings.section_sources.get(label, {})}
-        entries.append(Entry(label, model, {**base, **section}, variant, sources))
-    seen: set[str] = set()
-    for entry in entries:
-        if entry.label in seen or "," in entry.label or not entry.label.strip():
-            raise PlanError(f"model label {entry.label!r} is given twice, is empty or holds a comma")
-        seen.add(entry.label)
+        model = variant.model if variant else str(section.get("model", label))
+        layers = [label] if model == label else [model, label]  # a label's model section, then its own
+        entries.append(Entry(label, model, {k: v for name in layers for k, v in settings.sections.get(name, {}).items()
+                                            if k != "model"},
+                             variant, {k: v for name in layers for k, v in settings.section_sources.get(name, {}).items()}))
+    labels = [e.label for e in entries]
+    for label in labels:
+        if labels.count(label) > 1 or "," in label or not label.strip():
+            raise PlanError(f"model label {label!r} is given twice, is empty or holds a comma")
     return entries
 
 
@@ -289,20 +270,15 @@ def build_specs(entries: Sequence[Entry], seeds: Sequence[int], dataset: str, se
         user = parse_cmd_args(overrides)
     except ValueError as err:
         raise PlanError(str(err)) from None
-    _check_controlled(user, "a command-line override")
-    if data_path is not None:
-        user["data_path"] = data_path
-    user = _absolute_paths(user)
+    user = _checked({**user, **({} if data_path is None else {"data_path": data_path})}, "a command-line override")
     specs = []
     for seed in seeds:
         for entry in entries:
-            cmd = {"show_progress": "False", **user, **(entry.variant.overrides if entry.variant else {}),
-                   "seed": str(seed)}
-            values = {**settings.shared, **entry.section}
-            given = {**settings.sources, **entry.sources}
-            sources = {k: given[k] for k in values if k in given and k not in cmd}
-            sources.update(dict.fromkeys(entry.variant.overrides if entry.variant else (),
-                                         f"variant {entry.label}"))
+            variant = dict(entry.variant.overrides) if entry.variant else {}
+            cmd = {"show_progress": "False", **user, **variant, "seed": str(seed)}
+            values, given = {**settings.shared, **entry.section}, {**settings.sources, **entry.sources}
+            sources = {**{k: given[k] for k in values if k in given and k not in cmd},
+                       **dict.fromkeys(variant, f"variant {entry.label}")}
             specs.append(RunSpec(entry, seed, dataset, {k: _per_seed(v, seed, k) for k, v in values.items()},
                                  [f"--{k}={_per_seed(v, seed, k)}" for k, v in cmd.items()], sources=sources))
     return specs
@@ -310,7 +286,7 @@ def build_specs(entries: Sequence[Entry], seeds: Sequence[int], dataset: str, se
 
 class RunConfig(Config):
     """One run's :class:`Config`, whose :meth:`key_source` names where the comparison got a key (a compare config
-    file and its ``models:`` section, a variant; ``sources``) before what :class:`Config` knows (command line)."""
+    file and its ``models:`` section, a variant) before what :class:`Config` knows (command line)."""
 
     def __init__(self, *args: Any, sources: Mapping[str, str] | None = None) -> None:
         self.run_key_sources = dict(sources or {})
@@ -321,9 +297,8 @@ class RunConfig(Config):
 
 
 def resolve(specs: Sequence[RunSpec]) -> None:
-    """Resolve every spec's config, check it as ``run`` does (:func:`validate_config`) and hash it; a spec that
-    cannot be resolved gets its ``error`` instead, and its ``refusal`` when that is bad input (a refused config,
-    or a variant key that its model does not define, which would otherwise run the full model)."""
+    """Resolve, check (as ``run`` does) and hash every spec's config; else its ``error``, and its ``refusal`` for
+    bad input (a refused config, or a variant key its model does not define: it would run the full model)."""
     defined: dict[str, set[str]] = {}
     for spec in specs:
         try:
@@ -345,13 +320,11 @@ def resolve(specs: Sequence[RunSpec]) -> None:
 
 
 def refuse_bad_input(specs: Sequence[RunSpec]) -> None:
-    """One :class:`PlanError` with the distinct :attr:`RunSpec.refusal` messages (prefixed with the labels they
-    concern unless every label), when any: bad input refuses the whole comparison before anything runs."""
+    """Bad input refuses the whole comparison before anything runs: one :class:`PlanError` with the distinct
+    refusals, each prefixed with the labels it concerns unless every label."""
     refusals: dict[str, list[str]] = {}
-    for spec in specs:
-        if spec.refusal:
-            labels = refusals.setdefault(spec.refusal, [])
-            labels += [spec.label] if spec.label not in labels else []
+    for spec in (s for s in specs if s.refusal):
+        refusals[spec.refusal] = list(dict.fromkeys([*refusals.get(spec.refusal, []), spec.label]))
     every = list(dict.fromkeys(s.label for s in specs))
     if refusals:
         raise PlanError("; ".join(message if labels == every else f"{', '.join(labels)}: {message}"
@@ -371,20 +344,18 @@ def has_validation_split(config: Mapping[str, Any]) -> bool:
 
 
 def check_protocol(specs: Sequence[RunSpec]) -> dict[str, Any]:
-    """The protocol shared by every resolved spec; :class:`PlanError` when two runs differ in a
-    :data:`PROTOCOL_KEYS` key, or when there is no validation split or no validation (``eval_step <= 0``)."""
+    """The protocol every resolved spec shares, with a validation split and validation (:class:`PlanError` else)."""
     resolved = [s for s in specs if s.config is not None]
     if not resolved:
         return {}
     first = resolved[0]
     protocol = {k: first.config.get(k) for k in PROTOCOL_KEYS}
-    for spec in resolved[1:]:
-        for key in PROTOCOL_KEYS:
-            if spec.config.get(key) != protocol[key]:
-                raise PlanError(
-                    f"{spec.label} (seed {spec.seed}) has {key}={spec.config.get(key)!r} but {first.label} has "
-                    f"{protocol[key]!r}: every model of a comparison must share the split, evaluator and early "
-                    f"stopping; set {key} in the shared config or on the command line, not per model")
+    for spec, key in ((s, k) for s in resolved[1:] for k in PROTOCOL_KEYS):
+        if spec.config.get(key) != protocol[key]:
+            raise PlanError(
+                f"{spec.label} (seed {spec.seed}) has {key}={spec.config.get(key)!r} but {first.label} has "
+                f"{protocol[key]!r}: every model of a comparison must share the split, evaluator and early "
+                f"stopping; set {key} in the shared config or on the command line, not per model")
     if not has_validation_split(first.config):
         raise PlanError(f"the split {first.config.get('eval_args')} has no validation set: the comparison selects "
                         "the best epoch on validation (e.g. eval_args: {split: {RS: [0.8, 0.1, 0.1]}})")
@@ -412,10 +383,10 @@ def link_shared_teachers(specs: Sequence[RunSpec]) -> list[str]:
     sharing, notes = [], []
     for spec in sorted(runs, key=lambda s: s.entry.variant is not None):  # the model's own run first
         variant = spec.entry.variant
-        key = (spec.model, spec.seed, json.dumps({k: v for k, v in spec.config.items() if k not in ignored},
-                                                 sort_keys=True, default=str))
         if variant is not None and not variant.shares_stage_one(spec.config):
             continue
+        key = (spec.model, spec.seed, json.dumps({k: v for k, v in spec.config.items() if k not in ignored},
+                                                 sort_keys=True, default=str))
         provider = providers.setdefault(key, spec)
         if provider is not spec:
             spec.teacher_from = provider.label
@@ -438,6 +409,5 @@ def attach_teacher(spec: RunSpec, provider_result: Mapping[str, Any]) -> None:
         spec.error = (f"the teacher checkpoint of {spec.teacher_from} seed {spec.seed} ({path}) is missing; rerun "
                       f"{spec.teacher_from} or pass --no_share_teacher")
         return
-    spec.cmd_args = [a for a in spec.cmd_args if not a.startswith(f"--{key}=")]
-    spec.cmd_args.append(f"--{key}={path!r}")
+    spec.cmd_args = [a for a in spec.cmd_args if not a.startswith(f"--{key}=")] + [f"--{key}={path!r}"]
     resolve([spec])

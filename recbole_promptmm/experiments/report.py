@@ -1,11 +1,6 @@
-"""Tables, tests and plots of comparisons and sweeps, on pandas and scipy.
-
-A comparison writes ``results.csv`` (one row per run), ``results.md`` (mean ± std per label, best in bold, paired
-tests against the reference, training stages, runs without a result), ``results.json`` (the same for scripts) and
-``results.png``; a sweep writes ``trials.csv`` and ``trials.md`` (one row per trial) through the same
-:func:`write_frame`. Runs with the same seed share the split, so per-seed results are paired: the test is the
-paired two-sided t-test over seeds (``scipy.stats.ttest_rel``), with the 95% confidence interval of the mean
-difference from its ``confidence_interval()``.
+"""A comparison's reports (docs/COMPARE.md: ``results.csv``, ``.md``, ``.json``, ``.png``) and a sweep's
+``trials.csv`` / ``.md``, on pandas and scipy. Runs with the same seed share the split, so per-seed results are
+paired: the paired two-sided t-test over seeds (``scipy.stats.ttest_rel``), with its 95% confidence interval.
 """
 
 from __future__ import annotations
@@ -78,10 +73,8 @@ def run_row(outcome: Any, out_dir: str) -> dict[str, Any]:
 def runs_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The rows as a frame: base columns, then ``valid_*``, ``test_*`` metrics in RecBole's order, then the rest."""
     frame = pd.DataFrame(list(rows))
-    seen = list(frame.columns)
-    metrics = [c for c in seen if c.startswith("valid_") and c not in BASE_COLUMNS]
-    metrics += [c for c in seen if c.startswith("test_") and c not in BASE_COLUMNS]
-    rest = sorted(c for c in seen if c not in BASE_COLUMNS and c not in metrics)
+    metrics = [c for prefix in ("valid_", "test_") for c in frame if c.startswith(prefix) and c not in BASE_COLUMNS]
+    rest = sorted(c for c in frame if c not in BASE_COLUMNS and c not in metrics)
     return frame.reindex(columns=[*BASE_COLUMNS, *metrics, *rest])
 
 
@@ -96,12 +89,12 @@ def paired_test(metric: str, reference: str, other: str, ref: Mapping[int, float
     """Paired two-sided t-test of ``reference`` against ``other`` over the seeds both have (Δ = reference − other)."""
     seeds = sorted(set(ref) & set(oth))
     a, b = [float(ref[s]) for s in seeds], [float(oth[s]) for s in seeds]
-    test = {"metric": metric, "reference": reference, "other": other, "n": len(seeds), "mean_diff": None,
-            "ci_low": None, "ci_high": None, "t": None, "p": None, "note": ""}
     diffs = pd.Series(a) - pd.Series(b)
+    test = {"metric": metric, "reference": reference, "other": other, "n": len(seeds),
+            "mean_diff": float(diffs.mean()) if seeds else None, "ci_low": None, "ci_high": None, "t": None,
+            "p": None, "note": "" if seeds else "no seed with results of both"}
     if len(seeds) == 0:
-        return {**test, "note": "no seed with results of both"}
-    test["mean_diff"] = float(diffs.mean())
+        return test
     if len(seeds) < 2:
         return {**test, "note": f"n = 1 paired seed: too few for a test ({RECOMMENDED_SEEDS}+ advised)"}
     if diffs.std() == 0:

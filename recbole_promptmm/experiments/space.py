@@ -1,6 +1,5 @@
-"""Search spaces: yaml files that map RecBole config keys to distributions, checked before any trial starts.
-
-A search-space file is a yaml mapping ``key: {distribution: arguments}``::
+"""Search spaces: yaml files mapping RecBole config keys to distributions (docs/TUNING.md), checked before any
+trial starts::
 
     learning_rate: {loguniform: [1.0e-4, 1.0e-2]}   # low, high; 0 < low < high
     reg_weight:    {uniform: [0.0, 1.0e-3]}         # low, high; low < high
@@ -8,16 +7,14 @@ A search-space file is a yaml mapping ``key: {distribution: arguments}``::
     n_layers:      {grid: [1, 2, 3]}                # every value, for every sample (Ray's grid_search)
     epochs:        {randint: [2, 5]}                # integers low..high, both ends included
 
-Every key must be a config key of the model (RecBole's defaults, the model's yaml, the dataset's yaml); keys
-that decide how the data is read or how trials are judged (dataset and evaluation settings, paths, devices)
-cannot be searched, and neither can a key fixed for every trial on the command line.
+Every key must be a config key of the model; keys that decide how the data is read or how trials are judged
+(dataset and evaluation settings, paths, devices), or that are fixed for every trial, cannot be searched.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -28,8 +25,7 @@ from recbole_promptmm.config import load_yaml
 # The Ray Tune constructor of each distribution: choice and grid take the values, the others (low, high).
 TO_TUNE = {"choice": tune.choice, "grid": tune.grid_search, "uniform": tune.uniform, "loguniform": tune.loguniform,
            "randint": lambda low, high: tune.randint(low, high + 1)}  # Ray's upper bound is exclusive; ours is not
-DISTRIBUTIONS = tuple(TO_TUNE)
-
+VALUES = ("choice", "grid")
 # Keys RecBole derives itself, or that decide where and on what a trial runs: never searched.
 RESERVED_KEYS = frozenset({
     "model", "dataset", "data_path", "checkpoint_dir", "config_file", "gpu_id", "use_gpu", "device", "state",
@@ -46,25 +42,15 @@ class SearchSpaceError(ValueError):
 
 @dataclass(frozen=True)
 class Dimension:
-    """One searched key: ``kind`` (one of :data:`DISTRIBUTIONS`) and ``args``, the values (``choice``, ``grid``) or
-    the bounds ``(low, high)`` (``uniform``, ``loguniform``, ``randint``; ``randint`` includes ``high``)."""
+    """One searched key: ``kind`` (a key of :data:`TO_TUNE`) and ``args``, the values (``choice``, ``grid``) or the
+    bounds ``(low, high)``."""
 
     key: str
     kind: str
     args: tuple
 
-    def to_tune(self) -> Any:
-        """The Ray Tune domain (or grid) for this key."""
-        make = TO_TUNE[self.kind]
-        return make(list(self.args)) if self.kind in ("choice", "grid") else make(*self.args)
-
     def upper_bound(self) -> Any:
-        """The largest value this dimension can take."""
-        return max(self.args) if self.kind in ("choice", "grid") else self.args[1]
-
-    def describe(self) -> str:
-        """e.g. ``loguniform(0.0001, 0.01)``."""
-        return f"{self.kind}({', '.join(repr(a) for a in self.args)})"
+        return max(self.args) if self.kind in VALUES else self.args[1]
 
 
 @dataclass(frozen=True)
@@ -78,9 +64,15 @@ class SearchSpace:
     def keys(self) -> list[str]:
         return [d.key for d in self.dimensions]
 
+    @property
+    def grid_size(self) -> int:
+        """How many trials one sample of the space makes (the product of the grid sizes)."""
+        return math.prod(len(d.args) for d in self.dimensions if d.kind == "grid")
+
     def to_tune(self) -> dict[str, Any]:
         """``param_space`` for :class:`ray.tune.Tuner`."""
-        return {d.key: d.to_tune() for d in self.dimensions}
+        return {d.key: TO_TUNE[d.kind](list(d.args)) if d.kind in VALUES else TO_TUNE[d.kind](*d.args)
+                for d in self.dimensions}
 
     def get(self, key: str) -> Dimension | None:
         return next((d for d in self.dimensions if d.key == key), None)
@@ -98,7 +90,26 @@ def _fail(path: str, key: str, problem: str) -> SearchSpaceError:
     return SearchSpaceError(f"search space {path}: key {key!r}: {problem}")
 
 
-def _parse_bounds(path: str, key: str, kind: str, args: Any) -> tuple:
+def parse_dimension(path: str, key: Any, spec: Any) -> Dimension:
+    """Check and parse one ``key: {distribution: arguments}`` entry of the file at ``path``."""
+    if not isinstance(key, str):
+        raise _fail(path, str(key), "keys must be strings (RecBole config keys)")
+    if not isinstance(spec, dict):
+        raise _fail(path, key, f"expected a mapping with one of {', '.join(TO_TUNE)}, e.g. {{loguniform: [1.0e-4, "
+                               f"1.0e-2]}}, got {spec!r} (to fix a value for every trial, pass --{key}=VALUE or put "
+                               "it in a --config_files yaml)")
+    if len(spec) != 1:
+        raise _fail(path, key, f"expected exactly one distribution, got {sorted(map(str, spec))}")
+    (kind, args), = spec.items()
+    if kind not in TO_TUNE:
+        raise _fail(path, key, f"unknown distribution {kind!r}; expected one of {', '.join(TO_TUNE)}")
+    if kind in VALUES:
+        if not isinstance(args, list) or not args:
+            raise _fail(path, key, f"{kind} needs a non-empty list of values, got {args!r}")
+        twice = [v for i, v in enumerate(args) if v in args[:i]]
+        if twice:
+            raise _fail(path, key, f"{kind} lists the value {twice[0]!r} twice")
+        return Dimension(key, kind, tuple(args))
     if not isinstance(args, list) or len(args) != 2:
         raise _fail(path, key, f"{kind} needs a list [low, high], got {args!r}")
     low, high = args
@@ -107,109 +118,63 @@ def _parse_bounds(path: str, key: str, kind: str, args: Any) -> tuple:
             raise _fail(path, key, f"randint needs two integers [low, high], got {args!r}")
         if low > high:
             raise _fail(path, key, f"randint needs low <= high, got [{low}, {high}]")
-        return (low, high)
+        return Dimension(key, kind, (low, high))
     if not (_is_number(low) and _is_number(high)):
         raise _fail(path, key, f"{kind} needs two finite numbers [low, high], got {args!r}")
     if low >= high:
         raise _fail(path, key, f"{kind} needs low < high, got [{low}, {high}]")
     if kind == "loguniform" and low <= 0:
         raise _fail(path, key, f"loguniform needs 0 < low, got low = {low}")
-    return (float(low), float(high))
+    return Dimension(key, kind, (float(low), float(high)))
 
 
-def _parse_values(path: str, key: str, kind: str, args: Any) -> tuple:
-    if not isinstance(args, list) or not args:
-        raise _fail(path, key, f"{kind} needs a non-empty list of values, got {args!r}")
-    seen: list = []
-    for value in args:
-        if value in seen:
-            raise _fail(path, key, f"{kind} lists the value {value!r} twice")
-        seen.append(value)
-    return tuple(args)
-
-
-def parse_dimension(path: str, key: Any, spec: Any) -> Dimension:
-    """Check and parse one ``key: {distribution: arguments}`` entry of the file at ``path``."""
-    if not isinstance(key, str):
-        raise _fail(path, str(key), "keys must be strings (RecBole config keys)")
-    expected = f"a mapping with one of {', '.join(DISTRIBUTIONS)}, e.g. {{loguniform: [1.0e-4, 1.0e-2]}}"
-    if not isinstance(spec, dict):
-        raise _fail(path, key, f"expected {expected}, got {spec!r} (to fix a value for every trial, pass "
-                               f"--{key}=VALUE or put it in a --config_files yaml)")
-    if len(spec) != 1:
-        raise _fail(path, key, f"expected exactly one distribution, got {sorted(map(str, spec))}")
-    kind, args = next(iter(spec.items()))
-    if kind not in DISTRIBUTIONS:
-        raise _fail(path, key, f"unknown distribution {kind!r}; expected one of {', '.join(DISTRIBUTIONS)}")
-    if kind in ("choice", "grid"):
-        return Dimension(key, kind, _parse_values(path, key, kind, args))
-    return Dimension(key, kind, _parse_bounds(path, key, kind, args))
-
-
-def load_search_space(path: str | os.PathLike) -> SearchSpace:
-    """Read and check a search-space yaml file (its own syntax; :func:`check_search_space` checks the keys);
-    :class:`SearchSpaceError` names the file, the key and the problem."""
-    path = os.fspath(path)
+def load_search_space(path: str) -> SearchSpace:
+    """Read and check a search-space yaml file (its own syntax; :func:`check_search_space` checks the keys)."""
     try:
-        data = load_yaml(path)
+        data = load_yaml(str(path))
     except (FileNotFoundError, ValueError) as err:
         raise SearchSpaceError(f"search space: {err}") from None
     except Exception as err:  # yaml constructor errors (duplicate keys) and the like
         raise SearchSpaceError(f"search space {path}: {err}") from None
-    return SearchSpace(path, tuple(parse_dimension(path, key, spec) for key, spec in data.items()))
-
-
-def _categories(config: Any) -> dict[str, str]:
-    """Config key -> why it cannot be searched (dataset and evaluation settings)."""
-    why = {}
-    for key in config.parameters.get("Dataset", []):
-        why[key] = "a dataset setting (the data is read once per sweep, before any trial)"
-    for key in config.parameters.get("Evaluation", []):
-        why[key] = "an evaluation setting (every trial must be judged the same way)"
-    return why
+    return SearchSpace(str(path), tuple(parse_dimension(str(path), key, spec) for key, spec in data.items()))
 
 
 def _check_type(path: str, dim: Dimension, default: Any) -> None:
-    if default is None or (isinstance(default, bool) and dim.kind in ("choice", "grid")):
+    """The distribution must suit the type of the key's default."""
+    if default is None or (isinstance(default, bool) and dim.kind in VALUES):
         return
     if isinstance(default, bool):
         raise _fail(path, dim.key, f"is a boolean setting (default {default!r}); use choice or grid, not {dim.kind}")
     if _is_int(default) and dim.kind in ("uniform", "loguniform"):
         raise _fail(path, dim.key, f"is an integer setting (default {default!r}); use randint, choice or grid, "
                                    f"not {dim.kind}")
-    if isinstance(default, (int, float)) and dim.kind in ("choice", "grid"):
-        bad = [v for v in dim.args if not _is_number(v)]
-        if bad:
-            raise _fail(path, dim.key, f"is a numeric setting (default {default!r}); {dim.kind} lists "
-                                       f"non-numbers {bad!r}")
-    if isinstance(default, str) and dim.kind not in ("choice", "grid"):
+    bad = [v for v in dim.args if not _is_number(v)]
+    if isinstance(default, (int, float)) and dim.kind in VALUES and bad:
+        raise _fail(path, dim.key, f"is a numeric setting (default {default!r}); {dim.kind} lists non-numbers {bad!r}")
+    if isinstance(default, str) and dim.kind not in VALUES:
         raise _fail(path, dim.key, f"is a text setting (default {default!r}); use choice or grid, not {dim.kind}")
 
 
 def check_search_space(space: SearchSpace, config: Any, fixed: Mapping[str, str]) -> None:
-    """Check the searched keys against the model's resolved config (defaults, files, command line) and the keys
-    ``fixed`` for every trial (key -> what fixes it, e.g. ``"--epochs on the command line"``), which cannot be
-    searched; :class:`SearchSpaceError` names the file, the key and the problem."""
-    known = set(config.final_config_dict)
-    not_searchable = _categories(config)
-    model = config["model"]
+    """Check the searched keys against the model's resolved config and the keys ``fixed`` for every trial (key ->
+    what fixes it, e.g. ``"--epochs on the command line"``), which cannot be searched."""
+    known = config.final_config_dict
+    why = {**dict.fromkeys(config.parameters.get("Dataset", []),
+                           "a dataset setting (the data is read once per sweep, before any trial)"),
+           **dict.fromkeys(config.parameters.get("Evaluation", []),
+                           "an evaluation setting (every trial must be judged the same way)")}
     for dim in space.dimensions:
         key = dim.key
         if key in RESERVED_KEYS:
             raise _fail(space.path, key, "cannot be searched: it decides what or where a trial runs, "
                                          "not how the model learns")
-        if key in not_searchable:
-            raise _fail(space.path, key, f"cannot be searched: it is {not_searchable[key]}")
+        if key in why:
+            raise _fail(space.path, key, f"cannot be searched: it is {why[key]}")
         if key in fixed:
             raise _fail(space.path, key, f"is searched but also fixed for every trial by {fixed[key]}; "
                                          "remove one of the two")
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise _fail(space.path, key, f"is not a config key of {model} on {config['dataset']}{hint}")
-        _check_type(space.path, dim, config.final_config_dict[key])
-
-
-def grid_size(space: SearchSpace) -> int:
-    """How many trials one sample of the space makes (the product of the grid sizes)."""
-    return math.prod(len(dim.args) for dim in space.dimensions if dim.kind == "grid")
+            raise _fail(space.path, key, f"is not a config key of {config['model']} on {config['dataset']}{hint}")
+        _check_type(space.path, dim, known[key])

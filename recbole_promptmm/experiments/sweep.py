@@ -1,21 +1,10 @@
-"""A sweep: check everything, read the data once, run the trials on Ray Tune, report, test the best once.
+"""A sweep (docs/TUNING.md: options, output folder): check everything, read the data once, run the trials on Ray
+Tune, report, test the best once.
 
-Output folder (``--out``)::
-
-    sweep.json         the options (``--resume`` reads them back)
-    sweep.log          the driver's log (data loading, test evaluation)
-    trials/            Ray's experiment: one folder per trial (RecBole's log/, saved/, Ray's results, checkpoint)
-    trials.csv / .md   one row per trial: status, searched values, last and best validation metric, error
-    best_config.yaml   the best configuration, usable with run_recbole.py --config_files
-    best_model.pth     the best trial's best-validation weights
-    best_result.json   the best trial's validation result and the test result of that model
-
-A multi-stage model (one whose class declares a shareable stage-1 output, e.g. PromptMM's teacher: class hooks
-``stage_output_key``, ``stage_one_model``, ``stage_output_setting_keys``, ``stage_output_settings``): without
-``--teacher_checkpoint`` (or the model's own key for it), stage 1 is a sweep of its stage-1 model in
-``<out>/teacher/`` (one trial with the fixed values, or a search with ``--teacher_search_space``), whose best
-checkpoint becomes ``<out>/teacher/teacher.pth``; stage 2 sweeps the model against it with the settings it must
-share fixed, so no trial retrains stage 1.
+A multi-stage model (class hooks ``stage_output_key``, ``stage_one_model``, ``stage_output_setting_keys``,
+``stage_output_settings``: PromptMM's teacher) without a given stage-1 output first sweeps its stage-1 model in
+``<out>/teacher/``; the best checkpoint, ``<out>/teacher/teacher.pth``, is fixed for every stage-2 trial with the
+settings it must share, so no trial retrains stage 1.
 """
 
 from __future__ import annotations
@@ -42,11 +31,11 @@ from recbole.utils.logger import RemoveColorFilter
 from recbole_promptmm.checkpoint import load_checkpoint
 from recbole_promptmm.config import Config, load_yaml, parse_cmd_args, plain
 from recbole_promptmm.data import create_dataset, data_preparation
-from recbole_promptmm.experiments.cluster import TrialEnd, check_resources, error_line, make_tuner, ray_session
+from recbole_promptmm.experiments.cluster import error_line, ray_session
 from recbole_promptmm.experiments.options import OPTIONS_FILE, SweepOptions
 from recbole_promptmm.experiments.report import write_frame
-from recbole_promptmm.experiments.space import SearchSpace, check_search_space, grid_size, load_search_space
-from recbole_promptmm.experiments.trial import BEST_FILE, TrialSetup, ray_trainable, read_state, trial_dirname
+from recbole_promptmm.experiments.space import SearchSpace, check_search_space, load_search_space
+from recbole_promptmm.experiments.trial import BEST_FILE, TrialSetup, ray_trainable, read_state
 from recbole_promptmm.files import read_json, write_json_atomic, write_text_atomic
 from recbole_promptmm.registry import get_model, get_trainer
 from recbole_promptmm.validate import validate_config
@@ -76,11 +65,11 @@ class Plan:
 
 @dataclass
 class SweepResult:
-    """What a sweep produced."""
+    """What a sweep produced: ``trials`` (:func:`trial_table`), the best trial's row and results, its files."""
 
     out: str
-    trials: pd.DataFrame  # :func:`trial_table`
-    best: pd.Series | None = None  # its row of the best trial
+    trials: pd.DataFrame
+    best: pd.Series | None = None
     best_valid_result: dict | None = None
     test_result: dict | None = None
     seconds: float = 0.0
@@ -100,25 +89,21 @@ def _driver_side(scratch: bool = False) -> Iterator[None]:
     writes ``./log_tensorboard``: with ``scratch``, work in a temporary folder deleted afterwards."""
     saved, previous = os.environ.get("CUDA_VISIBLE_DEVICES"), os.getcwd()
     with tempfile.TemporaryDirectory(prefix="recbole-tune-") if scratch else contextlib.nullcontext() as folder:
-        if folder:
-            os.chdir(folder)
         try:
+            os.chdir(folder or previous)
             yield
         finally:
             os.chdir(previous)
-            if saved is None:
-                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-            else:
-                os.environ["CUDA_VISIBLE_DEVICES"] = saved
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            os.environ.update({} if saved is None else {"CUDA_VISIBLE_DEVICES": saved})
 
 
 @contextlib.contextmanager
 def driver_log(out: str) -> Iterator[None]:
     """Send the driver's logging (RecBole's dataset messages included) to ``<out>/sweep.log``."""
-    handler = logging.FileHandler(os.path.join(out, "sweep.log"))
+    handler, root = logging.FileHandler(os.path.join(out, "sweep.log")), logging.getLogger()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.addFilter(RemoveColorFilter())
-    root = logging.getLogger()
     previous_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -144,9 +129,7 @@ def make_plan(options: SweepOptions, extra_fixed: Mapping[str, Any] | None = Non
     config = build_config(options, extra_fixed)
     validate_config(config)  # run's checks: unknown keys, types, ranges (ConfigError, exit 2)
     sources = {key: f"--{key}={value} on the command line" for key, value in parse_cmd_args(options.overrides).items()}
-    sources.update(extra_sources or {})
-    for key in extra_fixed:
-        sources.setdefault(key, "the teacher stage")
+    sources = {**dict.fromkeys(extra_fixed, "the teacher stage"), **sources, **(extra_sources or {})}
     space = load_search_space(options.search_space) if options.search_space else SearchSpace("(none)", ())
     check_search_space(space, config, sources)
     setup = TrialSetup(options.model, options.dataset, tuple(options.config_files),
@@ -170,12 +153,9 @@ class DataCache:
 
     def get(self, config: Config) -> tuple:
         """``(train_data, valid_data, test_data)`` for ``config``, read from disk at most once."""
-        keys = sorted(set(config.parameters["Dataset"]) | set(config.parameters["Evaluation"]))
-        values = {k: config.final_config_dict.get(k) for k in keys}
-        values.update(dataset=config["dataset"], data_path=config["data_path"], seed=config["seed"],
-                      input_type=str(config["MODEL_INPUT_TYPE"]), neg=config["train_neg_sample_args"],
-                      modality_features=config["modality_features"])
-        key = json.dumps(values, sort_keys=True, default=str)
+        keys = {*config.parameters["Dataset"], *config.parameters["Evaluation"], "dataset", "data_path", "seed",
+                "MODEL_INPUT_TYPE", "train_neg_sample_args", "modality_features"}
+        key = json.dumps({k: config.final_config_dict.get(k) for k in keys}, sort_keys=True, default=str)
         if key not in self._prepared:
             start = time.perf_counter()
             init_seed(config["seed"], config["reproducibility"])
@@ -187,46 +167,58 @@ class DataCache:
         return self._prepared[key]
 
 
-def _tuner(plan: Plan, train_data: Any, valid_data: Any) -> Any:
-    opts = plan.options
-    experiment = os.path.join(opts.out, TRIALS_DIR)
-    restore = opts.resume and tune.Tuner.can_restore(experiment)
-    if restore:
-        say(f"resuming the sweep in {experiment}")
-    elif os.path.exists(experiment):
-        raise SweepError(f"{experiment} exists but holds no sweep Ray can restore; remove it or pick another --out")
-    scheduler = FIFOScheduler() if opts.scheduler == "fifo" else ASHAScheduler(
-        time_attr="epoch", metric="valid_score", mode="max" if plan.bigger else "min", max_t=plan.max_t,
-        grace_period=min(opts.grace_period, plan.max_t), reduction_factor=opts.reduction_factor)
-    return make_tuner(
-        ray_trainable, plan.space.to_tune(), opts.out, TRIALS_DIR, cpus=opts.cpus_per_trial, gpus=opts.gpus_per_trial,
-        max_concurrent=opts.max_concurrent, trial_name=lambda trial: trial_dirname(trial.trial_id), restore=restore,
-        scheduler=scheduler, search_alg=BasicVariantGenerator(random_state=int(plan.config["seed"]),
-                                                              max_concurrent=opts.max_concurrent or 0),
-        num_samples=opts.num_samples, max_failures=opts.max_failures, callbacks=[_finished_trials(plan)],
-        verbose=opts.verbose, setup=plan.setup, train_data=train_data, valid_data=valid_data)
+class TrialLines(tune.Callback):
+    """Says one line per finished trial (Ray's own tables only with ``--verbose``)."""
 
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
 
-def _finished_trials(plan: Plan) -> Any:
-    """A Ray Tune callback that says one line per finished trial (Ray's own tables only with ``--verbose``)."""
-
-    def line(trial: Any, error: BaseException | None) -> str:
+    def on_trial_complete(self, iteration, trials, trial, error: BaseException | None = None, **info) -> None:
         last = trial.last_result or {}
         status = (f"failed: {error_line(error)}" if error is not None else COMPLETED if last.get("finished")
                   else "stopped early" if "valid_score" in last else "ended")
-        best = (f", best valid {plan.metric} {last['best_valid_score']:.4f} at epoch {last.get('best_epoch')}"
+        best = (f", best valid {self.plan.metric} {last['best_valid_score']:.4f} at epoch {last.get('best_epoch')}"
                 if last.get("best_valid_score") is not None else "")
         took = f" ({last['time_total_s']:.0f} s)" if last.get("time_total_s") is not None else ""
-        params = {k: trial.config.get(k) for k in plan.space.keys}
-        return f"trial {trial.trial_id} ({_params(params)}): {status}{best}{took}"
+        params = _params({k: trial.config.get(k) for k in self.plan.space.keys})
+        say(f"trial {trial.trial_id} ({params}): {status}{best}{took}")
 
-    return TrialEnd(lambda trial, error: say(line(trial, error)))
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.on_trial_complete(iteration, trials, trial, trial.get_error())
+
+
+def make_tuner(plan: Plan, train_data: Any, valid_data: Any, callbacks: Any = ()) -> tune.Tuner:
+    """The plan's ``Tuner`` (or the one restored from ``<out>/trials`` with ``--resume``): the trainable and the
+    data go once through Ray's object store (``tune.with_parameters``), actors are reused between trials."""
+    opts, experiment = plan.options, os.path.join(plan.options.out, TRIALS_DIR)
+    restore = opts.resume and tune.Tuner.can_restore(experiment)
+    if not restore and os.path.exists(experiment):
+        raise SweepError(f"{experiment} exists but holds no sweep Ray can restore; remove it or pick another --out")
+    # Ray Tune's legacy output engine honours verbose=0 fully (its new one prints an experiment box regardless).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    trainable = tune.with_resources(tune.with_parameters(ray_trainable, setup=plan.setup, train_data=train_data,
+                                                         valid_data=valid_data),
+                                    {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
+    if restore:
+        say(f"resuming the sweep in {experiment}")
+        return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
+    scheduler = FIFOScheduler() if opts.scheduler == "fifo" else ASHAScheduler(
+        time_attr="epoch", metric="valid_score", mode="max" if plan.bigger else "min", max_t=plan.max_t,
+        grace_period=min(opts.grace_period, plan.max_t), reduction_factor=opts.reduction_factor)
+    name = lambda trial: f"trial_{trial.trial_id}"  # noqa: E731  (ray_trainable works in <out>/trials/trial_<id>)
+    tune_config = tune.TuneConfig(
+        num_samples=opts.num_samples, scheduler=scheduler, max_concurrent_trials=opts.max_concurrent,
+        search_alg=BasicVariantGenerator(random_state=int(plan.config["seed"]), max_concurrent=opts.max_concurrent or 0),
+        trial_dirname_creator=name, trial_name_creator=name, reuse_actors=True)
+    run_config = tune.RunConfig(name=TRIALS_DIR, storage_path=opts.out, verbose=int(opts.verbose), callbacks=callbacks,
+                                failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+    return tune.Tuner(trainable, param_space=plan.space.to_tune(), tune_config=tune_config, run_config=run_config)
 
 
 def trial_table(results: Any, plan: Plan) -> pd.DataFrame:
-    """One row per trial of a ``ResultGrid`` (by trial id): ``status`` is ``completed`` (trained to its end or
-    RecBole's early stopping), ``stopped_early`` (by ASHA), ``failed`` (``error``; traceback in the trial folder's
-    ``error.txt``) or ``unfinished``; then the searched values, the last report, ``params`` and ``checkpoint``."""
+    """One row per trial of a ``ResultGrid`` (by trial id): ``status`` (docs/TUNING.md), the searched values, the
+    last report, ``params`` and ``checkpoint``."""
     rows = []
     for result in results:
         last, config = dict(result.metrics or {}), result.config or {}
@@ -278,11 +270,11 @@ def run_plan(plan: Plan, data: DataCache) -> SweepResult:
     """Run (or resume) a checked plan's trials on the current Ray session; write and print its outputs."""
     opts, start = plan.options, time.perf_counter()
     train_data, valid_data, _ = data.get(plan.config)
-    say(f"sweep: {opts.model} on {opts.dataset}, {grid_size(plan.space) * opts.num_samples} trial(s), scheduler "
+    say(f"sweep: {opts.model} on {opts.dataset}, {plan.space.grid_size * opts.num_samples} trial(s), scheduler "
         f"{opts.scheduler}, valid metric {plan.metric}, up to {plan.max_t} epoch(s)")
     for dim in plan.space.dimensions:
-        say(f"  search {dim.key}: {dim.describe()}")
-    rows = trial_table(_tuner(plan, train_data, valid_data).fit(), plan)
+        say(f"  search {dim.key}: {dim.kind}({', '.join(map(repr, dim.args))})")
+    rows = trial_table(make_tuner(plan, train_data, valid_data, callbacks=[TrialLines(plan)]).fit(), plan)
     result = SweepResult(opts.out, rows, seconds=time.perf_counter() - start,
                          files={"trials": os.path.join(opts.out, "trials.csv")})
     write_frame(rows.drop(columns=["params", "checkpoint"]), os.path.join(opts.out, "trials"))
@@ -310,12 +302,11 @@ def run_plan(plan: Plan, data: DataCache) -> SweepResult:
     values = {"model": opts.model, "dataset": opts.dataset}
     for file in opts.config_files:
         values.update(load_yaml(file))
-    values = plain({**values, **plan.setup.fixed, **best.params})
     text = (f"# Best configuration of the sweep in {opts.out} (trial {best.trial_id}, validation {plan.metric} = "
             f"{best_score:.4f} at epoch {best_epoch}); selected on validation only.\n# Reproduce: {reproduce}\n")
-    for key, value in values.items():  # one line per key; lists and mappings in flow style
-        text += (f"{key}: {_cell(value)}\n" if isinstance(value, (dict, list))
-                 else yaml.safe_dump({key: value}, width=10_000))
+    # one line per key; lists and mappings in flow style
+    text += "".join(f"{k}: {_cell(v)}\n" if isinstance(v, (dict, list)) else yaml.safe_dump({k: v}, width=10_000)
+                    for k, v in plain({**values, **plan.setup.fixed, **best.params}).items())
     write_text_atomic(config_path, text)
     result.files.update(best_config=config_path, best_model=model_file)
     say(f"best trial {best.trial_id}: {_params(best.params)}")
@@ -345,17 +336,17 @@ def prepare_out(options: SweepOptions) -> None:
     options.save()
 
 
-# ------------------------------------------------------------------------------- multi-stage models
 def stage_output_settings(model: str, path: str) -> dict:
-    """The settings a run of ``model`` must share with the stage-1 output (checkpoint) at ``path``."""
-    saved = load_checkpoint(path, "cpu", what=get_model(model).stage_output_key)["config"]  # the reader ensures one
-    return plain(get_model(model).stage_output_settings(saved))
+    """The settings a run of ``model`` must share with the stage-1 output (checkpoint) at ``path``, and the path."""
+    key = get_model(model).stage_output_key
+    saved = load_checkpoint(path, "cpu", what=key)["config"]  # the reader ensures one
+    return {**plain(get_model(model).stage_output_settings(saved)), key: path}
 
 
 def _teacher_stage(plan: Plan, data: DataCache, model: str) -> tuple[dict | None, SweepResult | None]:
     """Stage 1 of ``model``: train (or search) it once; returns the values every stage-2 trial gets, or
     ``(None, result)`` when interrupted. A resumed sweep whose stage 1 is done reuses its output."""
-    record, key = os.path.join(plan.options.out, "teacher.json"), get_model(model).stage_output_key
+    record = os.path.join(plan.options.out, "teacher.json")
     done = read_json(record)
     if done:
         say(f"teacher stage: reusing {done['teacher_checkpoint']} ({record})")
@@ -369,7 +360,7 @@ def _teacher_stage(plan: Plan, data: DataCache, model: str) -> tuple[dict | None
         raise SweepError(f"teacher stage: no teacher finished; see {os.path.join(plan.options.out, 'trials.csv')}")
     checkpoint = os.path.join(plan.options.out, TEACHER_FILE)
     shutil.copyfile(os.path.join(result.best.checkpoint, BEST_FILE), checkpoint)
-    fixed = {**plain(result.best.params), **stage_output_settings(model, checkpoint), key: checkpoint}
+    fixed = {**plain(result.best.params), **stage_output_settings(model, checkpoint)}
     write_json_atomic(record, {"teacher_checkpoint": checkpoint, "fixed": fixed, "trial_id": result.best.trial_id,
                                "best_valid_score": float(result.best[f"best_valid_{plan.metric}"]),
                                "valid_metric": plan.metric})
@@ -393,32 +384,30 @@ def prepare_sweep(options: SweepOptions) -> PreparedSweep:
     ``out``: everything that can be wrong fails here (naming the file, the key and what was expected), before Ray
     starts."""
     options.check()
-    cls, teacher = get_model(options.model), None
+    cls, config = get_model(options.model), build_config(options, {})
     key = getattr(cls, "stage_output_key", None)  # a multi-stage model's shareable stage-1 output
-    if key:
-        teacher = options.teacher_checkpoint or build_config(options, {})[key]
-        if teacher and not os.path.isfile(teacher):
-            raise FileNotFoundError(f"{key} {teacher} does not exist")
-    elif options.teacher_checkpoint or options.teacher_search_space:
+    if not key and (options.teacher_checkpoint or options.teacher_search_space):
         raise ValueError(f"--teacher_checkpoint / --teacher_search_space: {options.model} has no stage 1")
+    teacher = key and (options.teacher_checkpoint or config[key])
     teacher_plan, extra, sources = None, {}, {}
     if teacher:
+        if not os.path.isfile(teacher):
+            raise FileNotFoundError(f"{key} {teacher} does not exist")
         teacher = os.path.abspath(teacher)
-        extra = {**stage_output_settings(options.model, teacher), key: teacher}
-        fixed_here = build_config(options, {}).cmd_config_dict
-        for key, value in extra.items():
-            if key in fixed_here and fixed_here[key] != value:
-                raise ValueError(f"--{key}={fixed_here[key]!r} contradicts the teacher checkpoint {teacher}, which was "
-                                 f"trained with {key}={value!r}; leave --{key} out (it is taken from the checkpoint)")
-        sources = {key: f"the teacher checkpoint {teacher}" for key in extra}
+        extra = stage_output_settings(options.model, teacher)
+        for name, value in extra.items():
+            if name in config.cmd_config_dict and config.cmd_config_dict[name] != value:
+                raise ValueError(f"--{name}={config.cmd_config_dict[name]!r} contradicts the teacher checkpoint "
+                                 f"{teacher}, which was trained with {name}={value!r}; leave --{name} out (it is "
+                                 "taken from the checkpoint)")
+        sources = dict.fromkeys(extra, f"the teacher checkpoint {teacher}")
     elif key:
-        config = build_config(options, {})
         teacher_plan = make_plan(dataclasses.replace(
             options, model=cls.stage_one_model(config), out=os.path.join(options.out, TEACHER_DIR),
             search_space=options.teacher_search_space, num_samples=options.teacher_num_samples,
             teacher_search_space=None, teacher_num_samples=1, evaluate_test=False, max_t=None))
-        sources = {k: "the teacher stage" for k in (key, *cls.stage_output_setting_keys(config))}
-        sources.update({k: "the teacher stage (searched there)" for k in teacher_plan.space.keys})
+        sources = {**dict.fromkeys((key, *cls.stage_output_setting_keys(config)), "the teacher stage"),
+                   **dict.fromkeys(teacher_plan.space.keys, "the teacher stage (searched there)")}
     plan = make_plan(options, extra_fixed=extra, extra_sources=sources)
     data = DataCache()
     for stage in (teacher_plan, plan):
@@ -431,9 +420,7 @@ def prepare_sweep(options: SweepOptions) -> PreparedSweep:
 def execute_sweep(prepared: PreparedSweep) -> SweepResult:
     """Run a prepared sweep: the teacher stage if any, then the trials; write and print the results."""
     options, plan, data = prepared.options, prepared.plan, prepared.data
-    with driver_log(options.out), ray_session(options.address, options.num_cpus, say,
-                                              max(1, int(options.cpus_per_trial)), options.verbose):
-        check_resources(options.cpus_per_trial, options.gpus_per_trial)
+    with driver_log(options.out), ray_session(options, say):
         for description in data.descriptions:
             logger.info(description)
         if prepared.teacher_plan:
