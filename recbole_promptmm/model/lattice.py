@@ -129,18 +129,20 @@ class LATTICE(MultimodalRecommender):
     Per-modality item embedding (embedding KD): :math:`A^m E_I`.
     """
 
-    model_forward_keys = ("n_layers", "knn_k", "lambda_coeff", "item_graph_layers")
+    model_forward_keys = ("n_layers", "knn_k", "knn_search", "lambda_coeff", "item_graph_layers")
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        self.config_attributes(config, "n_layers", "knn_k", "lambda_coeff", "item_graph_layers", "reg_weight")
+        self.config_attributes(config, "n_layers", "knn_k", "knn_search", "lambda_coeff", "item_graph_layers",
+                               "reg_weight")
         if not 0.0 <= self.lambda_coeff <= 1.0:
             raise ValueError(f"lambda_coeff must be in [0, 1], got {self.lambda_coeff}")
         if self.item_graph_layers < 1:
             raise ValueError(f"item_graph_layers must be at least 1, got {self.item_graph_layers}")
         self.adjacency = lightgcn_adjacency(dataset.inter_matrix(form="coo"))
         self.fixed_graph = nn.ModuleDict(
-            {m: Propagation(knn_graph(self.raw_features(m), self.knn_k, weighted=True)) for m in self.modalities})
+            {m: Propagation(knn_graph(self.raw_features(m), self.knn_k, weighted=True, method=self.knn_search))
+             for m in self.modalities})
         self.projection = nn.ModuleDict({m: nn.Linear(d, self.embedding_size) for m, d in self.feature_dims.items()})
         for module in self.projection.values():
             nn.init.xavier_uniform_(module.weight)
@@ -163,7 +165,7 @@ class LATTICE(MultimodalRecommender):
         """Top-``knn_k`` neighbours of each modality's projected features (cached, rebuilt lazily)."""
         first = next(iter(projected.values()))
         if self._learned_knn is None or next(iter(self._learned_knn.values())).indices.device != first.device:
-            self._learned_knn = {m: KnnPattern(knn_neighbours(p.detach(), self.knn_k)[0])
+            self._learned_knn = {m: KnnPattern(knn_neighbours(p.detach(), self.knn_k, self.knn_search)[0])
                                  for m, p in projected.items()}
         return self._learned_knn
 
