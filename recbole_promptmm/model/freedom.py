@@ -45,8 +45,9 @@ class FREEDOM(MultimodalRecommender):
 
     Frozen item-item graph: per modality, :math:`S^m = D^{-1/2} B^m D^{-1/2}` with :math:`B^m` the binary
     top-``knn_k`` cosine kNN graph of the raw features, fused once before training:
-    :math:`S = \sum_m w_m S^m` (``mm_weights``). Item-graph embedding over the layer-0 item IDs
-    (``mm_layers`` = L): :math:`h = S^L E_I`.
+    :math:`S = \sum_m w_m S^m` (``mm_weights``); neighbours found as ``knn_search`` says (exact, faiss HNSW, or
+    auto by catalogue size; :func:`~recbole_promptmm.model.item_graph.knn_neighbours`). Item-graph embedding over
+    the layer-0 item IDs (``mm_layers`` = L): :math:`h = S^L E_I`.
 
     User-item graph: at every training epoch, :math:`\mathrm{round}((1 - p)|R|)` edges (``edge_dropout`` = p) are
     drawn without replacement with probability :math:`\propto 1/\sqrt{d_u d_i}` and LightGCN (``n_layers``)

@@ -112,7 +112,9 @@ class LATTICE(MultimodalRecommender):
     r"""LATTICE on a LightGCN backbone.
 
     Fixed graph per modality m: :math:`\tilde A^m = D^{-1/2} S^m D^{-1/2}` with :math:`S^m` the top-``knn_k``
-    cosine similarities of the raw features :math:`X^m` (clamped at 0), built once.
+    cosine similarities of the raw features :math:`X^m` (clamped at 0), built once. Neighbours, here and in the
+    learned graph, are found as ``knn_search`` says (exact, faiss HNSW, or auto by catalogue size; see
+    :func:`~recbole_promptmm.model.item_graph.knn_neighbours`).
     Learned graph: :math:`\hat A^m`, the same construction on :math:`P^m = \mathrm{Linear}_m(\tilde X^m)` (the
     possibly prompted features): neighbour sets from :math:`P^m` without gradient, cached per epoch; edge values
     :math:`\cos(p_i, p_j)` on them with gradient, normalised the same way. Mixed:

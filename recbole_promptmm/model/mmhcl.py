@@ -195,7 +195,8 @@ class MMHCL(MultimodalRecommender):
 
     **Hypergraphs** (built once, fixed): u2u, users joined by the items they share (:func:`user_hypergraph`,
     row-normalised, no self-loops: :math:`\hat A_U = D^{-1}(RR^\top - \mathrm{diag}(RR^\top))`); i2i, items joined
-    by their per-modality top-``knn_k`` cosine neighbourhoods of the raw features (:func:`knn_incidence`,
+    by their per-modality top-``knn_k`` cosine neighbourhoods of the raw features, found as ``knn_search`` says
+    (:func:`knn_incidence`,
     :func:`item_hypergraph`, symmetric normalisation: :math:`\hat A_I = D^{-1/2} H H^\top D^{-1/2}`,
     :math:`H = [B^1|\dots|B^M]`).
 
