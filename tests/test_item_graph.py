@@ -222,7 +222,7 @@ def test_auto_is_exact_below_the_threshold_and_approx_from_it(monkeypatch):
 
 
 @pytest.mark.parametrize("method, approx_calls", [("approx", 2), ("exact", 0)])
-def test_freedom_trains_with_the_configured_knn_method(mm_toy, tmp_path, monkeypatch, method, approx_calls):
+def test_freedom_trains_with_the_configured_knn_search(mm_toy, tmp_path, monkeypatch, method, approx_calls):
     calls = spy_on_approx(monkeypatch)
     result = run("FREEDOM", "toy", config_dict=toy_dict(mm_toy, knn_search=method),
                  result_json=str(tmp_path / "r.json"))
