@@ -7,9 +7,11 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recbole_promptmm import Config, create_dataset, data_preparation, get_model
+from recbole_promptmm import Config, create_dataset, data_preparation, get_model, run
+from recbole_promptmm.model import item_graph
 from recbole_promptmm.model.graph import lightgcn_adjacency, lightgcn_embeddings, prune_edges
-from recbole_promptmm.model.item_graph import knn_graph, knn_matrix, knn_neighbours, knn_values
+from recbole_promptmm.model.item_graph import fill_missing, knn_graph, knn_matrix, knn_neighbours, knn_values
+from tests.conftest import toy_dict
 
 # the graphs are handed to torch with check_invariants=False (scipy's coo is valid); torch warns once otherwise
 pytestmark = pytest.mark.filterwarnings("error:Sparse invariant checks")
@@ -110,6 +112,122 @@ def test_knn_matrix_keeps_the_square_shape():
     m = knn_matrix(indices, values)
     assert m.shape == (4, 4) and m.nnz == 3
     assert m.toarray().tolist() == [[0, 0, 0, 0], [0, 0, 0.5, 0], [0, 0.25, 0, 0], [0, 0.75, 0, 0]]
+
+
+# ------------------------------------------------------------------------------- approximate neighbours (faiss)
+
+def clustered(n: int, d: int = 16, per_cluster: int = 20, noise: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """``n + 1`` rows (row 0 padding): a mixture of ``n // per_cluster`` Gaussians with N(0, 1) centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n // per_cluster, d))
+    x = centres[rng.integers(len(centres), size=n + 1)] + noise * rng.normal(size=(n + 1, d))
+    return torch.from_numpy(x.astype(np.float32))
+
+
+def edge_overlap(exact: torch.Tensor, approx: torch.Tensor) -> float:
+    """Share of the exact graph's edges (rows 1..) that the approximate graph keeps."""
+    return (exact[1:].unsqueeze(2) == approx[1:].unsqueeze(1)).any(dim=2).float().mean().item()
+
+
+def test_approx_keeps_the_exact_edges_in_the_same_format():
+    x = clustered(2000)
+    idx, sims = knn_neighbours(x, 10, "exact")
+    a_idx, a_sims = knn_neighbours(x, 10, "approx")
+    assert a_idx.shape == idx.shape == (2001, 10) and a_idx.dtype == idx.dtype and a_sims.dtype == sims.dtype
+    assert edge_overlap(idx, a_idx) >= 0.95
+    assert not a_idx[0].any() and not a_sims[0].any(), "row 0 (padding) is all zeros"
+    assert (a_idx[1:] >= 1).all(), "the padding item is nobody's neighbour"
+    assert (a_idx[1:, 0] == torch.arange(1, 2001)).all(), "each item is its own best neighbour"
+    assert (a_sims[1:, :-1] >= a_sims[1:, 1:]).all(), "best first"
+    unit = torch.nn.functional.normalize(x, dim=-1)
+    assert torch.allclose(a_sims[1:], (unit[1:].unsqueeze(1) * unit[a_idx[1:]]).sum(-1), atol=1e-5)
+    again = knn_neighbours(x, 10, "approx")
+    assert torch.equal(again[0], a_idx) and torch.equal(again[1], a_sims), "same features, same graph"
+
+
+def test_approx_on_the_hand_example_is_exact():
+    idx, sims = knn_neighbours(FEATURES, 3, "approx")
+    assert idx[1:].tolist() == EXPECTED_NEIGHBOURS and not idx[0].any()
+    assert torch.allclose(sims[1:], knn_neighbours(FEATURES, 3, "exact")[1][1:], atol=1e-6)
+
+
+def test_missing_faiss_hits_are_filled_with_exact_neighbours():
+    x = clustered(200)
+    unit = torch.nn.functional.normalize(x[1:], dim=-1)
+    exact = knn_neighbours(x, 4, "exact")[0][1:] - 1
+    found = exact.clone()
+    found[3, 2:] = -1  # faiss found only 2 of 4
+    found[7] = -1  # nothing at all
+    filled = fill_missing(found, unit)
+    assert torch.equal(filled, exact) and (found[3, 2:] == -1).all(), "filled rows exact, the input untouched"
+    assert fill_missing(exact, unit) is exact
+
+
+def test_approx_fills_rows_where_faiss_comes_back_short(monkeypatch):
+    """The whole path with a faiss index that returns -1 for every row's last hit."""
+    faiss = pytest.importorskip("faiss")
+
+    class ShortHNSW(faiss.IndexHNSWFlat):
+        def search(self, data, k):
+            dist, ids = super().search(data, k)
+            ids[:, -1] = -1
+            return dist, ids
+
+    x = clustered(300)
+    monkeypatch.setattr(item_graph.faiss, "IndexHNSWFlat", ShortHNSW)
+    idx, sims = knn_neighbours(x, 5, "approx")
+    exact_idx, exact_sims = knn_neighbours(x, 5, "exact")
+    assert torch.equal(idx, exact_idx) and torch.allclose(sims, exact_sims, atol=1e-6)
+
+
+def test_faiss_runs_with_torchs_thread_count(monkeypatch):
+    threads = []
+    monkeypatch.setattr(item_graph.faiss, "omp_set_num_threads", threads.append)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    knn_neighbours(clustered(100), 3, "approx")
+    assert threads == [1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_approx_returns_to_the_features_device():
+    idx, sims = knn_neighbours(clustered(300).cuda(), 5, "approx")
+    assert idx.is_cuda and sims.is_cuda
+    assert torch.equal(idx.cpu(), knn_neighbours(clustered(300), 5, "approx")[0])
+
+
+def spy_on_approx(monkeypatch) -> list[int]:
+    """Record the number of rows of every approximate search."""
+    calls, approx_rows = [], item_graph.approx_rows
+
+    def spy(unit, k):
+        calls.append(unit.shape[0])
+        return approx_rows(unit, k)
+
+    monkeypatch.setattr(item_graph, "approx_rows", spy)
+    return calls
+
+
+def test_auto_is_exact_below_the_threshold_and_approx_from_it(monkeypatch):
+    calls = spy_on_approx(monkeypatch)
+    x = clustered(100)  # 101 rows with the padding
+    knn_neighbours(x, 5)
+    assert calls == [] and item_graph.APPROX_MIN_ITEMS > 101
+    monkeypatch.setattr(item_graph, "APPROX_MIN_ITEMS", 101)
+    knn_neighbours(x, 5)
+    assert calls == [100]
+    knn_neighbours(x, 5, "exact")
+    assert calls == [100], "exact is exact whatever the size"
+    with pytest.raises(ValueError, match="knn_search must be one of auto, exact, approx"):
+        knn_neighbours(x, 5, "faiss")
+
+
+@pytest.mark.parametrize("method, approx_calls", [("approx", 2), ("exact", 0)])
+def test_freedom_trains_with_the_configured_knn_search(mm_toy, tmp_path, monkeypatch, method, approx_calls):
+    calls = spy_on_approx(monkeypatch)
+    result = run("FREEDOM", "toy", config_dict=toy_dict(mm_toy, knn_search=method),
+                 result_json=str(tmp_path / "r.json"))
+    assert len(calls) == approx_calls, "one approximate graph per modality (image, audio)"
+    assert result["config"]["knn_search"] == method and 0 <= result["test_result"]["recall@5"] <= 1
 
 
 # ----------------------------------------------------------------------------------------------- edge pruning

@@ -97,6 +97,7 @@ def test_values_at_the_edge_of_a_range_pass(key, value):
     ("teacher_graph_norm", "left", "symmetric, one_sided"),
     ("kd_mode", "released", "paper, official"),
     ("list_kd_weighting", "uniform", "nontarget, confidence, none"),
+    ("knn_search", "faiss", "auto, exact, approx"),
 ])
 def test_choices(key, value, allowed):
     message = problems(**{key: value})
@@ -107,12 +108,13 @@ def test_choices_come_from_the_yaml_comments_and_match_the_code():
     """Each switch's ``# (str: a|b)`` comment in properties/model/*.yaml names exactly what the model accepts."""
     from recbole_promptmm.config_rules import KD_MODES
     from recbole_promptmm.model.graph import GRAPH_NORMS
+    from recbole_promptmm.model.item_graph import KNN_METHODS
     from recbole_promptmm.model.losses import LIST_KD_WEIGHTS
     from recbole_promptmm.model.mmhcl import CL_SCOPES
     from recbole_promptmm.validate import _choices
 
     assert _choices() == {"graph_norm": GRAPH_NORMS, "kd_mode": KD_MODES, "list_kd_weighting": LIST_KD_WEIGHTS,
-                          "cl_scope": CL_SCOPES}
+                          "cl_scope": CL_SCOPES, "knn_search": KNN_METHODS}
 
 
 def test_teacher_model_must_be_multimodal_and_is_matched_case_insensitively():

@@ -45,8 +45,9 @@ class FREEDOM(MultimodalRecommender):
 
     Frozen item-item graph: per modality, :math:`S^m = D^{-1/2} B^m D^{-1/2}` with :math:`B^m` the binary
     top-``knn_k`` cosine kNN graph of the raw features, fused once before training:
-    :math:`S = \sum_m w_m S^m` (``mm_weights``). Item-graph embedding over the layer-0 item IDs
-    (``mm_layers`` = L): :math:`h = S^L E_I`.
+    :math:`S = \sum_m w_m S^m` (``mm_weights``); neighbours found as ``knn_search`` says (exact, faiss HNSW, or
+    auto by catalogue size; :func:`~recbole_promptmm.model.item_graph.knn_neighbours`). Item-graph embedding over
+    the layer-0 item IDs (``mm_layers`` = L): :math:`h = S^L E_I`.
 
     User-item graph: at every training epoch, :math:`\mathrm{round}((1 - p)|R|)` edges (``edge_dropout`` = p) are
     drawn without replacement with probability :math:`\propto 1/\sqrt{d_u d_i}` and LightGCN (``n_layers``)
@@ -60,12 +61,12 @@ class FREEDOM(MultimodalRecommender):
     embeddings). Per-modality item embedding (embedding KD): :math:`f^m`.
     """
 
-    model_forward_keys = ("n_layers", "knn_k", "mm_layers", "mm_weights")
+    model_forward_keys = ("n_layers", "knn_k", "knn_search", "mm_layers", "mm_weights")
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        self.config_attributes(config, "n_layers", "knn_k", "mm_layers", "edge_dropout", "modality_bpr_weight",
-                               "reg_weight")
+        self.config_attributes(config, "n_layers", "knn_k", "knn_search", "mm_layers", "edge_dropout",
+                               "modality_bpr_weight", "reg_weight")
         self.mm_weights = modality_weights(config["mm_weights"], self.modalities)
         if not 0.0 <= self.edge_dropout < 1.0:
             raise ValueError(f"edge_dropout must be in [0, 1), got {self.edge_dropout}")
@@ -78,7 +79,7 @@ class FREEDOM(MultimodalRecommender):
         self._epoch_graph: tuple[Propagation, ...] = ()
         fused = None
         for w, m in zip(self.mm_weights, self.modalities):
-            s = knn_graph(self.raw_features(m), self.knn_k, weighted=False) * w
+            s = knn_graph(self.raw_features(m), self.knn_k, weighted=False, method=self.knn_search) * w
             fused = s if fused is None else fused + s
         self.item_graph = Propagation(fused.tocsr())
         self.projection = nn.ModuleDict({m: nn.Linear(d, self.embedding_size) for m, d in self.feature_dims.items()})

@@ -112,7 +112,9 @@ class LATTICE(MultimodalRecommender):
     r"""LATTICE on a LightGCN backbone.
 
     Fixed graph per modality m: :math:`\tilde A^m = D^{-1/2} S^m D^{-1/2}` with :math:`S^m` the top-``knn_k``
-    cosine similarities of the raw features :math:`X^m` (clamped at 0), built once.
+    cosine similarities of the raw features :math:`X^m` (clamped at 0), built once. Neighbours, here and in the
+    learned graph, are found as ``knn_search`` says (exact, faiss HNSW, or auto by catalogue size; see
+    :func:`~recbole_promptmm.model.item_graph.knn_neighbours`).
     Learned graph: :math:`\hat A^m`, the same construction on :math:`P^m = \mathrm{Linear}_m(\tilde X^m)` (the
     possibly prompted features): neighbour sets from :math:`P^m` without gradient, cached per epoch; edge values
     :math:`\cos(p_i, p_j)` on them with gradient, normalised the same way. Mixed:
@@ -129,18 +131,20 @@ class LATTICE(MultimodalRecommender):
     Per-modality item embedding (embedding KD): :math:`A^m E_I`.
     """
 
-    model_forward_keys = ("n_layers", "knn_k", "lambda_coeff", "item_graph_layers")
+    model_forward_keys = ("n_layers", "knn_k", "knn_search", "lambda_coeff", "item_graph_layers")
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        self.config_attributes(config, "n_layers", "knn_k", "lambda_coeff", "item_graph_layers", "reg_weight")
+        self.config_attributes(config, "n_layers", "knn_k", "knn_search", "lambda_coeff", "item_graph_layers",
+                               "reg_weight")
         if not 0.0 <= self.lambda_coeff <= 1.0:
             raise ValueError(f"lambda_coeff must be in [0, 1], got {self.lambda_coeff}")
         if self.item_graph_layers < 1:
             raise ValueError(f"item_graph_layers must be at least 1, got {self.item_graph_layers}")
         self.adjacency = lightgcn_adjacency(dataset.inter_matrix(form="coo"))
         self.fixed_graph = nn.ModuleDict(
-            {m: Propagation(knn_graph(self.raw_features(m), self.knn_k, weighted=True)) for m in self.modalities})
+            {m: Propagation(knn_graph(self.raw_features(m), self.knn_k, weighted=True, method=self.knn_search))
+             for m in self.modalities})
         self.projection = nn.ModuleDict({m: nn.Linear(d, self.embedding_size) for m, d in self.feature_dims.items()})
         for module in self.projection.values():
             nn.init.xavier_uniform_(module.weight)
@@ -163,7 +167,7 @@ class LATTICE(MultimodalRecommender):
         """Top-``knn_k`` neighbours of each modality's projected features (cached, rebuilt lazily)."""
         first = next(iter(projected.values()))
         if self._learned_knn is None or next(iter(self._learned_knn.values())).indices.device != first.device:
-            self._learned_knn = {m: KnnPattern(knn_neighbours(p.detach(), self.knn_k)[0])
+            self._learned_knn = {m: KnnPattern(knn_neighbours(p.detach(), self.knn_k, self.knn_search)[0])
                                  for m, p in projected.items()}
         return self._learned_knn
 

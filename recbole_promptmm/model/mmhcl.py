@@ -36,13 +36,14 @@ CL_SCOPES = ("batch", "all")
 
 
 # ------------------------------------------------------------------------------------------- hypergraphs
-def knn_incidence(x: torch.Tensor, k: int) -> sp.csr_matrix:
+def knn_incidence(x: torch.Tensor, k: int, method: str = "auto") -> sp.csr_matrix:
     r"""One modality's binary kNN matrix :math:`B^m` [I, I]: :math:`B^m_{ij} = 1` when item j is among the top
-    ``k`` cosine neighbours of item i (i itself included). Row and column 0 (padding) stay empty.
+    ``k`` cosine neighbours of item i (i itself included; found by ``method``, see :func:`knn_neighbours`). Row and
+    column 0 (padding) stay empty.
 
     Column j of :math:`B^m` is a hyperedge: the items that count j among their k nearest in modality m.
     """
-    indices = knn_neighbours(x, k)[0][1:].cpu().numpy()
+    indices = knn_neighbours(x, k, method)[0][1:].cpu().numpy()
     n, kept = x.shape[0], indices.shape[1]
     rows = np.repeat(np.arange(1, n), kept)
     data = np.ones(rows.shape[0], dtype=np.float32)
@@ -194,7 +195,8 @@ class MMHCL(MultimodalRecommender):
 
     **Hypergraphs** (built once, fixed): u2u, users joined by the items they share (:func:`user_hypergraph`,
     row-normalised, no self-loops: :math:`\hat A_U = D^{-1}(RR^\top - \mathrm{diag}(RR^\top))`); i2i, items joined
-    by their per-modality top-``knn_k`` cosine neighbourhoods of the raw features (:func:`knn_incidence`,
+    by their per-modality top-``knn_k`` cosine neighbourhoods of the raw features, found as ``knn_search`` says
+    (:func:`knn_incidence`,
     :func:`item_hypergraph`, symmetric normalisation: :math:`\hat A_I = D^{-1/2} H H^\top D^{-1/2}`,
     :math:`H = [B^1|\dots|B^M]`).
 
@@ -219,12 +221,12 @@ class MMHCL(MultimodalRecommender):
     injection acts on the first-order tables.
     """
 
-    model_forward_keys = ("n_layers", "user_layers", "item_layers", "knn_k")
+    model_forward_keys = ("n_layers", "user_layers", "item_layers", "knn_k", "knn_search")
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        self.config_attributes(config, "n_layers", "user_layers", "item_layers", "knn_k", "temperature",
-                               "user_cl_weight", "item_cl_weight", "cl_scope", "reg_weight")
+        self.config_attributes(config, "n_layers", "user_layers", "item_layers", "knn_k", "knn_search",
+                               "temperature", "user_cl_weight", "item_cl_weight", "cl_scope", "reg_weight")
         if self.cl_scope not in CL_SCOPES:
             raise ValueError(f"cl_scope must be one of {CL_SCOPES}, got {self.cl_scope!r}")
         if self.item_layers < 1:
@@ -238,7 +240,8 @@ class MMHCL(MultimodalRecommender):
         self.adjacency = lightgcn_adjacency(inter)
         self.user_hypergraph = UserHypergraph(inter)
         self.item_hypergraph = ItemHypergraph(
-            item_hypergraph([knn_incidence(self.raw_features(m), self.knn_k) for m in self.modalities]))
+            item_hypergraph([knn_incidence(self.raw_features(m), self.knn_k, self.knn_search)
+                             for m in self.modalities]))
         self.user_hyper_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_hyper_embedding = nn.Embedding(self.n_items, self.embedding_size)
         nn.init.xavier_uniform_(self.user_hyper_embedding.weight)
