@@ -39,6 +39,8 @@ smallest one that works; see ``../shared/design/RECBOLE.md`` for the breakages t
   (:func:`_init_device`); on CUDA, RecBole's own code runs unchanged (NCCL, ``cuda:<local_rank>``). The trainer
   wraps its model with :func:`~recbole_promptmm.distributed.wrap` (``device_ids`` on CUDA only, buffers not
   broadcast: they are sparse graphs and features built from the data, the same on every rank).
+  A checkpoint of such a run holds its config as a single process's (``single_spec``, ``local_rank`` 0), so RecBole's
+  ``load_data_and_model`` (``recommend``, ``export``) reads it without a process group (:func:`_config_getstate`).
 * RecBole's ``Trainer`` opens a TensorBoard writer in every process of such a run (rank 1's in a folder named
   after no log file); only the main process's writes now (:func:`_get_tensorboard`).
 """
@@ -126,9 +128,16 @@ def _filter_known_warnings() -> None:
 
 # --------------------------------------------------------------------------------------------- checkpoints
 def _config_getstate(self) -> dict:
-    """A ``Config`` pickles without ``model_class`` (a class: safe loading would have to trust any code)."""
+    """A ``Config`` pickles without ``model_class`` (a class: safe loading would have to trust any code), and one
+    of a process of a multi-process run pickles as a single process's: RecBole's ``load_data_and_model`` builds its
+    data loaders from a checkpoint's config, and with ``single_spec`` False they would need a process group."""
     state = dict(self.__dict__)
     state.pop("model_class", None)
+    final = state.get("final_config_dict")
+    if final is not None and final.get("single_spec") is False:
+        device = final.get("device")
+        device = torch.device(device.type) if isinstance(device, torch.device) else device  # cuda:1 -> cuda
+        state["final_config_dict"] = {**final, "single_spec": True, "local_rank": 0, "device": device}
     return state
 
 

@@ -126,7 +126,7 @@ def init_logger(config, stamp: str | None = None) -> str | None:
     ours = root.handlers[:]
     for handler in ours:
         handler.addFilter(_in_file if isinstance(handler, logging.FileHandler) else _on_console)
-    root.handlers = others + ours
+    root.handlers = ours + others  # RecBole names the TensorBoard folder after the first file handler: ours
     _RUN_HANDLERS[:] = ours
     return run_log_file()
 

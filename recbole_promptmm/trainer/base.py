@@ -205,7 +205,8 @@ class CheckpointMixin:
     def load_model_file(self, model_file: str | None = None) -> dict:
         """Load weights (and other parameters) from a checkpoint into ``self.model``; returns the checkpoint."""
         checkpoint_file = model_file or self.saved_model_file
-        checkpoint = distributed.on_main(lambda: load_checkpoint(checkpoint_file, distributed.map_location(self.device)))
+        device = distributed.map_location(self.device)
+        checkpoint = distributed.on_main(lambda: load_checkpoint(checkpoint_file, device))
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.logger.info(f"Weights loaded from {checkpoint_file}", extra=FILE_ONLY)
