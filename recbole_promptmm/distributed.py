@@ -18,6 +18,7 @@ import os
 import pickle
 import signal
 import socket
+import time
 import warnings
 from typing import Any, Callable
 
@@ -198,11 +199,12 @@ def spawn(fn: Callable, args: tuple, nproc: int) -> Any:
     A process's exception is raised here (the first one sent back; an interruption before any other error, local
     rank 0's first), so an entry point reports it as it reports a single-process run's. Ctrl-C here (or SIGINT to
     this process alone) is passed on to the processes once; they stop as an interrupted run stops, and their
-    interruption is raised. A second Ctrl-C terminates them."""
+    interruption is raised. A second Ctrl-C terminates them (a second SIGINT within a second is taken for the same
+    one sent twice: ``timeout`` sends it to its child and to the child's process group)."""
     queue = mp.get_context("spawn").SimpleQueue()
     context = mp.spawn(fn, args=(queue, *args), nprocs=nproc, join=False)
     failure: BaseException | None = None
-    interrupted = False
+    interrupted: float | None = None  # when the first Ctrl-C came
     outcomes: list[_Outcome] = []
     while True:
         try:
@@ -211,12 +213,14 @@ def spawn(fn: Callable, args: tuple, nproc: int) -> Any:
             if context.join(timeout=0.2, grace_period=GRACE_SECONDS):
                 break
         except KeyboardInterrupt:
-            if interrupted:
+            if interrupted is not None and time.monotonic() - interrupted > 1:  # not one signal sent twice
                 for process in context.processes:
                     if process.is_alive():
                         process.terminate()
                 raise
-            interrupted = True
+            if interrupted is not None:
+                continue
+            interrupted = time.monotonic()
             for process in context.processes:
                 if process.is_alive():
                     os.kill(process.pid, signal.SIGINT)
@@ -231,7 +235,7 @@ def spawn(fn: Callable, args: tuple, nproc: int) -> Any:
         raise (stops or errors)[0].error from failure
     if failure is not None:
         raise failure
-    if interrupted:
+    if interrupted is not None:
         raise KeyboardInterrupt
     results = [o.value for o in outcomes if o.local_rank == 0]
     return results[0] if results else None
