@@ -79,6 +79,13 @@ def on_main(read: Callable[[], Any]) -> Any:
     return value
 
 
+def describe(config) -> str:
+    """One line on this process's run: how many processes, backend and device, this machine's ranks."""
+    first = config["offset"]
+    return (f"{world_size()} processes ({dist.get_backend()} on {config['device'].type}), ranks {first}.."
+            f"{first + config['nproc'] - 1} on this machine; only rank 0 writes files")
+
+
 def map_location(device) -> Any:
     """Where :func:`on_main` loads tensors: the CPU in a multi-process run (they travel pickled to every rank, whose
     ``load_state_dict`` copies them to its device), else ``device``."""

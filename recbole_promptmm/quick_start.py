@@ -11,7 +11,6 @@ import time
 from logging import getLogger
 from typing import Any, Callable, Sequence
 
-import torch.distributed
 from recbole.utils import init_seed
 
 from recbole_promptmm import distributed
@@ -169,11 +168,10 @@ def run(
     progress = show_progress(config)
     try:
         if log_file:
-            logger.info(f"{config['model']} on {config['dataset']}: config, data and model in {display_path(log_file)}")
+            logger.info(f"{config['model']} on {config['dataset']}: config, data and model in "
+                        f"{display_path(log_file)}")
         if distributed.is_distributed():
-            logger.info(f"{distributed.world_size()} processes ({torch.distributed.get_backend()} on "
-                        f"{config['device'].type}), ranks {config['offset']}..{config['offset'] + config['nproc'] - 1} "
-                        f"on this machine; only rank 0 writes files")
+            logger.info(distributed.describe(config))
         logger.info(" ".join(sys.argv), extra=FILE_ONLY)
         logger.info(config, extra=FILE_ONLY)
         logger.info(data, extra=FILE_ONLY)
