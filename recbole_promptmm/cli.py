@@ -36,6 +36,8 @@ RUN_DESCRIPTION = """Train and evaluate one model on one dataset: ours (PromptMM
 Every other --key=value overrides a RecBole config key (e.g. --epochs=5 --data_path=../shared/data).
 Ctrl-C stops a run with one line naming its resume file; --resume=FILE continues it (stage and epoch where it
 stopped, the same final metrics as an uninterrupted run).
+--nproc=N trains in N processes (RecBole's DDP path; --world_size, --offset, --ip, --port for several machines;
+docs/DISTRIBUTED.md): give each one thread, OMP_NUM_THREADS=1.
 Exit status: 0 done, 2 bad input (one line says what), 130 interrupted (Ctrl-C).
 """
 

@@ -32,6 +32,17 @@ smallest one that works; see ``../shared/design/RECBOLE.md`` for the breakages t
 * RecBole's ``ensure_dir`` checks for a folder and then creates it, so two runs started together in one folder
   could both find ``./log`` missing and the second crash with ``FileExistsError``. Every RecBole module that
   imported it now holds :func:`_ensure_dir` (``os.makedirs(..., exist_ok=True)``).
+* RecBole's multi-process run (``nproc`` > 1, :mod:`recbole_promptmm.distributed`) could not run on CPU:
+  ``Config._init_device`` joins the process group with the NCCL backend and a CUDA device whatever the machine has,
+  and ``AbstractTrainer`` gives ``DistributedDataParallel`` ``device_ids``, which a CPU module refuses. A process
+  whose device is the CPU (RecBole's rule: no CUDA, or an empty ``gpu_id``) now joins with gloo on the CPU
+  (:func:`_init_device`); on CUDA, RecBole's own code runs unchanged (NCCL, ``cuda:<local_rank>``). The trainer
+  wraps its model with :func:`~recbole_promptmm.distributed.wrap` (``device_ids`` on CUDA only, buffers not
+  broadcast: they are sparse graphs and features built from the data, the same on every rank).
+  A checkpoint of such a run holds its config as a single process's (``single_spec``, ``local_rank`` 0), so RecBole's
+  ``load_data_and_model`` (``recommend``, ``export``) reads it without a process group (:func:`_config_getstate`).
+* RecBole's ``Trainer`` opens a TensorBoard writer in every process of such a run (rank 1's in a folder named
+  after no log file); only the main process's writes now (:func:`_get_tensorboard`).
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ import recbole.data  # noqa: F401  (with the two below: every RecBole module tha
 import recbole.quick_start
 import recbole.quick_start.quick_start as recbole_quick_start
 import recbole.trainer  # noqa: F401
+import recbole.trainer.trainer as recbole_trainer
 import recbole.utils.logger  # noqa: F401
 import recbole.utils.utils as recbole_utils
 import scipy.sparse as sp
@@ -53,6 +65,7 @@ from recbole.config import Config as RecBoleConfig
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from recbole_promptmm import distributed
 from recbole_promptmm.checkpoint import CHECKPOINT_PROTOCOL, checkpoint_safe_globals, load_checkpoint
 from recbole_promptmm.registry import get_model
 
@@ -88,6 +101,7 @@ def apply() -> None:
         sp.dok_matrix._update = _dok_update
     _fix_checkpoints()
     _fix_ensure_dir()
+    _fix_distributed()
     _filter_known_warnings()
 
 
@@ -114,9 +128,16 @@ def _filter_known_warnings() -> None:
 
 # --------------------------------------------------------------------------------------------- checkpoints
 def _config_getstate(self) -> dict:
-    """A ``Config`` pickles without ``model_class`` (a class: safe loading would have to trust any code)."""
+    """A ``Config`` pickles without ``model_class`` (a class: safe loading would have to trust any code), and one
+    of a process of a multi-process run pickles as a single process's: RecBole's ``load_data_and_model`` builds its
+    data loaders from a checkpoint's config, and with ``single_spec`` False they would need a process group."""
     state = dict(self.__dict__)
     state.pop("model_class", None)
+    final = state.get("final_config_dict")
+    if final is not None and final.get("single_spec") is False:
+        device = final.get("device")
+        device = torch.device(device.type) if isinstance(device, torch.device) else device  # cuda:1 -> cuda
+        state["final_config_dict"] = {**final, "single_spec": True, "local_rank": 0, "device": device}
     return state
 
 
@@ -132,7 +153,7 @@ def _config_setstate(self, state: dict) -> None:
 def _save_checkpoint(self, epoch, verbose=True, **kwargs):
     """RecBole 1.2.1's ``Trainer._save_checkpoint``, with protocol
     :data:`~recbole_promptmm.checkpoint.CHECKPOINT_PROTOCOL` instead of 4."""
-    if not self.config["single_spec"] and self.config["local_rank"] != 0:
+    if not distributed.is_main_process():  # RecBole: local_rank != 0; one writer per run, not per machine
         return
     saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
     state = {
@@ -170,3 +191,65 @@ def load_data_and_model(model_file):
     again)."""
     load_checkpoint(model_file, what="model_file")
     return _recbole_load_data_and_model(model_file)
+
+
+# --------------------------------------------------------------------------------------------- several processes
+_recbole_init_device = None
+
+
+def _init_device(self) -> None:
+    """RecBole 1.2.1's ``Config._init_device``; a process of a multi-process run (``local_rank`` given) whose device
+    is the CPU joins its process group with gloo instead of NCCL (RecBole's code otherwise: CUDA keeps NCCL)."""
+    final = self.final_config_dict
+    gpu_id = final["gpu_id"]
+    gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id)
+    if "local_rank" not in final or (len(gpu_id) > 0 and torch.cuda.is_available()):
+        _recbole_init_device(self)
+        return
+    final["gpu_id"] = gpu_id
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
+    torch.distributed.init_process_group(
+        backend="gloo", rank=final["local_rank"] + final["offset"], world_size=final["world_size"],
+        init_method=f"tcp://{final['ip']}:{final['port']}")
+    final["device"] = torch.device("cpu")
+    final["single_spec"] = False
+    if final["local_rank"] != 0:  # RecBole's: the other processes of a machine say only what went wrong
+        final["state"], final["show_progress"], final["verbose"] = "error", False, False
+
+
+def _trainer_init(self, config, model) -> None:
+    """RecBole's ``AbstractTrainer.__init__`` with :func:`~recbole_promptmm.distributed.wrap` (CPU modules take no
+    ``device_ids``); ``SyncBatchNorm`` on CUDA only (it has no CPU kernel)."""
+    self.config = config
+    self.model = model
+    if not config["single_spec"]:
+        if config["device"].type == "cuda":
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.distributed_model = distributed.wrap(self.model, config["device"])
+
+
+class _NoTensorBoard:
+    """A TensorBoard writer that writes nothing (what the non-main processes of a run get)."""
+
+    log_dir = None
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+_recbole_get_tensorboard = None
+
+
+def _get_tensorboard(logger):
+    """RecBole's ``get_tensorboard`` in the main process; a writer that writes nothing in the others."""
+    return _recbole_get_tensorboard(logger) if distributed.is_main_process() else _NoTensorBoard()
+
+
+def _fix_distributed() -> None:
+    global _recbole_init_device, _recbole_get_tensorboard
+    if _recbole_init_device is None:
+        _recbole_init_device = RecBoleConfig._init_device
+        _recbole_get_tensorboard = recbole_trainer.get_tensorboard
+    RecBoleConfig._init_device = _init_device
+    recbole_trainer.AbstractTrainer.__init__ = _trainer_init
+    recbole_trainer.get_tensorboard = _get_tensorboard

@@ -16,6 +16,10 @@ The console is the log file's short version: records logged with ``extra=FILE_ON
 dumps, checkpoint saves) and RecBole's per-epoch records of ``Trainer.fit`` (loss, valid score, the valid result's
 dict, its stop line) go to the file only; our trainers print one line per epoch instead (``extra=CONSOLE_ONLY``).
 Warnings and errors always reach the console.
+
+In a multi-process run (:mod:`recbole_promptmm.distributed`) only the main process has a log file; every other
+process logs to the console alone, at the level RecBole's ``Config`` gives it (errors only but on each machine's
+first process), each line naming its rank.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import recbole.utils.logger as recbole_logger
 from recbole.utils import init_logger as recbole_init_logger
 from recbole.utils.utils import get_local_time
 
+from recbole_promptmm import distributed
 from recbole_promptmm.paths import run_suffix
 
 _RUN_HANDLERS: list[logging.Handler] = []
@@ -39,6 +44,8 @@ FILE_ONLY = {"to": "file"}
 """``logger.info(..., extra=FILE_ONLY)``: detail for the run's log file, not its console."""
 CONSOLE_ONLY = {"to": "console"}
 """``logger.info(..., extra=CONSOLE_ONLY)``: a console line that stands for records the log file already holds."""
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
+           "critical": logging.CRITICAL}  # RecBole's init_logger: config["state"] -> level
 _RECBOLE_TRAINER_FILE = os.path.normcase(os.path.abspath(recbole_trainer.__file__))
 
 
@@ -103,15 +110,23 @@ def init_logger(config, stamp: str | None = None) -> str | None:
     others = root.handlers[:]
     root.handlers = []
     stamp = stamp or unique_time()
-    recbole_logger.get_local_time = lambda: stamp  # what RecBole's init_logger stamps its file name with
-    try:
-        recbole_init_logger(config)
-    finally:
-        recbole_logger.get_local_time = get_local_time
+    if distributed.is_main_process():
+        recbole_logger.get_local_time = lambda: stamp  # what RecBole's init_logger stamps its file name with
+        try:
+            recbole_init_logger(config)
+        finally:
+            recbole_logger.get_local_time = get_local_time
+    else:  # no file: the main process's log is the run's
+        console = logging.StreamHandler()
+        console.setLevel(_LEVELS.get(str(config["state"]).lower(), logging.INFO))
+        console.setFormatter(logging.Formatter(f"%(asctime)-15s rank {distributed.rank()} %(levelname)s  %(message)s",
+                                               "%d %b %H:%M"))
+        root.addHandler(console)
+        root.setLevel(console.level)
     ours = root.handlers[:]
     for handler in ours:
         handler.addFilter(_in_file if isinstance(handler, logging.FileHandler) else _on_console)
-    root.handlers = others + ours
+    root.handlers = ours + others  # RecBole names the TensorBoard folder after the first file handler: ours
     _RUN_HANDLERS[:] = ours
     return run_log_file()
 

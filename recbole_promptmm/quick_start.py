@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 from recbole.utils import init_seed
 
+from recbole_promptmm import distributed
 from recbole_promptmm.config import Config
 from recbole_promptmm.data import create_dataset, data_preparation
 from recbole_promptmm.files import write_json_atomic
@@ -50,6 +51,8 @@ def _log_level(config) -> int:
 def show_progress(config) -> bool:
     """RecBole's ``show_progress`` where the user sets it; by default progress bars only on a terminal (tqdm draws on
     stderr, so piped or redirected output gets none of its redraws)."""
+    if not distributed.is_main_process():
+        return False
     if config.key_source("show_progress") != "defaults":
         return bool(config["show_progress"])
     return sys.stderr.isatty()
@@ -103,7 +106,8 @@ def run(
     after_fit: Callable[[Any, Any], dict] | None = None,
     resume: str | None = None,
     callbacks: Sequence[Any] = (),
-) -> dict:
+    process: dict | None = None,
+) -> dict | None:
     """Train ``model`` on ``dataset`` (ours or a RecBole built-in), early-stop on validation, test once.
 
     Returns (and writes to ``result_json`` when given) model, dataset, resolved config, seed, number of
@@ -117,6 +121,13 @@ def run(
     continues with the inputs it started with (give none, or the same) and ends with the metrics an uninterrupted
     run would have. Ctrl-C raises :class:`~recbole_promptmm.trainer.resume.RunInterrupted`, which says what was
     saved.
+
+    ``nproc`` > 1 (or a ``world_size``; RecBole's keys, :mod:`recbole_promptmm.distributed`) runs the model in
+    ``nproc`` processes, spawned here as RecBole spawns them: each trains on its shard of every batch, evaluation is
+    gathered from all of them, and only the main process (rank 0) writes logs, checkpoints and ``result_json``;
+    the result returned is this machine's first process's (every process's metrics are the gathered ones).
+    ``callbacks`` and ``after_fit`` then run in every process (they must pickle). ``process`` is for the spawned
+    processes alone: the launch keys and ``local_rank`` of one of them.
     """
     resumed = None
     if resume:
@@ -124,16 +135,24 @@ def run(
         model, dataset, config_file_list, config_dict, cmd_args, result_json = _resume_inputs(
             resumed, resume, model, dataset, config_file_list, config_dict, cmd_args, result_json)
     try:
-        config = Config(model, dataset, config_file_list, config_dict, cmd_args)
+        config = Config(model, dataset, config_file_list, {**(config_dict or {}), **(process or {})}, cmd_args)
     except (TypeError, NotImplementedError) as err:  # RecBole's own checks (topk, metrics, ...)
         raise ConfigError(f"invalid config: {err}") from err
     # Every check that can fail runs before the logger creates its file: bad input writes nothing.
     validate_config(config)
     if resumed is not None:
         saved_config = resumed["config"] if resumed["stage"] != "teacher" else None
-        if saved_config is not None and config_differences(saved_config, config):
+        differences = [] if saved_config is None else config_differences(
+            saved_config, config, ignore=distributed.process_keys(config))
+        if differences:
             raise ResumeError(f"--resume: the config differs from the interrupted run's (a config file or the data "
-                              f"changed?): {'; '.join(config_differences(saved_config, config)[:5])}")
+                              f"changed?): {'; '.join(differences[:5])}")
+    launch = distributed.launch_settings(config) if process is None else None
+    if launch is not None:  # this process only starts the run's processes, and writes nothing
+        inputs = {"model": model, "dataset": dataset, "config_file_list": config_file_list, "config_dict": config_dict,
+                  "cmd_args": cmd_args, "saved": saved, "result_json": result_json, "after_fit": after_fit,
+                  "resume": resume, "callbacks": list(callbacks)}
+        return distributed.spawn(_run_process, (inputs, launch), launch["nproc"])
     init_seed(config["seed"], config["reproducibility"])
     with buffer_logs(_log_level(config)):  # what data loading and the model log goes into the log file later
         data = create_dataset(config)
@@ -142,13 +161,17 @@ def run(
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
 
-    stamp = run_stamp(resumed, config["model"])
+    stamp = distributed.on_main(lambda: run_stamp(resumed, config["model"]))  # every process names the same files
     log_file = init_logger(config, stamp)
     logger = getLogger()
     trainer = None
     progress = show_progress(config)
     try:
-        logger.info(f"{config['model']} on {config['dataset']}: config, data and model in {display_path(log_file)}")
+        if log_file:
+            logger.info(f"{config['model']} on {config['dataset']}: config, data and model in "
+                        f"{display_path(log_file)}")
+        if distributed.is_distributed():
+            logger.info(distributed.describe(config))
         logger.info(" ".join(sys.argv), extra=FILE_ONLY)
         logger.info(config, extra=FILE_ONLY)
         logger.info(data, extra=FILE_ONLY)
@@ -172,7 +195,7 @@ def run(
     except BaseException as err:
         # Failed before its first epoch ended (e.g. a foreign teacher_checkpoint): leave nothing behind (a
         # resumed run's files are the interrupted run's: they stay).
-        if getattr(trainer, "epochs_completed", 0) == 0 and resumed is None:
+        if getattr(trainer, "epochs_completed", 0) == 0 and resumed is None and distributed.is_main_process():
             discard_failed_run(config, trainer, log_file)
         if isinstance(err, KeyboardInterrupt) and not isinstance(err, RunInterrupted):
             raise interrupted(trainer.resume_file if trainer is not None and saved else None) from None
@@ -209,13 +232,19 @@ def run(
         result["stages"] = [t.timing() for t in (*trainer.stage_trainers(), trainer) if t is trainer or t.epoch_seconds]
     if after_fit is not None:
         result.update(after_fit(trainer, train_data))
-    if result_json:
+    if result_json and distributed.is_main_process():
         write_json_atomic(result_json, result)
         logger.info(f"result written to {result_json}", extra=FILE_ONLY)
-    if trainer.resume_file and os.path.isfile(trainer.resume_file):
+    if trainer.resume_file and distributed.is_main_process() and os.path.isfile(trainer.resume_file):
         os.remove(trainer.resume_file)  # finished: nothing left to resume
     logger.info("\n".join(summary_lines(result, result_json)))
     return result
+
+
+def _run_process(local_rank: int, queue, inputs: dict, launch: dict) -> None:
+    """One process of a multi-process run (what :func:`distributed.spawn` starts)."""
+    distributed.process_main(local_rank, queue, launch["nproc"],
+                             lambda rank: run(**inputs, process={**launch, "local_rank": rank}))
 
 
 def _resume_inputs(state: dict, path: str, model, dataset, config_file_list, config_dict, cmd_args, result_json):

@@ -2,7 +2,11 @@
 and read back on torch >= 2.6 with torch's safe loader (``weights_only=True`` and the allow-list of
 :mod:`recbole_promptmm.checkpoint`), a checkpoint name unique per run, a count of finished epochs and
 callbacks after each epoch and validation (``trainer.callbacks``), and a resume file
-written at the start of every epoch (:mod:`recbole_promptmm.trainer.resume`)."""
+written at the start of every epoch (:mod:`recbole_promptmm.trainer.resume`).
+
+In a multi-process run (:mod:`recbole_promptmm.distributed`) only the main process writes those files; the others
+read what it wrote through it (:func:`~recbole_promptmm.distributed.on_main`), and the resume file holds the
+random-number states of every process."""
 
 from __future__ import annotations
 
@@ -11,11 +15,12 @@ import time
 
 from recbole.trainer import Trainer
 
+from recbole_promptmm import distributed
 from recbole_promptmm.checkpoint import load_checkpoint, save_atomic
 from recbole_promptmm.files import atomic_path
 from recbole_promptmm.log import CONSOLE_ONLY, FILE_ONLY
 from recbole_promptmm.paths import run_suffix
-from recbole_promptmm.trainer.resume import RESUME_FORMAT, capture_rng, restore_rng, resume_file_for
+from recbole_promptmm.trainer.resume import RESUME_FORMAT, ResumeError, capture_rng, restore_rng, resume_file_for
 
 
 class CheckpointMixin:
@@ -67,7 +72,8 @@ class CheckpointMixin:
         """Everything needed to continue training at ``epoch_idx`` exactly as an uninterrupted run would."""
         owner = self.resume_owner
         best = self.best_valid_result
-        return {
+        rngs = distributed.gather(capture_rng(_generators(train_data)))  # every process's (one: this one's)
+        state = {
             "resume_format": RESUME_FORMAT,
             "stage": self.resume_stage,
             "epoch": epoch_idx,
@@ -79,11 +85,14 @@ class CheckpointMixin:
             "best_valid_score": float(self.best_valid_score),
             "best_valid_result": None if best is None else {k: float(v) for k, v in dict(best).items()},
             "train_loss_dict": {int(k): float(v) for k, v in self.train_loss_dict.items()},
-            "rng": capture_rng(_generators(train_data)),
+            "rng": rngs[0],
             "run_files": owner.run_files(),
             "run_inputs": owner.run_inputs,
             "owner": owner.resume_extra(),
         }
+        if len(rngs) > 1:
+            state["rng_per_rank"] = rngs
+        return state
 
     def resume_from(self, state: dict, adopt_files: bool = True) -> None:
         """Continue from a :meth:`resume_state` when ``fit`` starts; ``adopt_files`` also takes the interrupted run's
@@ -101,7 +110,11 @@ class CheckpointMixin:
         self.best_valid_score = state["best_valid_score"]
         self.best_valid_result = state["best_valid_result"]
         self.train_loss_dict = dict(state["train_loss_dict"])
-        restore_rng(state["rng"], _generators(train_data))
+        rngs = state.get("rng_per_rank") or [state["rng"]]
+        if len(rngs) != distributed.world_size():
+            raise ResumeError(f"--resume: the interrupted run had {len(rngs)} processes, this one has "
+                              f"{distributed.world_size()}")
+        restore_rng(rngs[distributed.rank()], _generators(train_data))
         self.logger.info(f"Resuming at epoch {self.start_epoch} (best valid score so far {self.best_valid_score:.4f})")
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
@@ -123,7 +136,9 @@ class CheckpointMixin:
 
     def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
         if self._write_resume and (epoch_idx > 0 or self.resume_at_first_epoch):
-            save_atomic(self.resume_state(train_data, epoch_idx), self.resume_owner.resume_file)
+            state = self.resume_state(train_data, epoch_idx)  # in every process (it gathers their states)
+            if distributed.is_main_process():
+                save_atomic(state, self.resume_owner.resume_file)
         start = time.perf_counter()
         result = super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
         self.epoch_seconds.append(time.perf_counter() - start)
@@ -179,6 +194,8 @@ class CheckpointMixin:
                 "last_epoch": self.last_epoch if self.epoch_seconds else None, "max_epochs": self.epochs}
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not distributed.is_main_process():
+            return
         target = kwargs.pop("saved_model_file", self.saved_model_file)
         with atomic_path(target) as tmp:
             super()._save_checkpoint(epoch, verbose=False, saved_model_file=tmp, **kwargs)
@@ -188,7 +205,8 @@ class CheckpointMixin:
     def load_model_file(self, model_file: str | None = None) -> dict:
         """Load weights (and other parameters) from a checkpoint into ``self.model``; returns the checkpoint."""
         checkpoint_file = model_file or self.saved_model_file
-        checkpoint = load_checkpoint(checkpoint_file, self.device)
+        device = distributed.map_location(self.device)
+        checkpoint = distributed.on_main(lambda: load_checkpoint(checkpoint_file, device))
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.logger.info(f"Weights loaded from {checkpoint_file}", extra=FILE_ONLY)

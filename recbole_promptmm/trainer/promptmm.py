@@ -6,6 +6,10 @@ fixes), on ``model.teacher`` with the teacher's config (its own learning rate an
 rule in :mod:`recbole_promptmm.config_rules`): it writes exactly the checkpoint a standalone run writes, so any
 teacher checkpoint can be reused with ``teacher_checkpoint``. Stage 2 is RecBole's ``Trainer.fit`` loop on the
 student (and the prompt, when tuned) with its own optimizer.
+
+In a multi-process run each stage's trainable model is wrapped in ``DistributedDataParallel``: the teacher by its
+own trainer (as a standalone run's), the whole model again when stage 2 starts (its teacher frozen then, so the
+wrapper all-reduces the student's gradients and the prompt's when tuned).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 from recbole.trainer import Trainer
 
+from recbole_promptmm import distributed
 from recbole_promptmm.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from recbole_promptmm.config import config_for_model
 from recbole_promptmm.config_rules import teacher_config
@@ -124,8 +129,8 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
     def load_teacher(self, path: str) -> None:
         """Load a teacher checkpoint into ``model.teacher``, refusing one made for another model, other data or
         other settings (the teacher's ``forward_keys()``) or sizes."""
-        checkpoint, saved_config, state = read_teacher_checkpoint(path, self.config, self.model.teacher_config,
-                                                                  self.device)
+        checkpoint, saved_config, state = distributed.on_main(lambda: read_teacher_checkpoint(
+            path, self.config, self.model.teacher_config, distributed.map_location(self.device)))
         teacher = self.model.teacher
         expected = teacher.state_dict()
         problems = [f"missing {k}" for k in expected if k not in state]
@@ -198,6 +203,8 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
         if self.config["warm_start"] and resumed is None:
             model.warm_start_student()
         self.logger.info(f"Stage 2: student with KD from {model.teacher_name}, up to {self.student_epochs} epochs")
+        if not self.config["single_spec"]:  # the parameters stage 2 trains: DDP reduces those that need gradients
+            self.distributed_model = distributed.wrap(self.model, self.device)
         self._reset_stage(model.stage_parameters(), self.config["student_learning_rate"], self.student_epochs)
         result = super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
                              callback_fn=callback_fn)
@@ -208,10 +215,13 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
         return result
 
     def _best_epoch(self) -> int | None:
-        try:
-            return int(load_checkpoint(self.teacher_model_file, "cpu")["epoch"])
-        except (OSError, KeyError):
-            return None
+        def read() -> int | None:
+            try:
+                return int(load_checkpoint(self.teacher_model_file, "cpu")["epoch"])
+            except (OSError, KeyError):
+                return None
+
+        return distributed.on_main(read)
 
     def _save_student(self) -> None:
         """The student alone (what serving needs), exactly as a standalone PromptMMStudent run saves it: its config
@@ -219,6 +229,8 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
         rebuilds it."""
         state = {"config": config_for_model(self.config, PromptMMStudent), "epoch": None, "cur_step": 0, "best_valid_score": self.best_valid_score,
                  "state_dict": self.model.student.state_dict(), "other_parameter": None, "optimizer": {}}
+        if not distributed.is_main_process():
+            return
         save_atomic(state, self.student_model_file)
         self.logger.info(f"Saving student: {self.student_model_file}", extra=FILE_ONLY)
 
@@ -234,7 +246,7 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
             model.set_stage("teacher")
             teacher_test = self.teacher_trainer().evaluate(test_data, load_best_model=False)
             model.set_stage(stage)
-            if os.path.isfile(self.saved_model_file):
+            if distributed.on_main(lambda: os.path.isfile(self.saved_model_file)):
                 self.load_model_file(self.saved_model_file)
         floats = _floats
         return {

@@ -77,10 +77,12 @@ def read_resume_file(path: str) -> dict:
     return state
 
 
-def config_differences(saved: Any, current: Any) -> list[str]:
-    """The config keys whose resolved values differ between two RecBole configs, as ``key: then X, now Y``."""
+def config_differences(saved: Any, current: Any, ignore: Iterable[str] = ()) -> list[str]:
+    """The config keys whose resolved values differ between two RecBole configs, as ``key: then X, now Y``
+    (``ignore``: keys that may differ, e.g. :func:`recbole_promptmm.distributed.process_keys`)."""
     a, b = dict(saved.final_config_dict), dict(current.final_config_dict)
-    return [f"{k}: then {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    keys = sorted((set(a) | set(b)) - set(ignore))
+    return [f"{k}: then {a.get(k)!r}, now {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -91,6 +93,9 @@ class RunInterrupted(KeyboardInterrupt):
                  best_model_file: str | None = None) -> None:
         super().__init__(resume_file)
         self.resume_file, self.stage, self.epoch, self.best_model_file = resume_file, stage, epoch, best_model_file
+
+    def __reduce__(self):  # sent from a process of a multi-process run to its launcher whole
+        return type(self), (self.resume_file, self.stage, self.epoch, self.best_model_file)
 
     def describe(self, prog: str) -> str:
         """One line: stage, epoch, what was saved, the command that resumes it."""
