@@ -43,6 +43,11 @@ smallest one that works; see ``../shared/design/RECBOLE.md`` for the breakages t
   ``load_data_and_model`` (``recommend``, ``export``) reads it without a process group (:func:`_config_getstate`).
 * RecBole's ``Trainer`` opens a TensorBoard writer in every process of such a run (rank 1's in a folder named
   after no log file); only the main process's writes now (:func:`_get_tensorboard`).
+* RecBole's training loader splits each batch over the processes (``train_batch_size`` is the global batch), so a
+  model whose step propagates over the whole graph (LightGCN, our student) repeats that propagation in every
+  process for the same number of steps and gains nothing on CPUs. ``ddp_batch: per_process`` makes
+  ``train_batch_size`` each process's batch (PyTorch DDP's convention: the global batch is ``world_size`` times
+  it, an epoch ``world_size`` times fewer steps) (:func:`_train_step`); ``global``, the default, is RecBole's.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ import recbole.utils.utils as recbole_utils
 import scipy.sparse as sp
 import torch
 from recbole.config import Config as RecBoleConfig
+from recbole.data.dataloader import TrainDataLoader
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
@@ -228,6 +234,18 @@ def _trainer_init(self, config, model) -> None:
         self.distributed_model = distributed.wrap(self.model, config["device"])
 
 
+_recbole_train_step = None
+
+
+def _train_step(self) -> None:
+    """RecBole's ``TrainDataLoader._init_batch_size_and_step``; with ``ddp_batch: per_process`` in a multi-process
+    run the step is first multiplied by ``world_size``, so that RecBole's division by it leaves each process a whole
+    ``train_batch_size`` batch."""
+    _recbole_train_step(self)
+    if not self.config["single_spec"] and self.config["ddp_batch"] == "per_process":
+        self.step *= self.config["world_size"]
+
+
 class _NoTensorBoard:
     """A TensorBoard writer that writes nothing (what the non-main processes of a run get)."""
 
@@ -246,10 +264,12 @@ def _get_tensorboard(logger):
 
 
 def _fix_distributed() -> None:
-    global _recbole_init_device, _recbole_get_tensorboard
+    global _recbole_init_device, _recbole_get_tensorboard, _recbole_train_step
     if _recbole_init_device is None:
         _recbole_init_device = RecBoleConfig._init_device
         _recbole_get_tensorboard = recbole_trainer.get_tensorboard
+        _recbole_train_step = TrainDataLoader._init_batch_size_and_step
+    TrainDataLoader._init_batch_size_and_step = _train_step
     RecBoleConfig._init_device = _init_device
     recbole_trainer.AbstractTrainer.__init__ = _trainer_init
     recbole_trainer.get_tensorboard = _get_tensorboard

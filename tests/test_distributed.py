@@ -34,13 +34,13 @@ TOLERANCE = 0.03
 
 
 def rank_view(trainer, train_data) -> dict:
-    """``after_fit`` (it runs in every process): every rank's weight digest, training batches per epoch and last
-    validation result."""
+    """``after_fit`` (it runs in every process): every rank's weight digest, training batches per epoch, training
+    interactions and last validation result."""
     weights = hashlib.sha256()
     for name, tensor in sorted(trainer.model.state_dict().items()):
         weights.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
     return {"ranks": distributed.gather({"weights": weights.hexdigest(), "batches": len(train_data),
-                                         "valid": trainer.last_valid_result})}
+                                         "interactions": len(train_data._dataset), "valid": trainer.last_valid_result})}
 
 
 def _files(folder: Path) -> list[str]:
@@ -101,10 +101,13 @@ def test_only_rank_0_writes(runs):
 
 
 def test_promptmm_both_stages_in_two_processes(mm_toy):
-    result = run("PromptMM", "toy", config_dict=toy_dict(mm_toy, epochs=1, student_epochs=2, nproc=2),
-                 after_fit=rank_view)
+    """... with ``ddp_batch: per_process``: each process takes whole 64-interaction batches of its half."""
+    result = run("PromptMM", "toy", config_dict=toy_dict(mm_toy, epochs=1, student_epochs=2, nproc=2,
+                                                         ddp_batch="per_process"), after_fit=rank_view)
     ranks = result["ranks"]
     assert ranks[0]["weights"] == ranks[1]["weights"]
+    half = -(-ranks[0]["interactions"] // 2)  # DistributedSampler pads the shares to equal sizes
+    assert ranks[0]["batches"] == ranks[1]["batches"] == -(-half // 64)  # RecBole's split: -(-half // 32)
     assert [s["stage"] for s in result["stages"]] == ["teacher", "student"]
     assert [s["epochs_run"] for s in result["stages"]] == [1, 2]
     assert result["teacher"]["test_result"] and result["test_result"]
