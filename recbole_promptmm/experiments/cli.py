@@ -12,8 +12,8 @@ from typing import Sequence
 import recbole_promptmm  # noqa: F401  (RecBole compatibility fixes, before anything else of RecBole)
 from recbole_promptmm.config import parse_cmd_args
 from recbole_promptmm.experiments.cluster import ResourceError
-from recbole_promptmm.experiments.compare import run_comparison
-from recbole_promptmm.experiments.options import SCHEDULERS, CompareOptions, SweepOptions
+from recbole_promptmm.experiments.compare import compare
+from recbole_promptmm.experiments.options import SCHEDULERS, SweepOptions
 from recbole_promptmm.experiments.plan import PlanError, describe_ablations, split_list
 from recbole_promptmm.experiments.sweep import SweepError, execute_sweep, prepare_sweep
 from recbole_promptmm.parser import OneLineParser
@@ -147,7 +147,7 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
         if given.pop("list_ablations", False):
             print(describe_ablations())
             return 0
-        result = run_comparison(CompareOptions(**given, overrides=overrides))
+        result = compare(**given, overrides=overrides)
     except (PlanError, ResourceError, ValueError) as err:
         print(f"python -m recbole_promptmm.compare: error: {err}", file=sys.stderr)
         return 2
