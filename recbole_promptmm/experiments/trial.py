@@ -123,11 +123,6 @@ def read_state(folder: str) -> dict:
     return read_resume_file(os.path.join(folder, STATE_FILE))
 
 
-def _report_to_ray(metrics: dict, folder: str) -> None:
-    node = ray.get_runtime_context().get_node_id()  # which node of a cluster ran the trial
-    tune.report({**metrics, "node_id": node}, checkpoint=tune.Checkpoint.from_directory(folder))
-
-
 def ray_trainable(params: dict, setup: TrialSetup, train_data, valid_data) -> None:
     """The Ray Tune function trainable (with ``tune.with_parameters``), working in the trial's own folder
     ``<out>/trials/trial_<id>/`` (where Ray keeps its results and checkpoints: RecBole's relative ``log/`` land
@@ -142,4 +137,6 @@ def ray_trainable(params: dict, setup: TrialSetup, train_data, valid_data) -> No
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             run.restore(folder)
-    run.fit(_report_to_ray)
+    node = ray.get_runtime_context().get_node_id()  # which node of a cluster ran the trial
+    run.fit(lambda metrics, folder: tune.report({**metrics, "node_id": node},
+                                                checkpoint=tune.Checkpoint.from_directory(folder)))
