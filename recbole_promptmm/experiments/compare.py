@@ -28,7 +28,7 @@ import torch
 
 from recbole_promptmm.experiments import plan as p
 from recbole_promptmm.experiments.cluster import error_line, ray_session
-from recbole_promptmm.experiments.options import CompareOptions
+from recbole_promptmm.experiments.options import CompareOptions, split_list
 from recbole_promptmm.experiments.report import run_row, summaries, summary_table, write_comparison
 from recbole_promptmm.files import read_json, write_json_atomic
 from recbole_promptmm.model.accounting import measure_cost
@@ -224,7 +224,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 def plan(options: CompareOptions) -> tuple[list[p.Entry], list[p.RunSpec], dict, list[str], list[str]]:
     """Entries, resolved run specs, protocol, config files and notes, without running anything."""
-    labels = p.split_list(options.models)
+    labels = split_list(options.models)
     variants = p.parse_variants(options.ablations, options.variants, labels)
     if not labels and not variants:
         raise p.PlanError("no models given: pass --models=Pop,BPR,LightGCN (and/or --ablations, --variants)")
@@ -263,7 +263,7 @@ def compare(dataset: str = "ml-100k", models: str | Sequence[str] = "", out: str
     # default: the model under study (one that declares named variants) when compared, else the first label
     reference = options.reference or next((e.label for e in entries if e.variant is None and e.label == e.model
                                            and p.named_variants(e.model)), labels[0])
-    rerun = p.split_list(options.rerun)
+    rerun = split_list(options.rerun)
     unknown = [r for r in [reference, *rerun] if r != "all" and r not in labels]
     if unknown:
         raise p.PlanError(f"--reference / --rerun name {', '.join(unknown)}, not compared here ({', '.join(labels)})")

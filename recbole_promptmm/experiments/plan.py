@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from recbole_promptmm.config import Config, load_yaml, parse_cmd_args
-from recbole_promptmm.experiments.options import is_path_key
+from recbole_promptmm.experiments.options import is_path_key, split_list
 from recbole_promptmm.fingerprint import VOLATILE_KEYS, config_hash
 from recbole_promptmm.registry import get_model, our_models
 from recbole_promptmm.validate import ConfigError, validate_config
@@ -75,13 +75,6 @@ def variant_model(models: Sequence[str] = ()) -> str:
     if not declaring or (len(declaring) > 1 and not set(declaring) & set(models)):
         raise PlanError(f"variants need one model that declares named variants among --models; found {declaring}")
     return declaring[0]
-
-
-def split_list(value: str | Sequence[str] | None, separators: str = ", ") -> list[str]:
-    """``"a,b c"`` -> ``["a", "b", "c"]``; a sequence is returned as a list of its non-empty items."""
-    if isinstance(value, str):
-        value = re.split(f"[{separators}]+", value)
-    return [v.strip() for v in value or () if v and v.strip()]
 
 
 def parse_variants(ablations: str | Sequence[str] | None = None, variants: str | Sequence[str] | None = None,
