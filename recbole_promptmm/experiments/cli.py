@@ -5,6 +5,7 @@ of a sweep, applied to every run of a comparison."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from typing import Sequence
@@ -12,9 +13,9 @@ from typing import Sequence
 import recbole_promptmm  # noqa: F401  (RecBole compatibility fixes, before anything else of RecBole)
 from recbole_promptmm.config import parse_cmd_args
 from recbole_promptmm.experiments.cluster import ResourceError
-from recbole_promptmm.experiments.compare import run_comparison
-from recbole_promptmm.experiments.options import SCHEDULERS, CompareOptions, SweepOptions
-from recbole_promptmm.experiments.plan import PlanError, describe_ablations, split_list
+from recbole_promptmm.experiments.compare import compare
+from recbole_promptmm.experiments.options import CompareOptions, RayOptions, SweepOptions
+from recbole_promptmm.experiments.plan import PlanError, describe_ablations
 from recbole_promptmm.experiments.sweep import SweepError, execute_sweep, prepare_sweep
 from recbole_promptmm.parser import OneLineParser
 
@@ -41,66 +42,25 @@ or config, 130 when interrupted.
 """
 
 
-# (commands, flags, argparse keywords) of every option; only options given on the command line land in the namespace
-OPTIONS = (
-    ("tune", "--model -m", dict(help="model: ours (PromptMM, PromptMMTeacher, ...) or a RecBole built-in")),
-    ("tune", "--dataset -d", dict(help="dataset: ml-100k, tiktok (with --data_path) or your own")),
-    ("tune", "--out", dict(help="output folder (default: tune_results/<model>-<dataset>)")),
-    ("tune", "--search_space", dict(help="search-space yaml (default: properties/tune/<model>.yaml)")),
-    ("tune", "--num_samples", dict(type=int, help="samples of the search space (default 1; grids run in full)")),
-    ("tune", "--config_files", dict(type=split_list, help="yaml config files, separated by spaces or commas")),
-    ("tune", "--scheduler", dict(choices=SCHEDULERS, help="asha stops poor trials early (default asha)")),
-    ("tune", "--resume", dict(action="store_true", help="continue the interrupted sweep in --out")),
-    ("tune", "--grace_period", dict(type=int, help="ASHA: epochs before a trial can be stopped (default 1)")),
-    ("tune", "--reduction_factor", dict(type=float, help="ASHA: keep 1/this at each rung (default 2)")),
-    ("tune", "--max_t", dict(type=int, help="ASHA: last epoch (default: the largest epochs of any trial)")),
-    ("tune", "--max_failures", dict(type=int, help="restarts of a failing trial from its checkpoint (default 1)")),
-    ("tune", "--teacher_checkpoint", dict(help="PromptMM: distil every trial from this teacher checkpoint")),
-    ("tune", "--teacher_search_space", dict(help="PromptMM: search the teacher with this file first")),
-    ("tune", "--teacher_num_samples", dict(type=int, help="PromptMM: samples of the teacher search space")),
-    ("tune", "--no_test", dict(dest="evaluate_test", action="store_false",
-                               help="do not evaluate the best configuration on test")),
-    ("compare", "--dataset -d", dict(help="dataset name (default ml-100k)")),
-    ("compare", "--models -m", dict(help="comma-separated model names or labels")),
-    ("compare", "--out -o", dict(help="output folder (required): reports, and every run under OUT/runs/")),
-    ("compare", "--seeds", dict(help="comma-separated seeds (default 2020,2021,2022)")),
-    ("compare", "--data_path", dict(help="folder holding <dataset>/ (e.g. ../shared/data)")),
-    ("compare", "--config_files", dict(type=split_list,
-                                       help="yaml files: shared keys, plus a 'models: {NAME: {...}}' section")),
-    ("compare", "--ablations", dict(nargs="?", const="all",
-                                    help="add PromptMM ablation variants: all (no value) or comma-separated names")),
-    ("compare", "--variants", dict(help="PromptMM variants: ablation names or NAME:key=value;key=value, "
-                                        "comma-separated")),
-    ("compare", "--no_share_teacher", dict(dest="share_teacher", action="store_false",
-                                           help="every PromptMM variant trains its own teacher")),
-    ("compare", "--reference", dict(help="label tested against the others (default PromptMM if compared, else the "
-                                         "first)")),
-    ("compare", "--rerun", dict(help="labels (comma-separated) or 'all' whose cached runs are redone")),
-    ("compare", "--run_timeout", dict(type=float, help="stop a run after this many seconds (checked at each "
-                                                       "validation)")),
-    ("compare", "--cost_repeats", dict(type=int, help="timed full-sort scoring passes per run (default 3)")),
-    ("compare", "--report_only", dict(action="store_true", help="run nothing; report the cached runs")),
-    ("compare", "--list_ablations", dict(action="store_true", help="print the ablation table and exit")),
-    ("tune compare", "--max_concurrent", dict(type=int, help="trials running at once (default: as many as the "
-                                                             "resources allow)")),
-    ("tune compare", "--cpus_per_trial", dict(type=float, help="CPUs Ray reserves per trial; torch uses as many "
-                                                               "threads (default 1)")),
-    ("tune compare", "--gpus_per_trial", dict(type=float, help="GPUs Ray reserves per trial (default 0)")),
-    ("tune compare", "--num_cpus", dict(type=int, help="CPUs of the local Ray instance (default: all cores)")),
-    ("tune compare", "--address", dict(help="an existing Ray cluster: HOST:PORT of its head (or auto)")),
-    ("tune compare", "--verbose", dict(action="store_true", help="print Ray Tune's trial tables as well (default: "
-                                                                 "one line per finished run/trial)")),
-)
-
-
 def command_parser(command: str) -> argparse.ArgumentParser:
-    """The parser of ``tune`` or ``compare``."""
+    """The parser of ``tune`` or ``compare``: the :func:`~.options.option` fields of its options."""
     parser = OneLineParser(prog=f"python -m recbole_promptmm.{command}", allow_abbrev=False,
                            description=TUNE_USAGE if command == "tune" else COMPARE_USAGE,
                            argument_default=argparse.SUPPRESS, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for commands, flags, kwargs in OPTIONS:
-        if command in commands.split():
-            parser.add_argument(*flags.split(), **kwargs)
+    ray = {f.name for f in dataclasses.fields(RayOptions)}  # listed last
+    fields = dataclasses.fields(SweepOptions if command == "tune" else CompareOptions)
+    for f in sorted(fields, key=lambda f: f.name in ray):
+        if "help" in f.metadata:
+            kwargs, flags = dict(f.metadata), f.metadata["flags"]
+            del kwargs["flags"]
+            if isinstance(f.default, bool):  # --flag sets True; --no_flag sets False
+                kwargs["action"] = "store_true" if f.default is False else "store_false"
+            elif isinstance(f.default, (int, float)):
+                kwargs.setdefault("type", type(f.default))
+            own = flags if flags[:1] and flags[0].startswith("--") else (f"--{f.name}", *flags)
+            parser.add_argument(*own, dest=f.name, **kwargs)
+    if command == "compare":
+        parser.add_argument("--list_ablations", action="store_true", help="print the ablation table and exit")
     return parser
 
 
@@ -147,7 +107,7 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
         if given.pop("list_ablations", False):
             print(describe_ablations())
             return 0
-        result = run_comparison(CompareOptions(**given, overrides=overrides))
+        result = compare(**given, overrides=overrides)
     except (PlanError, ResourceError, ValueError) as err:
         print(f"python -m recbole_promptmm.compare: error: {err}", file=sys.stderr)
         return 2

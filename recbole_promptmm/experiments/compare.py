@@ -28,11 +28,12 @@ import torch
 
 from recbole_promptmm.experiments import plan as p
 from recbole_promptmm.experiments.cluster import error_line, ray_session
-from recbole_promptmm.experiments.options import CompareOptions
+from recbole_promptmm.experiments.options import CompareOptions, split_list
 from recbole_promptmm.experiments.report import run_row, summaries, summary_table, write_comparison
 from recbole_promptmm.files import read_json, write_json_atomic
 from recbole_promptmm.model.accounting import measure_cost
 from recbole_promptmm.quick_start import run
+from recbole_promptmm.registry import model_names
 from recbole_promptmm.trainer.resume import ResumeError
 
 RESULT_FILE, FAILURE_FILE, CONFIG_FILE, LOCK_FILE = "result.json", "failure.json", "config.json", ".compare.lock"
@@ -223,14 +224,16 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 def plan(options: CompareOptions) -> tuple[list[p.Entry], list[p.RunSpec], dict, list[str], list[str]]:
     """Entries, resolved run specs, protocol, config files and notes, without running anything."""
-    labels = p.split_list(options.models)
+    labels = split_list(options.models)
     variants = p.parse_variants(options.ablations, options.variants, labels)
     if not labels and not variants:
         raise p.PlanError("no models given: pass --models=Pop,BPR,LightGCN (and/or --ablations, --variants)")
     settings = p.load_settings(options.config_files)
     entries = p.build_entries(labels, settings, variants)
+    # models: sections that name no compared label or model, no known model and no model of their own: typos?
+    names = {e.label for e in entries} | {e.model for e in entries} | set(model_names())
     notes = [f"warning: config section models: {name}: matches no model or label (typo?)"
-             for name in p.unused_sections(entries, settings)]
+             for name, section in settings.sections.items() if name not in names and "model" not in section]
     specs = p.build_specs(entries, p.parse_seeds(options.seeds), options.dataset, settings, options.overrides,
                           options.data_path)
     p.resolve(specs)
@@ -244,15 +247,12 @@ def plan(options: CompareOptions) -> tuple[list[p.Entry], list[p.RunSpec], dict,
 def compare(dataset: str = "ml-100k", models: str | Sequence[str] = "", out: str = "", seeds: Any = "2020,2021,2022",
             *, stream=None, **options: Any) -> ComparisonResult:
     """Compare models on one dataset over several seeds: accuracy, cost and significance (docs/COMPARE.md).
-    Keyword arguments are the fields of :class:`~.options.CompareOptions` (``overrides=["--epochs=1"]``, ...)."""
+    Keyword arguments are the fields of :class:`~.options.CompareOptions` (``overrides=["--epochs=1"]``, ...).
+    Failed runs are in the result and the reports as failed; a ``KeyboardInterrupt`` stops the running runs,
+    writes the reports of what has finished, and is raised again."""
     models = ",".join(models) if not isinstance(models, str) else models
     seeds = ",".join(map(str, seeds)) if not isinstance(seeds, str) else seeds
-    return run_comparison(CompareOptions(dataset=dataset, models=models, out=out, seeds=seeds, **options), stream)
-
-
-def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
-    """:func:`compare` on options. Failed runs are in the result and the reports as failed; a
-    ``KeyboardInterrupt`` stops the running runs, writes the reports of what has finished, and is raised again."""
+    options = CompareOptions(dataset=dataset, models=models, out=out, seeds=seeds, **options)
     say = lambda line: print(line, file=stream or sys.stderr, flush=True)  # noqa: E731
     if not options.out:
         raise p.PlanError("--out=DIR is required")
@@ -263,7 +263,7 @@ def run_comparison(options: CompareOptions, stream=None) -> ComparisonResult:
     # default: the model under study (one that declares named variants) when compared, else the first label
     reference = options.reference or next((e.label for e in entries if e.variant is None and e.label == e.model
                                            and p.named_variants(e.model)), labels[0])
-    rerun = p.split_list(options.rerun)
+    rerun = split_list(options.rerun)
     unknown = [r for r in [reference, *rerun] if r != "all" and r not in labels]
     if unknown:
         raise p.PlanError(f"--reference / --rerun name {', '.join(unknown)}, not compared here ({', '.join(labels)})")

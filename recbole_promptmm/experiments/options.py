@@ -1,11 +1,14 @@
-"""The options of a sweep and of a comparison: the dataclass fields are the Python arguments (their ``--name``
-and help are in :mod:`.cli`) and, for sweeps, the entries of ``<out>/sweep.json``."""
+"""The options of a sweep and of a comparison: the dataclass fields are the Python arguments, the command-line
+options (:func:`option`: ``--name`` and help; :mod:`.cli` builds the parsers) and, for sweeps, the entries of
+``<out>/sweep.json``."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from recbole_promptmm.files import read_json, write_json_atomic
 from recbole_promptmm.paths import properties_dir
@@ -13,6 +16,20 @@ from recbole_promptmm.paths import properties_dir
 OPTIONS_FILE = "sweep.json"
 SCHEDULERS = ("asha", "fifo")
 FILE_OPTIONS = ("search_space", "teacher_search_space", "teacher_checkpoint")
+
+
+def split_list(value: str | Sequence[str] | None, separators: str = ", ") -> list[str]:
+    """``"a,b c"`` -> ``["a", "b", "c"]``; a sequence is returned as a list of its non-empty items."""
+    if isinstance(value, str):
+        value = re.split(f"[{separators}]+", value)
+    return [v.strip() for v in value or () if v and v.strip()]
+
+
+def option(default, help: str, *flags: str, **kwargs):
+    """A field that is also a command-line option (:mod:`.cli`): its help, other flags (``-m``, ``--no_test``: then
+    the first is the option) and argparse keywords; a list default is a fresh list per instance."""
+    return field(**({"default_factory": list} if default == [] else {"default": default}),
+                 metadata={"help": help, "flags": flags, **kwargs})
 
 
 def is_path_key(key: str) -> bool:
@@ -30,12 +47,13 @@ def absolute_override(arg: str) -> str:
 class RayOptions:
     """Where and how trials run (may change when a sweep is resumed)."""
 
-    max_concurrent: int | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    num_cpus: int | None = None
-    address: str | None = None
-    verbose: bool = False
+    max_concurrent: int | None = option(None, "trials running at once (default: as many as the resources allow)",
+                                        type=int)
+    cpus_per_trial: float = option(1.0, "CPUs Ray reserves per trial; torch uses as many threads (default 1)")
+    gpus_per_trial: float = option(0.0, "GPUs Ray reserves per trial (default 0)")
+    num_cpus: int | None = option(None, "CPUs of the local Ray instance (default: all cores)", type=int)
+    address: str | None = option(None, "an existing Ray cluster: HOST:PORT of its head (or auto)")
+    verbose: bool = option(False, "print Ray Tune's trial tables as well (default: one line per finished run/trial)")
 
     def check_ray_options(self) -> None:
         if self.max_concurrent is not None and self.max_concurrent < 1:
@@ -51,23 +69,23 @@ RESUMABLE_CHANGES = (*(f.name for f in dataclasses.fields(RayOptions)), "resume"
 class SweepOptions(RayOptions):
     """Everything one sweep needs: the options of docs/TUNING.md."""
 
-    model: str = ""
-    dataset: str = ""
-    out: str = ""
-    search_space: str | None = None
-    num_samples: int = 1
-    config_files: list[str] = field(default_factory=list)
+    model: str = option("", "model: ours (PromptMM, PromptMMTeacher, ...) or a RecBole built-in", "-m")
+    dataset: str = option("", "dataset: ml-100k, tiktok (with --data_path) or your own", "-d")
+    out: str = option("", "output folder (default: tune_results/<model>-<dataset>)")
+    search_space: str | None = option(None, "search-space yaml (default: properties/tune/<model>.yaml)")
+    num_samples: int = option(1, "samples of the search space (default 1; grids run in full)")
+    config_files: list[str] = option([], "yaml config files, separated by spaces or commas", type=split_list)
     overrides: list[str] = field(default_factory=list)  # RecBole --key=value config overrides
-    scheduler: str = "asha"
-    resume: bool = False
-    grace_period: int = 1
-    reduction_factor: float = 2.0
-    max_t: int | None = None
-    max_failures: int = 1
-    teacher_checkpoint: str | None = None
-    teacher_search_space: str | None = None
-    teacher_num_samples: int = 1
-    evaluate_test: bool = True
+    scheduler: str = option("asha", "asha stops poor trials early (default asha)", choices=SCHEDULERS)
+    resume: bool = option(False, "continue the interrupted sweep in --out")
+    grace_period: int = option(1, "ASHA: epochs before a trial can be stopped (default 1)")
+    reduction_factor: float = option(2.0, "ASHA: keep 1/this at each rung (default 2)")
+    max_t: int | None = option(None, "ASHA: last epoch (default: the largest epochs of any trial)", type=int)
+    max_failures: int = option(1, "restarts of a failing trial from its checkpoint (default 1)")
+    teacher_checkpoint: str | None = option(None, "PromptMM: distil every trial from this teacher checkpoint")
+    teacher_search_space: str | None = option(None, "PromptMM: search the teacher with this file first")
+    teacher_num_samples: int = option(1, "PromptMM: samples of the teacher search space")
+    evaluate_test: bool = option(True, "do not evaluate the best configuration on test", "--no_test")
 
     def check(self) -> None:
         """Refuse impossible values, naming the option."""
@@ -120,18 +138,23 @@ class SweepOptions(RayOptions):
 class CompareOptions(RayOptions):
     """Everything one comparison needs: the options of docs/COMPARE.md."""
 
-    dataset: str = "ml-100k"
-    models: str = ""
-    out: str = ""
-    seeds: str = "2020,2021,2022"
-    data_path: str | None = None
-    config_files: list[str] = field(default_factory=list)
+    dataset: str = option("ml-100k", "dataset name (default ml-100k)", "-d")
+    models: str = option("", "comma-separated model names or labels", "-m")
+    out: str = option("", "output folder (required): reports, and every run under OUT/runs/", "-o")
+    seeds: str = option("2020,2021,2022", "comma-separated seeds (default 2020,2021,2022)")
+    data_path: str | None = option(None, "folder holding <dataset>/ (e.g. ../shared/data)")
+    config_files: list[str] = option([], "yaml files: shared keys, plus a 'models: {NAME: {...}}' section",
+                                     type=split_list)
     overrides: list[str] = field(default_factory=list)  # RecBole --key=value config overrides
-    ablations: str | None = None
-    variants: str | None = None
-    share_teacher: bool = True
-    reference: str | None = None
-    rerun: str = ""
-    run_timeout: float | None = None
-    cost_repeats: int = 3
-    report_only: bool = False
+    ablations: str | None = option(None, "add PromptMM ablation variants: all (no value) or comma-separated names",
+                                   nargs="?", const="all")
+    variants: str | None = option(None, "PromptMM variants: ablation names or NAME:key=value;key=value, "
+                                        "comma-separated")
+    share_teacher: bool = option(True, "every PromptMM variant trains its own teacher", "--no_share_teacher")
+    reference: str | None = option(None, "label tested against the others (default PromptMM if compared, else "
+                                         "the first)")
+    rerun: str = option("", "labels (comma-separated) or 'all' whose cached runs are redone")
+    run_timeout: float | None = option(None, "stop a run after this many seconds (checked at each validation)",
+                                       type=float)
+    cost_repeats: int = option(3, "timed full-sort scoring passes per run (default 3)")
+    report_only: bool = option(False, "run nothing; report the cached runs")

@@ -1,11 +1,8 @@
-"""What a comparison runs: one :class:`RunSpec` per (label, seed), with its layered and resolved config.
+"""What a comparison runs: one :class:`RunSpec` per (label, seed), with its layered, resolved and checked config.
 
-Layers of a run's config, low to high (docs/COMPARE.md): RecBole's and our yaml defaults; the shared keys of the
-compare config files; ``models: {MODEL: {...}}``, then ``models: {LABEL: {...}}``; the ``--key=value`` overrides;
-a variant's own keys; ``seed``. Variants are labels with overrides of a model that declares named variants (class
-attribute ``variants``: PromptMM's ablations) or ``NAME:key=value;key=value``. Every run must share the protocol
-(:data:`PROTOCOL_KEYS`) and pass ``run``'s checks (:func:`recbole_promptmm.validate.validate_config`) before
-anything runs: a refused key refuses the whole comparison, naming the file and section, variant or command line.
+The layers of a run's config, the variants and the shared protocol are described in docs/COMPARE.md. Every run
+must share :data:`PROTOCOL_KEYS` and pass ``run``'s checks before anything runs: a refused key refuses the whole
+comparison, naming the file and section, variant or command line.
 """
 
 from __future__ import annotations
@@ -18,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from recbole_promptmm.config import Config, load_yaml, parse_cmd_args
-from recbole_promptmm.experiments.options import is_path_key
+from recbole_promptmm.experiments.options import is_path_key, split_list
 from recbole_promptmm.fingerprint import VOLATILE_KEYS, config_hash
-from recbole_promptmm.registry import get_model, model_names, our_models
+from recbole_promptmm.registry import get_model, our_models
 from recbole_promptmm.validate import ConfigError, validate_config
 
 # Config keys that define the split, the evaluator and validation-based early stopping: equal in every run.
@@ -78,13 +75,6 @@ def variant_model(models: Sequence[str] = ()) -> str:
     if not declaring or (len(declaring) > 1 and not set(declaring) & set(models)):
         raise PlanError(f"variants need one model that declares named variants among --models; found {declaring}")
     return declaring[0]
-
-
-def split_list(value: str | Sequence[str] | None, separators: str = ", ") -> list[str]:
-    """``"a,b c"`` -> ``["a", "b", "c"]``; a sequence is returned as a list of its non-empty items."""
-    if isinstance(value, str):
-        value = re.split(f"[{separators}]+", value)
-    return [v.strip() for v in value or () if v and v.strip()]
 
 
 def parse_variants(ablations: str | Sequence[str] | None = None, variants: str | Sequence[str] | None = None,
@@ -246,13 +236,6 @@ def build_entries(labels: Sequence[str], settings: Settings, variants: Sequence[
     return entries
 
 
-def unused_sections(entries: Sequence[Entry], settings: Settings) -> list[str]:
-    """``models:`` sections that name neither a compared label or model, nor any known model, nor a label of
-    their own (``model:`` key): likely typos. Sections of other models in a shared file are not reported."""
-    names = {e.label for e in entries} | {e.model for e in entries} | set(model_names())
-    return [name for name, section in settings.sections.items() if name not in names and "model" not in section]
-
-
 def _per_seed(value: Any, seed: int, key: str) -> Any:
     """A ``{seed}`` pattern (a glob, e.g. a teacher checkpoint of an earlier comparison) made this seed's file."""
     if not (isinstance(value, str) and "{seed}" in value):
@@ -284,18 +267,6 @@ def build_specs(entries: Sequence[Entry], seeds: Sequence[int], dataset: str, se
     return specs
 
 
-class RunConfig(Config):
-    """One run's :class:`Config`, whose :meth:`key_source` names where the comparison got a key (a compare config
-    file and its ``models:`` section, a variant) before what :class:`Config` knows (command line)."""
-
-    def __init__(self, *args: Any, sources: Mapping[str, str] | None = None) -> None:
-        self.run_key_sources = dict(sources or {})
-        super().__init__(*args)
-
-    def key_source(self, key: str) -> str:
-        return self.run_key_sources.get(key) or super().key_source(key)
-
-
 def resolve(specs: Sequence[RunSpec]) -> None:
     """Resolve, check (as ``run`` does) and hash every spec's config; else its ``error``, and its ``refusal`` for
     bad input (a refused config, or a variant key its model does not define: it would run the full model)."""
@@ -310,7 +281,9 @@ def resolve(specs: Sequence[RunSpec]) -> None:
                     raise PlanError(f"variant {spec.label} sets {', '.join(missing)}, which {spec.model} does not "
                                     f"define (properties/model/{spec.model}.yaml; the named variants are "
                                     f"{spec.model}.variants)")
-            config = RunConfig(spec.model, spec.dataset, None, spec.config_dict, spec.cmd_args, sources=spec.sources)
+            config = Config(spec.model, spec.dataset, None, spec.config_dict, spec.cmd_args)
+            # errors name where the comparison got a key (a compare config file and section, a variant) first
+            config.key_source = lambda key, known=config.key_source, spec=spec: spec.sources.get(key) or known(key)
             validate_config(config)
             spec.config = config.to_dict()
             spec.config_hash, spec.error, spec.refusal = config_hash(spec.config), None, None

@@ -368,21 +368,10 @@ def _teacher_stage(plan: Plan, data: DataCache, model: str) -> tuple[dict | None
     return fixed, result
 
 
-@dataclass
-class PreparedSweep:
-    """A sweep whose options, config, search spaces and data have been checked and read; nothing runs yet."""
-
-    options: SweepOptions
-    plan: Plan
-    teacher_plan: Plan | None
-    teacher_sources: dict
-    data: DataCache
-
-
-def prepare_sweep(options: SweepOptions) -> PreparedSweep:
+def prepare_sweep(options: SweepOptions) -> tuple[Plan, Plan | None, dict, DataCache]:
     """Check options, configs and search spaces (both stages of a multi-stage model), read the data once, create
     ``out``: everything that can be wrong fails here (naming the file, the key and what was expected), before Ray
-    starts."""
+    starts. Returns the plan, the teacher stage's plan (or None), where the teacher stage fixes keys, the data."""
     options.check()
     cls, config = get_model(options.model), build_config(options, {})
     key = getattr(cls, "stage_output_key", None)  # a multi-stage model's shareable stage-1 output
@@ -414,21 +403,22 @@ def prepare_sweep(options: SweepOptions) -> PreparedSweep:
         if stage is not None:
             data.get(stage.config)
     prepare_out(options)
-    return PreparedSweep(options, plan, teacher_plan, sources, data)
+    return plan, teacher_plan, sources, data
 
 
-def execute_sweep(prepared: PreparedSweep) -> SweepResult:
-    """Run a prepared sweep: the teacher stage if any, then the trials; write and print the results."""
-    options, plan, data = prepared.options, prepared.plan, prepared.data
+def execute_sweep(prepared: tuple[Plan, Plan | None, dict, DataCache]) -> SweepResult:
+    """Run a :func:`prepare_sweep`: the teacher stage if any, then the trials; write and print the results."""
+    plan, teacher_plan, teacher_sources, data = prepared
+    options = plan.options
     with driver_log(options.out), ray_session(options, say):
         for description in data.descriptions:
             logger.info(description)
-        if prepared.teacher_plan:
-            fixed, teacher_result = _teacher_stage(prepared.teacher_plan, data, options.model)
+        if teacher_plan:
+            fixed, teacher_result = _teacher_stage(teacher_plan, data, options.model)
             if fixed is None:
                 say(f"continue with: python -m recbole_promptmm.tune --out={options.out} --resume")
                 return teacher_result
-            plan = make_plan(options, extra_fixed=fixed, extra_sources=prepared.teacher_sources)
+            plan = make_plan(options, extra_fixed=fixed, extra_sources=teacher_sources)
         return run_plan(plan, data)
 
 

@@ -22,7 +22,6 @@ from recbole.utils import init_seed
 from recbole_promptmm.config import Config
 from recbole_promptmm.log import init_logger
 from recbole_promptmm.checkpoint import save_atomic
-from recbole_promptmm.trainer.base import CheckpointMixin
 from recbole_promptmm.trainer.resume import read_resume_file
 from recbole_promptmm.registry import get_model, get_trainer
 
@@ -80,12 +79,8 @@ class TrialRun:
         self.best_valid_result: dict[str, float] | None = None
 
     def restore(self, folder: str) -> int:
-        """Continue from a checkpoint folder written by this class; returns the epoch it had reached (0 when
-        the trainer cannot resume and the trial starts over)."""
-        if not isinstance(self.trainer, CheckpointMixin):  # a trainer outside RecBole's Trainer family
-            self.trainer.logger.warning(f"tune: {type(self.trainer).__name__} cannot resume; "
-                                        f"the trial starts over instead of continuing from {folder}")
-            return 0
+        """Continue from a checkpoint folder written by this class (hence by a trainer that can resume); returns
+        the epoch it had reached."""
         state = read_state(folder)
         own_best_file = self.trainer.saved_model_file
         # This trial's own file names stay (a restarted trial may run on another node, under another name).
@@ -128,11 +123,6 @@ def read_state(folder: str) -> dict:
     return read_resume_file(os.path.join(folder, STATE_FILE))
 
 
-def _report_to_ray(metrics: dict, folder: str) -> None:
-    node = ray.get_runtime_context().get_node_id()  # which node of a cluster ran the trial
-    tune.report({**metrics, "node_id": node}, checkpoint=tune.Checkpoint.from_directory(folder))
-
-
 def ray_trainable(params: dict, setup: TrialSetup, train_data, valid_data) -> None:
     """The Ray Tune function trainable (with ``tune.with_parameters``), working in the trial's own folder
     ``<out>/trials/trial_<id>/`` (where Ray keeps its results and checkpoints: RecBole's relative ``log/`` land
@@ -147,4 +137,6 @@ def ray_trainable(params: dict, setup: TrialSetup, train_data, valid_data) -> No
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             run.restore(folder)
-    run.fit(_report_to_ray)
+    node = ray.get_runtime_context().get_node_id()  # which node of a cluster ran the trial
+    run.fit(lambda metrics, folder: tune.report({**metrics, "node_id": node},
+                                                checkpoint=tune.Checkpoint.from_directory(folder)))
