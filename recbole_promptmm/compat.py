@@ -242,7 +242,7 @@ def _train_step(self) -> None:
     run the step is first multiplied by ``world_size``, so that RecBole's division by it leaves each process a whole
     ``train_batch_size`` batch."""
     _recbole_train_step(self)
-    if not self.config["single_spec"] and self.config["ddp_batch"] == "per_process":
+    if not self.config["single_spec"] and self.config["ddp_batch"] == distributed.DDP_BATCHES[1]:
         self.step *= self.config["world_size"]
 
 

@@ -38,6 +38,8 @@ QUIET_KEYS = frozenset({"state", "show_progress", "verbose"})
 """Keys RecBole's ``Config`` turns down on every rank but the first of a machine (``local_rank != 0``)."""
 GRACE_SECONDS = 60
 """How long the other processes get to stop on their own once one has failed, before they are terminated."""
+# ``ddp_batch``: train_batch_size is the global batch (RecBole's split) or each process's (compat._train_step)
+DDP_BATCHES = ("global", "per_process")
 
 
 # --------------------------------------------------------------------------------------------- ranks

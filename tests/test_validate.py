@@ -107,6 +107,7 @@ def test_choices(key, value, allowed):
 def test_choices_come_from_the_yaml_comments_and_match_the_code():
     """Each switch's ``# (str: a|b)`` comment in properties/model/*.yaml names exactly what the model accepts."""
     from recbole_promptmm.config_rules import KD_MODES
+    from recbole_promptmm.distributed import DDP_BATCHES
     from recbole_promptmm.model.graph import GRAPH_NORMS
     from recbole_promptmm.model.item_graph import KNN_METHODS
     from recbole_promptmm.model.losses import LIST_KD_WEIGHTS
@@ -114,7 +115,7 @@ def test_choices_come_from_the_yaml_comments_and_match_the_code():
     from recbole_promptmm.validate import _choices
 
     assert _choices() == {"graph_norm": GRAPH_NORMS, "kd_mode": KD_MODES, "list_kd_weighting": LIST_KD_WEIGHTS,
-                          "cl_scope": CL_SCOPES, "knn_search": KNN_METHODS}
+                          "cl_scope": CL_SCOPES, "knn_search": KNN_METHODS, "ddp_batch": DDP_BATCHES}
 
 
 def test_teacher_model_must_be_multimodal_and_is_matched_case_insensitively():
