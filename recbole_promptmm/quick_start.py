@@ -129,16 +129,16 @@ def run(
         raise ConfigError(f"invalid config: {err}") from err
     # Every check that can fail runs before the logger creates its file: bad input writes nothing.
     validate_config(config)
-    if resumed is not None:
-        saved_config = resumed["config"] if resumed["stage"] != "teacher" else None
-        if saved_config is not None and config_differences(saved_config, config):
-            raise ResumeError(f"--resume: the config differs from the interrupted run's (a config file or the data "
-                              f"changed?): {'; '.join(config_differences(saved_config, config)[:5])}")
     init_seed(config["seed"], config["reproducibility"])
     with buffer_logs(_log_level(config)):  # what data loading and the model log goes into the log file later
         data = create_dataset(config)
         validate_against_data(config, data)
-        train_data, valid_data, test_data = data_preparation(config, data)
+        train_data, valid_data, test_data = data_preparation(config, data)  # sets the derived batch sizes
+        if resumed is not None:  # compared with the batch sizes the data gives, as the interrupted run saved them
+            saved_config = resumed["config"] if resumed["stage"] != "teacher" else None
+            if saved_config is not None and config_differences(saved_config, config):
+                raise ResumeError(f"--resume: the config differs from the interrupted run's (a config file or the "
+                                  f"data changed?): {'; '.join(config_differences(saved_config, config)[:5])}")
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
 
