@@ -193,7 +193,7 @@ def config_for_model(config: RecBoleConfig, model_class: type, values: dict | No
     return derived
 
 
-SCALED_DATASET = re.compile(r"^(?P<family>.+)-\d+x$")
+SCALED_DATASET = re.compile(r"^(?P<family>.+)-[0-9.]+x$")
 
 
 def dataset_yaml(props: Path, dataset: str) -> Path:

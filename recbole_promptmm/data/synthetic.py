@@ -48,8 +48,9 @@ PREFERENCE_SHARPNESS = 5.0     # beta: about 60% of a user's interactions in its
 ITEM_EXPONENT, USER_EXPONENT = 0.7, 0.7  # a_i, a_u of the power laws
 
 
-def dataset_name(scale: int) -> str:
-    return f"synthetic-{scale}x"
+def dataset_name(scale: float) -> str:
+    """``synthetic-16x``; a fraction for tests (``synthetic-0.04x``)."""
+    return f"synthetic-{scale:g}x"
 
 
 def sizes(scale: float) -> tuple[int, int, int]:
@@ -125,7 +126,7 @@ def generate(scale: float, seed: int = 0) -> dict:
     return {"user": users, "item": items, "split": split, "features": features, "clusters": item_cluster}
 
 
-def write_dataset(out_dir: str, scale: int, seed: int = 0) -> str:
+def write_dataset(out_dir: str, scale: float, seed: int = 0) -> str:
     """Write ``synthetic-<scale>x`` (module docstring) under ``out_dir``; returns the dataset folder."""
     name = dataset_name(scale)
     folder = os.path.join(out_dir, name)
@@ -141,7 +142,7 @@ def write_dataset(out_dir: str, scale: int, seed: int = 0) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=int, required=True, help="times TikTok's interactions (1, 4, 16, 64, ...)")
+    parser.add_argument("--scale", type=float, required=True, help="times TikTok's interactions (1, 4, 16, 64, ...)")
     parser.add_argument("--out", required=True, help="the data_path: the dataset folder is written inside it")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
