@@ -210,20 +210,22 @@ def table(results: list[dict], sizes_: list[int]) -> str:
 
 
 def plot(results: list[dict], path: str) -> None:
-    """Log-log: seconds (left) and peak RSS (right) against training interactions."""
+    """Log-log against training interactions: CPU seconds (left; a colour per model, a line style per figure) and
+    peak RSS above the imports (right; set by :func:`table`)."""
     train = {r["size"]: r["train_interactions"] for r in results if "train_interactions" in r}
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(13, 5))
-    for name in ("shapes", *MODELS):
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(13, 5.5))
+    styles = {"epoch_linear_s": "-o", "epoch_fixed_s": ":x", "eval_s": "--s", "bare_eval_s": "-^", "graph_s": "-.d"}
+    for colour, name in enumerate(("shapes", *MODELS)):
         rows = sorted((r for r in results if r["model"] == name and r["size"] in train), key=lambda r: r["size"])
-        for key, style in (("epoch_linear_s", "-o"), ("epoch_fixed_s", ":x"), ("eval_s", "--s"),
-                           ("bare_eval_s", "-k^"), ("graph_s", "-.d")):
+        for key, style in styles.items():
             points = [(train[r["size"]], r[key]) for r in rows if r.get(key)]
             if points:
-                ax_t.plot(*zip(*points), style, label=f"{name}: {FIGURES[key][0]}")
-        points = [(train[r["size"]], r["peak_rss_mb"]) for r in rows if r.get("peak_rss_mb")]
+                ax_t.plot(*zip(*points), style, color="k" if name == "shapes" else f"C{colour}",
+                          label=f"{name}: {FIGURES[key][0]}")
+        points = [(train[r["size"]], r["data_rss_mb"]) for r in rows if r.get("data_rss_mb")]
         if points:
-            ax_m.plot(*zip(*points), "-o", label=name)
-    for ax, ylabel in ((ax_t, "CPU seconds"), (ax_m, "peak RSS (MB)")):
+            ax_m.plot(*zip(*points), "-o", color="k" if name == "shapes" else f"C{colour}", label=name)
+    for ax, ylabel in ((ax_t, "CPU seconds"), (ax_m, "peak RSS above the imports (MB)")):
         ax.set(xscale="log", yscale="log", xlabel="training interactions", ylabel=ylabel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6)
