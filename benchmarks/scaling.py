@@ -1,27 +1,24 @@
 """Scaling benchmark (docs/SCALING.md): cost against data size on synthetic data at s x TikTok (writes figures).
 
-    OMP_NUM_THREADS=1 python benchmarks/scaling.py [--sizes=1,4,16,64] [--models=LightGCN,...] [--batches=3] \
-        [--data_dir=/tmp/recbole_promptmm_scaling] [--out=docs/scaling]
+    OMP_NUM_THREADS=1 python benchmarks/scaling.py [--sizes=1,4,16,64] [--models=shapes,LightGCN,...] \
+        [--batches=2] [--data_dir=/tmp/recbole_promptmm_scaling] [--out=docs/scaling] [--tables_from=a.json,...]
 
-For each size (``recbole_promptmm.data.synthetic``, written into ``--data_dir`` when missing) and model, one fresh
-subprocess (one torch thread; its peak RSS is that measurement's alone) measures:
+Each (size, model) is measured in a fresh one-thread subprocess (its peak RSS is that measurement's alone), on
+``recbole_promptmm.data.synthetic`` data (written into ``--data_dir`` when missing):
 
-* seconds per training epoch in two regimes: ``fixed`` (``train_batch_size`` 2048: batches grow with the data) and
-  ``linear`` (``train_batches_per_epoch`` 30, TikTok's batch count at 2048). An epoch is ``model.train()`` (the
-  per-epoch graph work) + its first batch (lazy per-epoch work, e.g. LATTICE's learned kNN) + ``--batches`` timed
-  batches (negative sampling, forward, backward, Adam step) scaled to the epoch's remaining batches;
-* full-sort evaluation: forward plus scores and top-50 of every user in batches of 128
-  (``experiments.cost.score_all_users``);
-* peak RSS of the subprocess (data, model, both regimes, evaluation).
+* a training epoch in two regimes, ``fixed`` (``train_batch_size`` 2048: batches grow with the data) and ``linear``
+  (``train_batches_per_epoch`` 30, TikTok's count at 2048): ``model.train()`` (per-epoch graph work) + the first
+  batch (lazy per-epoch work, e.g. LATTICE's learned kNN) + ``--batches`` timed batches (negative sampling, forward,
+  backward, Adam step) scaled to the remaining batches;
+* full-sort evaluation: forward, scores and top-50 of every user, 128 users a batch (``cost.score_all_users``);
+* ``shapes``, per size, what any model must do at least: a bare ``user @ item.T`` + top-50 in the same batches
+  (random d=64 embeddings), and the visual features' item kNN graph (k 10, ``item_graph.knn_neighbours``, with
+  ``method="auto"`` where it takes one).
 
 Times are CPU seconds of the one-thread subprocess (the work, hardly changed by other jobs on a shared machine);
-results.json also holds wall seconds (``*_wall_s``).
-
-Per size, one more subprocess (``shapes``) times what any model has to do at least, a bare ``user @ item.T`` plus
-top-50 in the same batches of random d=64 embeddings, and the item kNN graph of the visual features (k 10,
-``item_graph.knn_neighbours`` with ``method="auto"`` where it takes one). PromptMM's stage 2 is timed with a randomly
-initialised default teacher (cost does not depend on its weights). Output: ``--out``/results.json, table.md (with
-the least-squares growth exponent of each figure against training interactions) and scaling.png (log-log).
+results.json also holds wall seconds (``*_wall_s``). PromptMM's stage 2 runs against a randomly initialised default
+teacher (cost does not depend on its weights). ``--out`` gets results.json, table.md (with each figure's
+least-squares growth exponent against training interactions) and scaling.png (log-log).
 """
 
 import argparse
@@ -125,7 +122,8 @@ def measure_model(name: str, size: int, data_dir: str, n_timed: int) -> dict:
                 trainer._reset_stage(model.stage_parameters(), config["student_learning_rate"], 1)
             result["train_interactions"] = len(train_data._dataset)
         result[regime] = epoch_seconds(model, trainer.optimizer, train_data, n_timed)
-        result[f"epoch_{regime}_s"], result[f"epoch_{regime}_wall_s"] = result[regime]["cpu_s"], result[regime]["wall_s"]
+        result[f"epoch_{regime}_s"] = result[regime]["cpu_s"]
+        result[f"epoch_{regime}_wall_s"] = result[regime]["wall_s"]
         del train_data
     clear_output_caches(model)
     _, result["eval_wall_s"], result["eval_s"] = timed(score_all_users, model, dataset.uid_field, dataset.user_num,
@@ -167,11 +165,10 @@ def measure(spec: str) -> None:
 
 def run_one(name: str, size: int, args) -> dict:
     """``measure`` in a fresh interpreter (its own peak RSS); a failure is recorded, not raised."""
-    spec = f"{name}:{size}:{args.data_dir}:{args.batches}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), f"--measure={spec}"], capture_output=True,
-                          text=True, env=env)
+    spec = f"--measure={name}:{size}:{args.data_dir}:{args.batches}"
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), spec], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         return {"model": name, "size": size, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
@@ -238,7 +235,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--sizes", default="1,4,16,64")
     p.add_argument("--models", default=",".join(("shapes", *MODELS)), help="shapes: the model-free references")
-    p.add_argument("--batches", type=int, default=3, help="timed batches per epoch after the first")
+    p.add_argument("--batches", type=int, default=2, help="timed batches per epoch after the first")
     p.add_argument("--data_dir", default="/tmp/recbole_promptmm_scaling")
     p.add_argument("--out", default="docs/scaling")
     p.add_argument("--tables_from", help="comma-separated results.json files: no measuring, table and plot of these")

@@ -8,8 +8,9 @@ users and ``sqrt(s)`` times its 6,710 items, so density falls as ``1 / sqrt(s)``
 per item grow as ``sqrt(s)`` (64x: 8x the users, 8x the items, 64x the interactions).
 
 **Model.** ``C`` clusters (taste groups) have unit centroids :math:`c_k \in R^r`. Item ``i`` belongs to cluster
-:math:`k_i` (a random balanced assignment) with latent factor :math:`v_i = c_{k_i} + \sigma_v \epsilon_i`; user ``u`` has
-:math:`w_u = c_{k_u} + \sigma_v \epsilon_u` and a cluster preference :math:`\pi_u = \mathrm{softmax}(\beta\, C w_u)`.
+:math:`k_i` (a random balanced assignment) with latent factor :math:`v_i = c_{k_i} + \sigma_v \epsilon_i`; user
+``u`` has :math:`w_u = c_{k_u} + \sigma_v \epsilon_u` and a cluster preference
+:math:`\pi_u = \mathrm{softmax}(\beta\, C w_u)`.
 
 * Activity and popularity are power laws: user ``u``'s weight is :math:`\rho_u^{-a_u}` and item ``i``'s
   :math:`\rho_i^{-a_i}` for a random rank :math:`\rho`; each user gets one interaction plus a multinomial share of
@@ -98,7 +99,7 @@ def generate(scale: float, seed: int = 0) -> dict:
     popularity = _power_law(rng, n_items, ITEM_EXPONENT)
     order = np.argsort(item_cluster, kind="stable")
     cdf = np.concatenate([[0.0], np.cumsum(popularity[order])])
-    bounds = np.searchsorted(item_cluster[order], np.arange(CLUSTERS + 1))  # cluster k: sorted items bounds[k]:bounds[k+1]
+    bounds = np.searchsorted(item_cluster[order], np.arange(CLUSTERS + 1))  # cluster k: bounds[k]:bounds[k+1]
     low, high = cdf[bounds[cluster]], cdf[bounds[cluster + 1]]
     position = np.searchsorted(cdf, low + rng.random(len(users)) * (high - low), side="right") - 1
     items = order[np.clip(position, bounds[cluster], bounds[cluster + 1] - 1)]
