@@ -201,7 +201,8 @@ def table(results: list[dict], sizes_: list[int]) -> str:
             if not any(v is not None for v in values):
                 continue
             slope = exponent([train.get(s) for s in sizes_], values)
-            cells = " | ".join("-" if v is None else f"{v:,.3g} {unit}" for v in values)
+            cells = " | ".join("-" if v is None else f"{v:,.0f} {unit}" if v >= 100 else f"{v:.3g} {unit}"
+                               for v in values)
             rows.append(f"| {name} | {label} | {cells} | {'-' if slope is None else f'{slope:.2f}'} |")
     return "\n".join(rows) + "\n"
 
