@@ -10,7 +10,7 @@ Each (size, model) is measured in a fresh one-thread subprocess (its peak RSS is
   (``train_batches_per_epoch`` 30, TikTok's count at 2048): ``model.train()`` (per-epoch graph work) + the first
   batch (lazy per-epoch work, e.g. LATTICE's learned kNN) + ``--batches`` timed batches (negative sampling, forward,
   backward, Adam step) scaled to the remaining batches;
-* full-sort evaluation: forward, scores and top-50 of every user, 128 users a batch (``cost.score_all_users``);
+* full-sort evaluation: forward, scores and top-50 of every user, 128 users a batch (``accounting.score_all_users``);
 * ``shapes``, per size, what any model must do at least: a bare ``user @ item.T`` + top-50 in the same batches
   (random d=64 embeddings), and the visual features' item kNN graph (k 10, ``item_graph.knn_neighbours``, with
   ``method="auto"`` where it takes one).
@@ -39,10 +39,10 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from _common import Config, create_dataset, data_preparation, entry, parser, seconds  # noqa: E402
-from recbole_promptmm import get_model, get_trainer  # noqa: E402
+from _common import entry, parser, seconds  # noqa: E402
+from recbole_promptmm import Config, create_dataset, data_preparation, get_model, get_trainer  # noqa: E402
 from recbole_promptmm.data.synthetic import dataset_name, sizes, write_dataset  # noqa: E402
-from recbole_promptmm.experiments.cost import clear_output_caches, score_all_users  # noqa: E402
+from recbole_promptmm.model.accounting import clear_output_caches, score_all_users  # noqa: E402
 from recbole_promptmm.model.item_graph import knn_neighbours  # noqa: E402
 
 MODELS = ("LightGCN", "PromptMMStudent", "LATTICE", "FREEDOM", "PromptMM-stage2")
