@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import yaml
@@ -162,7 +163,7 @@ class Config(RecBoleConfig):
         props = properties_dir()
         model_files = [props / "model" / f"{name}.yaml" for name in (*default_sources(model_class, self), model)]
         model_keys: set = set()
-        for file in (props / "overall.yaml", *model_files, props / "dataset" / f"{dataset}.yaml"):
+        for file in (props / "overall.yaml", *model_files, dataset_yaml(props, dataset)):
             if file.is_file():
                 values = load_yaml(file)
                 self.internal_config_dict.update(values)
@@ -190,6 +191,19 @@ def config_for_model(config: RecBoleConfig, model_class: type, values: dict | No
     derived.final_config_dict = final
     derived.model, derived.model_class = model_class.__name__, model_class
     return derived
+
+
+SCALED_DATASET = re.compile(r"^(?P<family>.+)-[0-9.]+x$")
+
+
+def dataset_yaml(props: Path, dataset: str) -> Path:
+    """``properties/dataset/<dataset>.yaml``; for a scaled copy named ``<family>-<s>x`` without a file of its own
+    (``synthetic-16x``: :mod:`recbole_promptmm.data.synthetic`), the family's ``<family>.yaml``."""
+    own = props / "dataset" / f"{dataset}.yaml"
+    match = SCALED_DATASET.match(dataset or "")
+    if own.is_file() or match is None:
+        return own
+    return props / "dataset" / f"{match['family']}.yaml"
 
 
 def default_sources(model_class: type, config: RecBoleConfig) -> tuple[str, ...]:

@@ -140,13 +140,6 @@ def run(
         raise ConfigError(f"invalid config: {err}") from err
     # Every check that can fail runs before the logger creates its file: bad input writes nothing.
     validate_config(config)
-    if resumed is not None:
-        saved_config = resumed["config"] if resumed["stage"] != "teacher" else None
-        differences = [] if saved_config is None else config_differences(
-            saved_config, config, ignore=distributed.process_keys(config))
-        if differences:
-            raise ResumeError(f"--resume: the config differs from the interrupted run's (a config file or the data "
-                              f"changed?): {'; '.join(differences[:5])}")
     launch = distributed.launch_settings(config) if process is None else None
     if launch is not None:  # this process only starts the run's processes, and writes nothing
         inputs = {"model": model, "dataset": dataset, "config_file_list": config_file_list, "config_dict": config_dict,
@@ -157,7 +150,14 @@ def run(
     with buffer_logs(_log_level(config)):  # what data loading and the model log goes into the log file later
         data = create_dataset(config)
         validate_against_data(config, data)
-        train_data, valid_data, test_data = data_preparation(config, data)
+        train_data, valid_data, test_data = data_preparation(config, data)  # sets the derived batch sizes
+        if resumed is not None:  # compared with the batch sizes the data gives, as the interrupted run saved them
+            saved_config = resumed["config"] if resumed["stage"] != "teacher" else None
+            differences = [] if saved_config is None else config_differences(
+                saved_config, config, ignore=distributed.process_keys(config))
+            if differences:
+                raise ResumeError(f"--resume: the config differs from the interrupted run's (a config file or the "
+                                  f"data changed?): {'; '.join(differences[:5])}")
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
 

@@ -58,7 +58,7 @@ EXTRA_KEYS = "extra_keys"
 CHECKED_TYPES = ("int", "float", "bool", "str")
 # Keys that must hold a value (None is refused): RecBole's trainer does arithmetic with them.
 REQUIRED = ("learning_rate", "epochs", "train_batch_size", "eval_batch_size", "stopping_step", "eval_step")
-POSITIVE_INTS = ("train_batch_size", "eval_batch_size", "embedding_size")
+POSITIVE_INTS = ("train_batch_size", "eval_batch_size", "embedding_size", "eval_users_per_batch", "train_batches_per_epoch")
 INTS = ("stopping_step", "eval_step")
 
 

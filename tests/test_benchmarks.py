@@ -317,3 +317,30 @@ def test_mutation_report_folds_mutmut_exit_codes_into_columns(tmp_path, monkeypa
          "score": "100.0%"},
         {"module": "all", "mutants": 8, "killed": 4, "survived": 0, "timeout": 1, "no tests": 2, "other": 1,
          "score": "66.7%"}]
+
+
+def test_scaling_exponent_and_epoch_extrapolation():
+    """scaling.exponent: least-squares slope of log cost on log size; scaling.epoch_seconds: first batch plus the
+    timed batches' mean times the remaining batches."""
+    scaling = _benchmark("scaling")
+    assert scaling.exponent([1, 4, 16, 64], [3, 12, 48, 192]) == pytest.approx(1.0)
+    assert scaling.exponent([1, 4, 16], [1, 16, 256]) == pytest.approx(2.0)
+    assert scaling.exponent([1, 4], [2, None]) is None  # one point: no slope
+
+    class Model:
+        steps = 0
+
+        def train(self):
+            pass
+
+        def calculate_loss(self, interaction):
+            Model.steps += 1
+            return (torch.ones(1, requires_grad=True).sum(),) * 2
+
+    class Loader(list):
+        step = 4
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    epoch = scaling.epoch_seconds(Model(), optimizer, Loader(range(10)), 3)
+    assert Model.steps == 4 and epoch["batches"] == 10 and epoch["timed_batches"] == 4 and epoch["extrapolated"]
+    assert epoch["cpu_s"] >= 0 and epoch["wall_s"] >= 0

@@ -1,7 +1,7 @@
-"""Data: multimodal datasets and their feature files."""
+"""Data: multimodal datasets and their feature files; ``data_preparation`` is RecBole's after the batch-size rules
+of :mod:`recbole_promptmm.data.batch_sizes`."""
 
-from recbole.data import data_preparation
-
+from recbole_promptmm.data.batch_sizes import data_preparation
 from recbole_promptmm.data.dataset import MultimodalDataset, create_dataset
 from recbole_promptmm.data.features import ModalityFeatureError
 

@@ -113,6 +113,16 @@ def clear_output_caches(model: torch.nn.Module) -> None:
 
 
 @torch.no_grad()
+def score_all_users(model: torch.nn.Module, uid_field: str, n_users: int, k: int, users_per_batch: int,
+                    device: torch.device | str = "cpu") -> None:
+    """Full-sort scores of users ``1 .. n_users - 1`` in batches of ``users_per_batch``, then the top-``k`` items of
+    each (at least one): one pass of :func:`measure_cost`, and what ``benchmarks/scaling.py`` times."""
+    for first in range(1, n_users, users_per_batch):
+        users = torch.arange(first, min(first + users_per_batch, n_users), device=device)
+        torch.topk(model.full_sort_predict(Interaction({uid_field: users})).view(len(users), -1), max(1, k), dim=1)
+
+
+@torch.no_grad()
 def measure_cost(model: torch.nn.Module, dataset, *, users_per_batch: int | None = None,
                  eval_batch_size: int | None = None, topk: int = 50, repeats: int = 3) -> CostReport:
     """What a trained model costs to serve on its dataset. One untimed pass warms up (and measures peak GPU memory
@@ -131,10 +141,7 @@ def measure_cost(model: torch.nn.Module, dataset, *, users_per_batch: int | None
     def one_pass() -> float:
         start = time.perf_counter()
         clear_output_caches(model)
-        for first in range(1, n_users, users_per_batch):
-            users = torch.arange(first, min(first + users_per_batch, n_users), device=device)
-            scores = model.full_sort_predict(Interaction({dataset.uid_field: users})).view(len(users), -1)
-            torch.topk(scores, max(1, min(topk, n_items)), dim=1)
+        score_all_users(model, dataset.uid_field, n_users, min(topk, n_items), users_per_batch, device)
         if cuda:
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
