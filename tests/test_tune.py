@@ -179,6 +179,17 @@ def _interrupted_trial(tmp_path, setup, params, data, stop_after: int):
     return first, second
 
 
+def test_a_trials_batch_size_takes_effect(tmp_path, ml100k_data):
+    """The driver's loader has 4096 interactions a batch; a trial that searches train_batch_size trains with its own
+    (RecBole's update_config alone left the loader's batches as built)."""
+    train, valid, _ = ml100k_data
+    trial = TrialRun(TrialSetup("BPR", "ml-100k", fixed={"epochs": 1}), {"train_batch_size": 1024}, train, valid,
+                     str(tmp_path), CPU)
+    n = len(train._dataset)
+    assert len(train) == -(-n // 4096) and len(trial.train_data) == -(-n // 1024)
+    assert {len(batch) for batch in list(trial.train_data)[:-1]} == {1024}
+
+
 def test_trial_resumes_from_its_checkpoint(tmp_path, ml100k_data):
     """A trial stopped after epoch 1 and restarted from its checkpoint trains epoch 2 only, and reports exactly what
     the uninterrupted trial reported for it (the checkpoint carries the random-number states)."""

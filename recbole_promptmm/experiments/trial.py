@@ -20,6 +20,7 @@ from ray import tune
 from recbole.utils import init_seed
 
 from recbole_promptmm.config import Config
+from recbole_promptmm.data.batch_sizes import derived_batch_sizes
 from recbole_promptmm.log import init_logger
 from recbole_promptmm.checkpoint import save_atomic
 from recbole_promptmm.trainer.resume import read_resume_file
@@ -57,8 +58,8 @@ class TrialSetup:
 
 
 class TrialRun:
-    """Train one configuration (``params``: the trial's searched values) on the driver's ``train_data`` (re-configured
-    per trial: batch size, negative sampling) and ``valid_data``; ``report`` after every validation with a
+    """Train one configuration (``params``: the trial's searched values) on the driver's ``train_data`` (a new loader
+    over its split and sampler per trial: batch size, negative sampling) and ``valid_data``; ``report`` after every validation with a
     checkpoint folder. RecBole's ``log/``, ``log_tensorboard/`` (the working directory, set by the caller) and
     ``saved/`` go to ``trial_dir``; ``device`` overrides what Ray assigned (tests)."""
 
@@ -67,9 +68,12 @@ class TrialRun:
         self.config = setup.config(params, os.path.join(trial_dir, "saved"), device)
         init_logger(self.config)
         init_seed(self.config["seed"], self.config["reproducibility"])
-        train_data.update_config(self.config)
-        # The loader is shared by the trials of one process: its shuffling starts from the seed in each of them.
-        train_data.generator.manual_seed(self.config["seed"])
+        # A loader of its own over the shared split and sampler (its shuffling starts from the seed): RecBole's loaders
+        # fix their batches when built (update_config would not change them), so the trial's batch size takes effect.
+        split = train_data._dataset
+        for key, value in derived_batch_sizes(self.config, split.item_num, len(split)).items():
+            self.config[key] = value
+        train_data = type(train_data)(self.config, split, train_data._sampler, shuffle=self.config["shuffle"])
         self.train_data, self.valid_data = train_data, valid_data
         init_seed(self.config["seed"] + self.config["local_rank"], self.config["reproducibility"])
         model = get_model(self.config["model"])(self.config, train_data._dataset).to(self.config["device"])
