@@ -64,6 +64,13 @@ def test_compare_key_it_no_longer_knows(tmp_path, ray_tmp):
     _refused(done, "compare", out, ray_tmp, "unknown config key 'threads'", "(--threads=1)")
 
 
+def test_compare_refuses_several_processes_per_run(tmp_path, ray_tmp):
+    """--nproc is for run: a comparison's runs are one process each (it used to fail per run on pickling)."""
+    out = tmp_path / "out"
+    done = _tool("compare", *COMPARE, f"--out={out}", "--nproc=2", ray_tmp=ray_tmp)
+    _refused(done, "compare", out, ray_tmp, "sets 'nproc'", "run_recbole.py --nproc")
+
+
 def test_compare_misspelled_key_in_a_models_section(tmp_path, ray_tmp):
     config, out = tmp_path / "compare.yaml", tmp_path / "out"
     config.write_text("epochs: 1\nmodels:\n  BPR: {lerning_rate: 0.01}\n")
@@ -107,6 +114,13 @@ def test_tune_misspelled_key_on_the_command_line(tmp_path, ray_tmp):
     done = _tool("tune", *TUNE, f"--out={out}", "--learning_rte=1", ray_tmp=ray_tmp)
     _refused(done, "tune", out, ray_tmp, "unknown config key 'learning_rte'",
              "from the command line (--learning_rte=1)", "closest known keys: learning_rate")
+
+
+def test_tune_refuses_several_processes_per_trial(tmp_path, ray_tmp):
+    """--nproc is for run: a sweep's trials are one process each (it used to be ignored)."""
+    out = tmp_path / "out"
+    done = _tool("tune", *TUNE, f"--out={out}", "--nproc=2", ray_tmp=ray_tmp)
+    _refused(done, "tune", out, ray_tmp, "nproc 2: a sweep trains each trial in one process", "run_recbole.py --nproc")
 
 
 def test_tune_misspelled_key_in_a_models_section(tmp_path, ray_tmp):

@@ -29,7 +29,9 @@ PROTOCOL_KEYS: tuple[str, ...] = (
 # Keys the comparison sets itself, and what to do instead.
 CONTROLLED_KEYS: Mapping[str, str] = {
     "seed": "use --seeds", "model": "use --models (or 'model:' inside a models: section)",
-    "dataset": "use --dataset", "checkpoint_dir": "checkpoints are kept under the output folder"}
+    "dataset": "use --dataset", "checkpoint_dir": "checkpoints are kept under the output folder",
+    "nproc": "each run is one process (--max_concurrent runs several at once); one run over several processes is "
+             "run_recbole.py --nproc"}
 _SLUG = re.compile(r"[^A-Za-z0-9._+-]+")
 
 

@@ -30,6 +30,7 @@ from recbole.utils.logger import RemoveColorFilter
 
 from recbole_promptmm.checkpoint import load_checkpoint
 from recbole_promptmm.config import Config, load_yaml, parse_cmd_args, plain
+from recbole_promptmm.errors import ConfigError
 from recbole_promptmm.data import create_dataset, data_preparation
 from recbole_promptmm.experiments.cluster import error_line, ray_session
 from recbole_promptmm.experiments.options import OPTIONS_FILE, SweepOptions
@@ -128,6 +129,9 @@ def make_plan(options: SweepOptions, extra_fixed: Mapping[str, Any] | None = Non
     extra_fixed = dict(extra_fixed or {})
     config = build_config(options, extra_fixed)
     validate_config(config)  # run's checks: unknown keys, types, ranges (ConfigError, exit 2)
+    if int(config["nproc"] or 1) > 1:
+        raise ConfigError(f"nproc {config['nproc']}: a sweep trains each trial in one process (--max_concurrent "
+                          "trials at once); one run over several processes is run_recbole.py --nproc")
     sources = {key: f"--{key}={value} on the command line" for key, value in parse_cmd_args(options.overrides).items()}
     sources = {**dict.fromkeys(extra_fixed, "the teacher stage"), **sources, **(extra_sources or {})}
     space = load_search_space(options.search_space) if options.search_space else SearchSpace("(none)", ())
