@@ -9,7 +9,7 @@ clamped at 0; else 1 per kept edge) is normalised as :math:`D^{-1/2} S D^{-1/2}`
 
 Exact neighbours cost :math:`O(I^2 d)` time. From :data:`APPROX_MIN_ITEMS` items (``method="auto"``) they come
 from a faiss HNSW index on the unit vectors instead (inner product = cosine): building and querying it costs about
-:math:`O(I \log I)` distance evaluations (measured: about :math:`I^{1.4}` CPU time from 5k to 160k items, cache
+:math:`O(I \log I)` distance evaluations (measured: :math:`I^{1.45}` CPU time from 5k to 160k items, cache
 misses growing with the catalogue), and at :data:`HNSW_M` / :data:`HNSW_EF_SEARCH` it keeps at least 95% of the
 exact graph's edges (measurements in docs/SCALING.md, "Item graphs").
 """

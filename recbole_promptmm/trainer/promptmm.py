@@ -227,10 +227,11 @@ class PromptMMTrainer(CheckpointMixin, Trainer):
         """The student alone (what serving needs), exactly as a standalone PromptMMStudent run saves it: its config
         names PromptMMStudent (which reads the same ``student_*`` keys), so RecBole's ``load_data_and_model``
         rebuilds it."""
-        state = {"config": config_for_model(self.config, PromptMMStudent), "epoch": None, "cur_step": 0, "best_valid_score": self.best_valid_score,
-                 "state_dict": self.model.student.state_dict(), "other_parameter": None, "optimizer": {}}
         if not distributed.is_main_process():
             return
+        state = {"config": config_for_model(self.config, PromptMMStudent), "epoch": None, "cur_step": 0,
+                 "best_valid_score": self.best_valid_score, "state_dict": self.model.student.state_dict(),
+                 "other_parameter": None, "optimizer": {}}
         save_atomic(state, self.student_model_file)
         self.logger.info(f"Saving student: {self.student_model_file}", extra=FILE_ONLY)
 
