@@ -1,5 +1,9 @@
 """A sweep and a comparison against a real Ray cluster: a head and one more node on 127.0.0.1, joined through ``--address``.
 
+Placement is pinned, not left to Ray's timing: the head (where the driver connects) has no CPU and the other node
+has one, so every trial and every run can only be placed on that node, and each result row must name it. (With
+one CPU on each node nothing forces two short trials onto two nodes: Ray reuses a CPU freed by a finished trial.)
+
 The cluster is started with ``ray start --block`` (one process per node, each in its own process group) and
 stopped by signalling exactly those processes in the teardown, whatever happens: ``ray stop`` would also stop
 every other Ray instance on the machine (other test runs included).
@@ -8,6 +12,7 @@ every other Ray instance on the machine (other test runs included).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -83,14 +88,26 @@ def stop_node(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
+def cluster_nodes(address: str, env: dict) -> dict[str, float]:
+    """``{node id: CPUs}`` of every live node of the cluster at ``address``, read by a separate driver process (this
+    test process never joins a Ray cluster)."""
+    script = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
+              "print(json.dumps({n['NodeID']: n['Resources'].get('CPU', 0) for n in ray.nodes() if n['Alive']}))")
+    done = subprocess.run([sys.executable, "-c", script % address], env=env, capture_output=True, text=True,
+                          timeout=START_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="module")
 def local_cluster(tmp_path_factory):
-    """``(address, env)`` of a 2-node Ray cluster (1 CPU each) on 127.0.0.1; stopped in the teardown."""
+    """``(address, env, worker)`` of a 2-node Ray cluster on 127.0.0.1: a head with no CPU and one more node with one
+    CPU, whose node id is ``worker``; stopped in the teardown."""
     temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}  # a throwaway local cluster
     env.pop("RAY_ADDRESS", None)
-    common = ["--block", "--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *OWN_PORTS]
-    head = [str(RAY), "start", "--head", "--port=0", f"--ray-client-server-port={reserved_port()}",
+    common = ["--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *OWN_PORTS]
+    head = [str(RAY), "start", "--head", "--num-cpus=0", "--port=0", f"--ray-client-server-port={reserved_port()}",
             "--include-dashboard=false", "--dashboard-port=0", f"--temp-dir={temp_dir}", *common]
     tmp_path = tmp_path_factory.mktemp("cluster")
     nodes: list[subprocess.Popen] = []
@@ -98,8 +115,11 @@ def local_cluster(tmp_path_factory):
         proc, found = start_node(head, tmp_path / "head.log", env, ready=ADDRESS_LINE)  # printed once it is up
         nodes.append(proc)
         address = f"127.0.0.1:{found.group(1)}"
-        nodes.append(start_node([str(RAY), "start", f"--address={address}", *common], tmp_path / "worker.log", env)[0])
-        yield address, env
+        nodes.append(start_node([str(RAY), "start", f"--address={address}", "--num-cpus=1", *common],
+                                tmp_path / "worker.log", env)[0])
+        cpus = cluster_nodes(address, env)
+        assert sorted(cpus.values()) == [0, 1], cpus  # both nodes registered: the head without a CPU
+        yield address, env, next(node for node, n in cpus.items() if n == 1)
     finally:
         for proc in reversed(nodes):
             stop_node(proc)
@@ -107,7 +127,7 @@ def local_cluster(tmp_path_factory):
 
 
 def test_two_trial_sweep_on_a_two_node_cluster(local_cluster, tmp_path):
-    address, env = local_cluster
+    address, env, worker = local_cluster
     space = tmp_path / "lr.yaml"
     space.write_text("learning_rate: {grid: [0.01, 0.005]}\n")
     out = tmp_path / "out"
@@ -117,11 +137,11 @@ def test_two_trial_sweep_on_a_two_node_cluster(local_cluster, tmp_path):
     done = subprocess.run(cmd, cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                           timeout=SWEEP_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert f"connected to {address}: 2 node(s), 2 CPU(s)" in done.stdout
+    assert f"connected to {address}: 2 node(s), 1 CPU(s)" in done.stdout
     with open(out / "trials.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
-    assert len({r["node"] for r in rows}) == 2, "with one CPU per node the two trials run on both nodes"
+    assert [r["node"] for r in rows] == [worker, worker], "the only CPU is the other node's: each row names it"
     assert (out / "best_config.yaml").is_file() and (out / "best_result.json").is_file()
     local = tmp_path / "local"
     done = subprocess.run([*cmd[:3], *cmd[4:-1], f"--out={local}", "--num_cpus=1"], cwd=tmp_path,
@@ -143,11 +163,11 @@ def _comparison(out: Path, env: dict, *extra: str) -> list[dict]:
 
 
 def test_comparison_on_a_two_node_cluster_equals_a_local_one(local_cluster, tmp_path):
-    """A 2-model x 2-seed comparison through --address spreads its runs over both nodes (one CPU each, so two
-    runs at once can only be on two nodes) and gets the results of the same comparison run locally."""
-    address, env = local_cluster
+    """A 2-model x 2-seed comparison through --address runs on the cluster's node with the CPU, not on the driver's
+    (the head has none), each row names that node, and the results are those of the same comparison run locally."""
+    address, env, worker = local_cluster
     remote = _comparison(tmp_path / "remote", env, f"--address={address}")
-    assert len({row["node"] for row in remote}) == 2, [row["node"] for row in remote]
+    assert [row["node"] for row in remote] == [worker] * 4
     local = _comparison(tmp_path / "local", env, "--max_concurrent=1")
     metrics = [k for k in remote[0] if k.startswith(("valid_", "test_")) and "@" in k]
     assert len(metrics) > 10
