@@ -27,7 +27,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from recbole.utils import FeatureType
 
-from recbole_promptmm.data.problems import did_you_mean, names, problem
+from recbole_promptmm.data.problems import did_you_mean, location, names, problem
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: blocks that stay in the CPU cache are counted fastest
 SHOWN_LINES = 5
@@ -254,3 +254,20 @@ def _recheck_quoted(path: str, bad: Sequence[tuple[int, int]], sep: str, encodin
                 continue
         kept.append((number, found))
     return kept
+
+
+def find_token(paths: Sequence[str], field: str, token: str, separator: str = "\t",
+               encoding: str = "utf-8") -> str | None:
+    """``"<path> line N, column C"`` of the first line of ``paths`` whose ``field`` (``name`` or ``name:type`` in
+    the header) holds ``token``, or None. Reads line by line: for error messages only."""
+    for path in paths:
+        with open(path, encoding=encoding, errors="replace") as f:
+            header = [h.partition(":")[0] for h in f.readline().rstrip("\r\n").split(separator)]
+            if field not in header:
+                continue
+            column = header.index(field)
+            for number, line in enumerate(f, start=2):
+                cells = line.rstrip("\r\n").split(separator)
+                if len(cells) > column and cells[column] == token:
+                    return location(path, number, column + 1)
+    return None
