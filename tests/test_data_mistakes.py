@@ -59,6 +59,13 @@ def _mmrec_header_only(root: Path):
     return root, ["--mmrec_inter_file=mm.inter"]
 
 
+def _mmrec_header_typo(root: Path):
+    folder = root / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "mm.inter").write_text("userID\titemId\tx_label\n" + "".join(f"{u}\t{i}\t0\n" for u, i in ROWS))
+    return root, ["--mmrec_inter_file=mm.inter"]
+
+
 def _benchmark_two_parts(root: Path):
     for part in ("train", "test"):
         write_tiny(root, name=f"tiny.{part}.inter")
@@ -83,6 +90,11 @@ CASES = {
     "header_typo": (_header(header="user_id:token\titme_id:token"),
                     ["tiny.inter line 1, column 2", "expected the fields user_id and item_id", "'itme_id:token'",
                      "did you mean item_id?"]),
+    "misspelt_load_col_field": (lambda root: (write_tiny(root, header=HEADER + "\tratng:float",
+                                                         rows=[(u, f"{i}\t4") for u, i in ROWS]),
+                                              ["--load_col={'inter': ['user_id', 'item_id', 'rating']}"]),
+                                ["tiny.inter line 1, column 3", "expected the fields user_id, item_id and rating",
+                                 "'ratng:float'", "did you mean rating?"]),
     "byte_order_mark": (_header(prefix="\ufeff"), ["tiny.inter line 1", "found a UTF-8 byte-order mark",
                                                     "encoding: utf-8-sig"]),
     "comma_separated": (_header(header="user_id:token,item_id:token", sep=","),
@@ -97,6 +109,8 @@ CASES = {
                       "did you mean item_id:token?"]),
     "atomic_header_only": (_header(rows=[]), ["tiny.inter: expected one data line or more", "found only the header"]),
     "mmrec_header_only": (_mmrec_header_only, ["mm.inter: expected one data line or more", "found only the header"]),
+    "mmrec_header_typo": (_mmrec_header_typo, ["mm.inter line 1", "expected MMRec's header", "missing itemID",
+                                               "did you mean itemID for 'itemId'?"]),
     "benchmark_two_parts": (_benchmark_two_parts, ["benchmark_filename=['train', 'test']",
                                                    "expected 3 parts (train, valid, test", "found 2"]),
     "rs_two_parts": (lambda root: (write_tiny(root), ["--eval_args={'split': {'RS': [0.8, 0.2]}}"]),
@@ -131,12 +145,13 @@ def test_a_data_mistake_is_named_in_one_line_exit_2_nothing_written(case, tmp_pa
     assert files(tmp_path) == before  # no log, checkpoint or TensorBoard folder, nothing converted
 
 
-def test_tune_names_a_torch_feature_file_before_anything_starts(tmp_path, capsys):
-    data = write_tiny(tmp_path / "data")
-    option = feature(data, "feat.pt", lambda p: torch.save(torch.ones(N_ITEMS + 1, 4), p))
+@pytest.mark.parametrize("case", ["torch_file", "npz_file"])
+def test_tune_names_a_feature_file_in_another_format_before_anything_starts(case, tmp_path, capsys):
+    make, expected = CASES[case]
+    data, option = make(tmp_path / "data")
     code = tune_main(["--model=BPR", "--dataset=tiny", f"--data_path={data}", *option, f"--out={tmp_path / 'out'}"])
     lines = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and "feat.pt: expected a numeric .npy array" in lines[0], lines
+    assert code == 2 and len(lines) == 1 and all(part in lines[0] for part in expected), lines
     assert not (tmp_path / "out").exists()
 
 
@@ -174,6 +189,15 @@ def test_the_suggested_separator_and_encoding_load(tmp_path, capsys):
     for data, option in ((bom, {"encoding": "utf-8-sig"}), (comma, {"field_separator": ","})):
         dataset = create_dataset(Config("BPR", "tiny", config_dict={"data_path": str(data), **option}))
         assert (dataset.user_num, dataset.item_num) == (31, N_ITEMS + 1)
+
+
+def test_an_absent_load_col_field_with_no_close_name_is_skipped_as_recbole_does(tmp_path):
+    from recbole_promptmm import Config, create_dataset
+
+    data = write_tiny(tmp_path / "data")
+    dataset = create_dataset(Config("BPR", "tiny", config_dict={
+        "data_path": str(data), "load_col": {"inter": ["user_id", "item_id", "timestamp"]}}))
+    assert "timestamp" not in dataset.inter_feat.columns and len(dataset.inter_feat) == len(ROWS)
 
 
 def test_extra_rows_named_by_an_id_map_are_accepted(tmp_path):

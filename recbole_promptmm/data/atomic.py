@@ -59,14 +59,16 @@ def atomic_files(config) -> list[str]:
     return [f for f in files if os.path.isfile(f)]
 
 
-def required_fields(config, source: str) -> list[str]:
-    """The fields RecBole needs in a ``source`` (inter, user, item) file: ``load_col[source]`` when ``load_col``
-    names it, else the id fields (``USER_ID_FIELD`` and ``ITEM_ID_FIELD`` for inter)."""
-    load_col = config["load_col"]
-    if load_col is not None and source in load_col:
-        return [str(f) for f in load_col[source]]
+def required_fields(config, source: str) -> tuple[list[str], list[str]]:
+    """(the id fields a ``source`` (inter, user, item) file must hold: ``USER_ID_FIELD`` and ``ITEM_ID_FIELD`` for
+    inter, as far as ``load_col`` loads them; the other fields ``load_col`` names, which RecBole skips when absent)."""
     keys = {"inter": ("USER_ID_FIELD", "ITEM_ID_FIELD"), "user": ("USER_ID_FIELD",), "item": ("ITEM_ID_FIELD",)}
-    return [config[k] for k in keys.get(source, ()) if config[k]]
+    ids = [config[k] for k in keys.get(source, ()) if config[k]]
+    load_col = config["load_col"]
+    if load_col is None or source not in load_col:
+        return ids, []
+    loaded = [str(f) for f in load_col[source]]
+    return [f for f in ids if f in loaded], [f for f in loaded if f not in ids]
 
 
 def check_atomic_files(config) -> None:
@@ -75,7 +77,7 @@ def check_atomic_files(config) -> None:
     separator = config["field_separator"] or "\t"
     for path in atomic_files(config):
         fields = read_header(path, separator, config["encoding"] or "utf-8", encoding_key=True)
-        check_typed_header(path, fields, required_fields(config, path.rsplit(".", 1)[-1]))
+        check_typed_header(path, fields, *required_fields(config, path.rsplit(".", 1)[-1]))
         check_atomic_file(path, separator, config["encoding"])
 
 
@@ -111,9 +113,10 @@ def read_header(path: str, separator: str = "\t", encoding: str = "utf-8", encod
     return fields
 
 
-def check_typed_header(path: str, fields: Sequence[str], required: Sequence[str]) -> None:
-    """RecBole's header: every field ``name:type`` with type one of :data:`FIELD_TYPES`, and the ``required``
-    names among them (a missing one is matched to the closest field name found)."""
+def check_typed_header(path: str, fields: Sequence[str], required: Sequence[str], wanted: Sequence[str] = ()) -> None:
+    """RecBole's header: every field ``name:type`` with type one of :data:`FIELD_TYPES`; the ``required`` names
+    among them, and the ``wanted`` ones unless absent with no close field name (RecBole skips an absent ``load_col``
+    field; a misspelt one is refused, matched to the closest field name found)."""
     for column, field in enumerate(fields, start=1):
         name, _, kind = field.partition(":")
         if field.count(":") != 1:
@@ -127,16 +130,17 @@ def check_typed_header(path: str, fields: Sequence[str], required: Sequence[str]
                 path, f"a type one of {', '.join(FIELD_TYPES)}", f"{field!r}", line=1, column=column,
                 hint=f"did you mean {name}:{close}?" if close else None))
     present = [f.partition(":")[0] for f in fields]
-    missing = [r for r in required if r not in present]
-    if missing:
-        spare = [p for p in present if p not in required]
-        close = did_you_mean(missing[0], spare)
+    expected = [*required, *wanted]
+    spare = [p for p in present if p not in expected]
+    for missing in (f for f in expected if f not in present):
+        close = did_you_mean(missing, spare)
         if close is not None:
             raise AtomicFileError(problem(
-                path, f"the fields {names(required)}", f"{fields[present.index(close)]!r}", line=1,
-                column=present.index(close) + 1, hint=f"did you mean {missing[0]}?"))
-        raise AtomicFileError(problem(path, f"the fields {names(required)}", f"{', '.join(fields)} (no {missing[0]})",
-                                      line=1, hint="see load_col, USER_ID_FIELD and ITEM_ID_FIELD"))
+                path, f"the fields {names(expected)}", f"{fields[present.index(close)]!r}", line=1,
+                column=present.index(close) + 1, hint=f"did you mean {missing}?"))
+        if missing in required:
+            raise AtomicFileError(problem(path, f"the fields {names(expected)}", f"{', '.join(fields)} (no {missing})",
+                                          line=1, hint="see load_col, USER_ID_FIELD and ITEM_ID_FIELD"))
 
 
 def check_atomic_file(path: str, separator: str = "\t", encoding: str | None = None) -> int:

@@ -168,24 +168,20 @@ def read_feature_file(path: str) -> np.ndarray:
     """Load a 2-D numeric, finite matrix from a ``.npy`` file (float32)."""
     raw = load_npy(path)
     if raw.dtype.kind not in "biuf":
-        raise ModalityFeatureError(f"{path}: expected a numeric array, found dtype {raw.dtype}")
+        raise ModalityFeatureError(problem(path, "a numeric array", f"dtype {raw.dtype}"))
     if raw.ndim != 2:
-        raise ModalityFeatureError(
-            f"{path}: expected a 2-D array (one row per item), found shape {tuple(raw.shape)}"
-        )
+        raise ModalityFeatureError(problem(path, "a 2-D array (one row per item)", f"shape {tuple(raw.shape)}"))
     if raw.shape[1] == 0:
-        raise ModalityFeatureError(
-            f"{path}: expected at least 1 feature column, found shape {tuple(raw.shape)} (0 columns)"
-        )
+        raise ModalityFeatureError(problem(path, "at least 1 feature column",
+                                           f"shape {tuple(raw.shape)} (0 columns)"))
     data = np.asarray(raw, dtype=np.float32)
     bad = ~np.isfinite(data).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
         shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
         n_values = int((~np.isfinite(data)).sum())
-        raise ModalityFeatureError(
-            f"{path}: expected finite values, found {n_values} NaN or inf values in {len(rows)} rows ({shown})"
-        )
+        raise ModalityFeatureError(problem(path, "finite values",
+                                           f"{n_values} NaN or inf values in {len(rows)} rows ({shown})"))
     return data
 
 
