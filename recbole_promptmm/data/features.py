@@ -16,6 +16,7 @@ fails with :class:`ModalityFeatureError`, naming the file, what was expected and
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -109,8 +110,6 @@ ZIP_MAGIC = b"PK\x03\x04"  # np.savez and torch.save (a zip holding data.pkl) bo
 
 
 def _zip_format(path: str, out: str) -> tuple[str, str]:
-    import zipfile
-
     with zipfile.ZipFile(path) as archive:
         members = archive.namelist()
     if any(m.rsplit("/", 1)[-1] == "data.pkl" for m in members):
