@@ -404,6 +404,31 @@ def _check_files(config, problems: list[str]) -> None:
                         + (" (it is a folder)" if os.path.isdir(path) else ""))
 
 
+SPLIT_PARTS = "train, valid, test"
+
+
+def _check_split_parts(config, problems: list[str]) -> None:
+    """RecBole splits the data in exactly 3 parts (train, valid, test): ``benchmark_filename`` names 3 files, and
+    an ``RS``/``TS`` split of ``eval_args`` gives 3 ratios (ignored where ``mmrec_inter_file`` holds the split)."""
+    final = config.final_config_dict
+    if final.get("mmrec_inter_file"):
+        return
+    benchmark = final.get("benchmark_filename")
+    if benchmark is not None:
+        if not isinstance(benchmark, (list, tuple)) or len(benchmark) != 3:
+            found = f"{len(benchmark)}" if isinstance(benchmark, (list, tuple)) else "no list"
+            problems.append(f"config key benchmark_filename={_describe(benchmark)} from "
+                            f"{_source(config, 'benchmark_filename')}: expected 3 parts ({SPLIT_PARTS}; files "
+                            f"<dataset>.<part>.inter), found {found}")
+        return
+    split = (final.get("eval_args") or {}).get("split")
+    for mode in ("RS", "TS"):
+        ratios = split.get(mode) if isinstance(split, dict) else None
+        if isinstance(ratios, (list, tuple)) and len(ratios) != 3:
+            problems.append(f"config key eval_args split {{{mode}: {list(ratios)}}} from {_source(config, 'eval_args')}"
+                            f": expected 3 ratios ({SPLIT_PARTS}), found {len(ratios)}")
+
+
 def validate_config(config) -> None:
     """Raise one :class:`ConfigError` naming every problem of ``config`` (see the module docstring)."""
     problems: list[str] = []
@@ -415,6 +440,7 @@ def validate_config(config) -> None:
         check(config, found, reported, extra)
         problems += found
     _check_files(config, problems)
+    _check_split_parts(config, problems)
     if problems:
         raise ConfigError("; ".join(problems))
     _check_teacher_checkpoint(config)

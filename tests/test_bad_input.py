@@ -242,7 +242,7 @@ def test_atomic_file_check_skips_blank_lines_and_respects_quotes(tmp_path):
 
     path = tmp_path / "a.inter"
     path.write_bytes(b"u:token\ti:token\r\n1\t2\r\n\r\n\n3\t\"a\tb\"\n4\t5")
-    assert check_atomic_file(str(path)) == 5
+    assert check_atomic_file(str(path)) == 3  # data lines; the blank ones are not counted
     path.write_bytes(b"u:token\ti:token\n1\t2\n3\n4\t5\t6\n")
     with pytest.raises(AtomicFileError, match=r"a.inter line 3: expected 2 tab-separated fields .* found 1; "
                                               r"2 bad line\(s\): line 3 has 1, line 4 has 3"):

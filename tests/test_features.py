@@ -14,7 +14,7 @@ from tests.conftest import toy_config, token_features
 
 def test_rows_follow_internal_ids_not_tokens(toy):
     data_path, folder = toy
-    np.save(folder / "audio_feat.npy", -token_features(45, dim=3))
+    np.save(folder / "audio_feat.npy", -token_features(41, dim=3))
     dataset = create_dataset(toy_config(data_path, modality_features={"image": "image_feat.npy",
                                                                       "audio": str(folder / "audio_feat.npy")}))
     tokens = dataset.field2id_token["item_id"]
@@ -98,7 +98,8 @@ def test_non_numeric(toy):
 def test_not_an_npy_file(toy):
     _, folder = toy
     (folder / "text.npy").write_text("not numpy")
-    assert "could not be read" in _error(toy, image="text.npy")
+    message = _error(toy, image="text.npy")
+    assert "text.npy: expected a numeric .npy array" in message and "found text" in message
 
 
 def test_id_map_not_covering_items(toy):

@@ -1,4 +1,11 @@
-"""Check RecBole atomic files before RecBole reads them: every line has the header's number of fields.
+"""Check RecBole atomic files before RecBole reads them: a header RecBole can read, and every line has the header's
+number of fields.
+
+The header (line 1) is read first (:func:`read_header`, :func:`check_typed_header`): no UTF-8 byte-order mark (RecBole
+would read it as part of the first field name; ``encoding: utf-8-sig`` reads it away), fields separated by
+``field_separator`` (not commas or spaces), each ``name:type`` with one of RecBole's types, and the fields RecBole
+loads (``load_col``, the id fields) present, a misspelt one matched to the closest name found. A file with only
+its header is refused too. Every message is built by :func:`recbole_promptmm.data.problems.problem`.
 
 RecBole reads ``.inter``/``.user``/``.item`` files with pandas, which fills a short line with NaN (a bad line then
 counts as an interaction) and fails on a long one with a message that names neither file nor line. Here every
@@ -18,11 +25,16 @@ import os
 from typing import Iterator, Sequence
 
 import numpy as np
+from recbole.utils import FeatureType
+
+from recbole_promptmm.data.problems import did_you_mean, location, names, problem
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: blocks that stay in the CPU cache are counted fastest
 SHOWN_LINES = 5
 # Encodings in which the separator and the newline are single bytes that no other character contains.
 BYTE_SAFE_ENCODINGS = {"utf-8", "ascii", "latin-1", "iso8859-1", "cp1252", "iso8859-15"}
+FIELD_TYPES = tuple(t.value for t in FeatureType)  # RecBole's: token, float, token_seq, float_seq
+SEPARATORS = ("\t", ",", ";", "|", " ")  # a header of one field holding one of these: another separator was meant
 
 
 class AtomicFileError(ValueError):
@@ -47,10 +59,25 @@ def atomic_files(config) -> list[str]:
     return [f for f in files if os.path.isfile(f)]
 
 
+def required_fields(config, source: str) -> tuple[list[str], list[str]]:
+    """(the id fields a ``source`` (inter, user, item) file must hold: ``USER_ID_FIELD`` and ``ITEM_ID_FIELD`` for
+    inter, as far as ``load_col`` loads them; the other fields ``load_col`` names, which RecBole skips when absent)."""
+    keys = {"inter": ("USER_ID_FIELD", "ITEM_ID_FIELD"), "user": ("USER_ID_FIELD",), "item": ("ITEM_ID_FIELD",)}
+    ids = [config[k] for k in keys.get(source, ()) if config[k]]
+    load_col = config["load_col"]
+    if load_col is None or source not in load_col:
+        return ids, []
+    loaded = [str(f) for f in load_col[source]]
+    return [f for f in ids if f in loaded], [f for f in loaded if f not in ids]
+
+
 def check_atomic_files(config) -> None:
-    """Check every file of :func:`atomic_files` (see :func:`check_atomic_file`)."""
+    """Check every file of :func:`atomic_files`: its header (:func:`check_typed_header`), then its lines
+    (:func:`check_atomic_file`)."""
     separator = config["field_separator"] or "\t"
     for path in atomic_files(config):
+        fields = read_header(path, separator, config["encoding"] or "utf-8", encoding_key=True)
+        check_typed_header(path, fields, *required_fields(config, path.rsplit(".", 1)[-1]))
         check_atomic_file(path, separator, config["encoding"])
 
 
@@ -59,19 +86,70 @@ def _byte_safe(encoding: str | None, separator: str) -> bool:
     return name in BYTE_SAFE_ENCODINGS and len(separator.encode(name)) == 1
 
 
-def check_atomic_file(path: str, separator: str = "\t", encoding: str | None = None) -> int:
-    """Raise :class:`AtomicFileError` unless every non-empty line of ``path`` has as many ``separator``-separated
-    fields as its header; returns the number of data lines."""
+def read_header(path: str, separator: str = "\t", encoding: str = "utf-8", encoding_key: bool = False) -> list[str]:
+    """The fields of the header (line 1) of ``path``. Refused: a UTF-8 byte-order mark (unless ``encoding`` is
+    utf-8-sig; ``encoding_key``: the hint names RecBole's ``encoding`` key), bytes ``encoding`` cannot read, an empty
+    line, one field that holds another usual separator (a comma- or space-separated file read as tab-separated)."""
     with open(path, "rb") as f:
         header = f.readline()
-    encoding = encoding or "utf-8"
+    if header.startswith(codecs.BOM_UTF8) and codecs.lookup(encoding).name != "utf-8-sig":
+        raise AtomicFileError(problem(
+            path, "the header line to start with its first field name", "a UTF-8 byte-order mark (bytes EF BB BF)",
+            line=1, hint="re-save the file as UTF-8 without the mark" + (
+                ", or set encoding: utf-8-sig" if encoding_key else "")))
     try:
-        header_text = header.decode(encoding).rstrip("\r\n")
+        text = header.decode(encoding).rstrip("\r\n")
     except UnicodeDecodeError as err:
-        raise AtomicFileError(f"{path} line 1: not readable as {encoding} ({err})") from None
-    if not header_text:
-        raise AtomicFileError(f"{path} line 1: expected a header (field:type names), found an empty line")
-    n_fields = header_text.count(separator) + 1
+        raise AtomicFileError(problem(path, f"text readable as {encoding}", f"bytes it cannot read ({err})",
+                                      line=1)) from None
+    if not text:
+        raise AtomicFileError(problem(path, "a header (the field names)", "an empty line", line=1))
+    fields = text.split(separator)
+    others = [s for s in SEPARATORS if s != separator and s in text]
+    if len(fields) == 1 and others:
+        raise AtomicFileError(problem(
+            path, f"{_name(separator)}-separated fields", f"one field {text!r} that holds {_name(others[0])}s",
+            line=1, hint=f"convert the file to {_name(separator)}s, or set field_separator: {others[0]!r}"))
+    return fields
+
+
+def check_typed_header(path: str, fields: Sequence[str], required: Sequence[str], wanted: Sequence[str] = ()) -> None:
+    """RecBole's header: every field ``name:type`` with type one of :data:`FIELD_TYPES`; the ``required`` names
+    among them, and the ``wanted`` ones unless absent with no close field name (RecBole skips an absent ``load_col``
+    field; a misspelt one is refused, matched to the closest field name found)."""
+    for column, field in enumerate(fields, start=1):
+        name, _, kind = field.partition(":")
+        if field.count(":") != 1:
+            raise AtomicFileError(problem(
+                path, f"name:type (type one of {', '.join(FIELD_TYPES)})",
+                f"{field!r} without a type" if ":" not in field else f"{field!r}, with {field.count(':')} colons",
+                line=1, column=column, hint=f"e.g. {name}:token"))
+        if kind not in FIELD_TYPES:
+            close = did_you_mean(kind, FIELD_TYPES)
+            raise AtomicFileError(problem(
+                path, f"a type one of {', '.join(FIELD_TYPES)}", f"{field!r}", line=1, column=column,
+                hint=f"did you mean {name}:{close}?" if close else None))
+    present = [f.partition(":")[0] for f in fields]
+    expected = [*required, *wanted]
+    spare = [p for p in present if p not in expected]
+    for missing in (f for f in expected if f not in present):
+        close = did_you_mean(missing, spare)
+        if close is not None:
+            raise AtomicFileError(problem(
+                path, f"the fields {names(expected)}", f"{fields[present.index(close)]!r}", line=1,
+                column=present.index(close) + 1, hint=f"did you mean {missing}?"))
+        if missing in required:
+            raise AtomicFileError(problem(path, f"the fields {names(expected)}", f"{', '.join(fields)} (no {missing})",
+                                          line=1, hint="see load_col, USER_ID_FIELD and ITEM_ID_FIELD"))
+
+
+def check_atomic_file(path: str, separator: str = "\t", encoding: str | None = None) -> int:
+    """Raise :class:`AtomicFileError` unless the header is readable (:func:`read_header`), every non-empty line of
+    ``path`` has as many ``separator``-separated fields as its header and there is at least one; returns the number
+    of non-empty data lines."""
+    fields = read_header(path, separator, encoding or "utf-8", encoding_key=encoding is not None)
+    n_fields = len(fields)
+    encoding = encoding or "utf-8"
     if _byte_safe(encoding, separator):
         bad, n_lines = _bad_lines_bytes(path, separator.encode(codecs.lookup(encoding).name)[0], n_fields - 1)
     else:
@@ -84,8 +162,11 @@ def check_atomic_file(path: str, separator: str = "\t", encoding: str | None = N
         first_line, first_found = bad[0]
         raise AtomicFileError(
             f"{path} line {first_line}: expected {n_fields} {_name(separator)}-separated fields as in the header "
-            f"({header_text!r}), found {first_found}; {len(bad)} bad line(s): {shown}{more}"
+            f"({separator.join(fields)!r}), found {first_found}; {len(bad)} bad line(s): {shown}{more}"
         )
+    if n_lines == 0:
+        raise AtomicFileError(problem(path, "one data line or more after the header", "only the header",
+                                      hint="the file holds no interactions or rows"))
     return n_lines
 
 
@@ -115,8 +196,9 @@ def _chunks(path: str) -> Iterator[tuple[bytes, bool]]:
 
 def _bad_lines_bytes(path: str, sep: int, expected: int) -> tuple[list[tuple[int, int]], int]:
     """(1-based line, fields found) of every non-empty line with ``expected`` separators missing, and the number of
-    lines; counted with numpy on the raw bytes."""
+    non-empty lines; counted with numpy on the raw bytes."""
     bad: list[tuple[int, int]] = []
+    n_lines = 0
     first_line = 2  # line number of the block's first line
     for block, _ in _chunks(path):
         data = np.frombuffer(block, dtype=np.uint8)
@@ -134,7 +216,8 @@ def _bad_lines_bytes(path: str, sep: int, expected: int) -> tuple[list[tuple[int
         wrong = np.flatnonzero((counts != expected) & ~empty)
         bad += [(first_line + int(i), int(counts[i]) + 1) for i in wrong[:10_000]]
         first_line += len(ends)
-    return bad, first_line - 2
+        n_lines += int((~empty).sum())
+    return bad, n_lines
 
 
 def _bad_lines_text(path: str, sep: str, encoding: str, expected: int) -> tuple[list[tuple[int, int]], int]:
@@ -142,10 +225,11 @@ def _bad_lines_text(path: str, sep: str, encoding: str, expected: int) -> tuple[
     n = 0
     with open(path, encoding=encoding, newline="") as f:
         f.readline()
-        for n, line in enumerate(f, start=1):
+        for number, line in enumerate(f, start=2):
             line = line.rstrip("\r\n")
+            n += bool(line)
             if line and line.count(sep) != expected:
-                bad.append((n + 1, line.count(sep) + 1))
+                bad.append((number, line.count(sep) + 1))
     return bad, n
 
 
@@ -174,3 +258,20 @@ def _recheck_quoted(path: str, bad: Sequence[tuple[int, int]], sep: str, encodin
                 continue
         kept.append((number, found))
     return kept
+
+
+def find_token(paths: Sequence[str], field: str, token: str, separator: str = "\t",
+               encoding: str = "utf-8") -> str | None:
+    """``"<path> line N, column C"`` of the first line of ``paths`` whose ``field`` (``name`` or ``name:type`` in
+    the header) holds ``token``, or None. Reads line by line: for error messages only."""
+    for path in paths:
+        with open(path, encoding=encoding, errors="replace") as f:
+            header = [h.partition(":")[0] for h in f.readline().rstrip("\r\n").split(separator)]
+            if field not in header:
+                continue
+            column = header.index(field)
+            for number, line in enumerate(f, start=2):
+                cells = line.rstrip("\r\n").split(separator)
+                if len(cells) > column and cells[column] == token:
+                    return location(path, number, column + 1)
+    return None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 
+import pandas as pd
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data.dataset import Dataset
 from recbole.utils import FeatureSource, FeatureType
 
-from recbole_promptmm.data.atomic import check_atomic_files
+from recbole_promptmm.data.atomic import atomic_files, check_atomic_files, find_token
 from recbole_promptmm.data.features import load_modality_features, parse_modality_specs
 from recbole_promptmm.data.mmrec import COLUMNS, SPLITS, check_item_rows, feature_rows, mmrec_inter_path, \
     read_mmrec_inter
@@ -34,10 +35,29 @@ class MultimodalDataset(Dataset):
             for spec in self._modality_specs:
                 if spec.path is not None and spec.id_map is None:
                     check_item_rows(self._mmrec[0], mmrec_path, feature_rows(spec.path), spec.path)
+        self._largest_item_token = None
         super().__init__(config)
         tokens = self.field2id_token[self.iid_field][1:]
         item_file = os.path.join(self.dataset_path, f"{self.dataset_name}.item")
-        self.modality_features = load_modality_features(self._modality_specs, tokens, item_file)
+        self.modality_features = load_modality_features(self._modality_specs, tokens, item_file,
+                                                        self._largest_item_token, self._locate_item)
+
+    def _data_filtering(self):
+        """RecBole's filtering, after noting the largest integer item token read (a feature matrix may hold rows up
+        to it, even when filtering drops that item)."""
+        frames = [f for f in (self.inter_feat, self.item_feat) if f is not None and self.iid_field in f]
+        largest = [pd.to_numeric(f[self.iid_field], errors="coerce").max() for f in frames]
+        largest = [v for v in largest if pd.notna(v)]
+        self._largest_item_token = int(max(largest)) if largest else None
+        super()._data_filtering()
+
+    def _locate_item(self, token: str) -> str | None:
+        """Where the data files first hold item ``token`` (an error message's "x.inter line 7, column 2")."""
+        mmrec = mmrec_inter_path(self.config)
+        if mmrec is not None:
+            return find_token([mmrec], "itemID", token, self.config["field_separator"] or "\t")
+        return find_token(atomic_files(self.config), self.iid_field, token, self.config["field_separator"] or "\t",
+                          self.config["encoding"] or "utf-8")
 
     def _get_preset(self):
         super()._get_preset()

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 
 from recbole_promptmm.data.atomic import check_atomic_file
+from recbole_promptmm.data.features import load_npy
+from recbole_promptmm.data.problems import did_you_mean, problem
 
 SPLIT_COLUMN = "x_label"
 SPLITS = ("train", "valid", "test")  # x_label 0, 1, 2
@@ -60,9 +62,11 @@ def read_mmrec_inter(path: str, separator: str = "\t") -> tuple[pd.DataFrame, li
         header = f.readline().rstrip("\r\n").split(separator)
     missing = [c for c in (*ID_COLUMNS, SPLIT_COLUMN) if c not in header]
     if missing:
-        raise MMRecLayoutError(
-            f"{path} line 1: expected MMRec's header with columns userID, itemID, [rating], [timestamp], x_label; "
-            f"missing {', '.join(missing)} (found {', '.join(header)})")
+        close = did_you_mean(missing[0], [h for h in header if h not in (*COLUMNS, SPLIT_COLUMN)])
+        raise MMRecLayoutError(problem(
+            path, "MMRec's header with columns userID, itemID, [rating], [timestamp], x_label",
+            f"{', '.join(header)} (missing {', '.join(missing)})", line=1,
+            hint=f"did you mean {missing[0]} for {close!r}?" if close else None))
     wanted = [c for c in header if c in COLUMNS or c == SPLIT_COLUMN]
     frame = pd.read_csv(path, sep=separator, usecols=wanted, dtype=str, keep_default_na=False,
                         skip_blank_lines=True, engine="c")
@@ -109,5 +113,5 @@ def check_item_rows(frame: pd.DataFrame, path: str, n_rows: int, feature_file: s
 
 
 def feature_rows(path: str) -> int:
-    """Rows of a ``.npy`` matrix, read from its header only."""
-    return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+    """Rows of a ``.npy`` matrix, read from its header only (another format is refused: :func:`load_npy`)."""
+    return int(load_npy(path).shape[0])

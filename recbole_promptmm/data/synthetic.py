@@ -136,8 +136,9 @@ def write_dataset(out_dir: str, scale: float, seed: int = 0) -> str:
     frame = pd.DataFrame({"user_id:token": data["user"], "item_id:token": data["item"]})
     for code, part in enumerate(SPLITS):
         frame[data["split"] == code].to_csv(os.path.join(folder, f"{name}.{part}.inter"), sep="\t", index=False)
+    rows = int(data["item"].max()) + 1  # row k = item token k: rows past the largest item drawn belong to no item
     for modality, x in data["features"].items():
-        np.save(os.path.join(folder, f"{modality}_feat.npy"), x)
+        np.save(os.path.join(folder, f"{modality}_feat.npy"), x[:rows])
     return folder
 
 
