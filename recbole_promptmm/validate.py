@@ -35,6 +35,7 @@ import difflib
 import functools
 import glob
 import importlib.util
+import json
 import math
 import numbers
 import os
@@ -480,6 +481,14 @@ def validate_splits(config, valid_data) -> None:
     if valid_data is not None and len(valid_data._dataset) > 0:
         return
     raise ConfigError(f"no validation data: {_split_setting(config)}; the best epoch is chosen on validation")
+
+
+def data_key(config) -> str:
+    """The values :func:`prepare_data` depends on (RecBole's dataset and evaluation keys, the data path, the seed,
+    the model's input type and negative sampling, the feature files), as one string: equal keys, equal data."""
+    keys = {*config.parameters["Dataset"], *config.parameters["Evaluation"], "dataset", "data_path", "seed",
+            "MODEL_INPUT_TYPE", "train_neg_sample_args", "modality_features", "mmrec_inter_file"}
+    return json.dumps({k: config.final_config_dict.get(k) for k in keys}, sort_keys=True, default=str)
 
 
 def prepare_data(config) -> tuple[Any, tuple[Any, Any, Any]]:
