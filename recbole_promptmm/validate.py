@@ -26,7 +26,13 @@
 
 :func:`validate_against_data` runs once the dataset is loaded (still before anything is written): values that must
 fit the data, e.g. NCL's ``num_clusters`` (k-means needs at least that many users and items; RecBole's default
-1000 exceeds ml-100k's 943 users).
+1000 exceeds ml-100k's 943 users). :func:`validate_splits` refuses a split whose validation part is empty (RecBole
+would train without selecting anything), naming the ``eval_args`` split, the ``benchmark_filename`` or the MMRec
+file. :func:`prepare_data` reads and splits the data with both: ``run``, ``compare`` and ``tune`` (once, in the
+driver, before Ray starts) read their data through it.
+
+:func:`check_output_path` refuses, before anything is trained, an output path that cannot be written (a folder
+where a file is expected or the other way round, a file in its path, no permission).
 """
 
 from __future__ import annotations
