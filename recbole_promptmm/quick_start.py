@@ -15,7 +15,6 @@ from recbole.utils import init_seed
 
 from recbole_promptmm import distributed
 from recbole_promptmm.config import Config
-from recbole_promptmm.data import create_dataset, data_preparation
 from recbole_promptmm.files import write_json_atomic
 from recbole_promptmm.log import (FILE_ONLY, buffer_logs, discard_run_log, init_logger, remove_empty_dirs,
                                   replay_buffered_logs, unique_time)
@@ -24,7 +23,7 @@ from recbole_promptmm.registry import get_model, get_trainer
 from recbole_promptmm.summary import display_path, summary_lines
 from recbole_promptmm.trainer.resume import (ResumeError, RunInterrupted, config_differences, interrupted,
                                              read_resume_file)
-from recbole_promptmm.validate import ConfigError, validate_against_data, validate_config
+from recbole_promptmm.validate import ConfigError, check_output_path, prepare_data, validate_config
 
 TENSORBOARD_DIR = "log_tensorboard"  # RecBole's get_tensorboard: relative to the working directory
 
@@ -140,6 +139,8 @@ def run(
         raise ConfigError(f"invalid config: {err}") from err
     # Every check that can fail runs before the logger creates its file: bad input writes nothing.
     validate_config(config)
+    check_output_path(result_json, "--result_json")
+    check_output_path(config["checkpoint_dir"], "checkpoint_dir", folder=True)
     launch = distributed.launch_settings(config) if process is None else None
     if launch is not None:  # this process only starts the run's processes, and writes nothing
         inputs = {"model": model, "dataset": dataset, "config_file_list": config_file_list, "config_dict": config_dict,
@@ -148,9 +149,7 @@ def run(
         return distributed.spawn(_run_process, (inputs, launch), launch["nproc"])
     init_seed(config["seed"], config["reproducibility"])
     with buffer_logs(_log_level(config)):  # what data loading and the model log goes into the log file later
-        data = create_dataset(config)
-        validate_against_data(config, data)
-        train_data, valid_data, test_data = data_preparation(config, data)  # sets the derived batch sizes
+        data, (train_data, valid_data, test_data) = prepare_data(config)  # checked; sets the derived batch sizes
         if resumed is not None:  # compared with the batch sizes the data gives, as the interrupted run saved them
             saved_config = resumed["config"] if resumed["stage"] != "teacher" else None
             differences = [] if saved_config is None else config_differences(

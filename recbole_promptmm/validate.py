@@ -26,7 +26,13 @@
 
 :func:`validate_against_data` runs once the dataset is loaded (still before anything is written): values that must
 fit the data, e.g. NCL's ``num_clusters`` (k-means needs at least that many users and items; RecBole's default
-1000 exceeds ml-100k's 943 users).
+1000 exceeds ml-100k's 943 users). :func:`validate_splits` refuses a split whose validation part is empty (RecBole
+would train without selecting anything), naming the ``eval_args`` split, the ``benchmark_filename`` or the MMRec
+file. :func:`prepare_data` reads and splits the data with both: ``run``, ``compare`` and ``tune`` (once, in the
+driver, before Ray starts) read their data through it.
+
+:func:`check_output_path` refuses, before anything is trained, an output path that cannot be written (a folder
+where a file is expected or the other way round, a file in its path, no permission).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import difflib
 import functools
 import glob
 import importlib.util
+import json
 import math
 import numbers
 import os
@@ -48,6 +55,8 @@ from recbole.utils import argument_list
 
 from recbole_promptmm.config import DuplicateKeyLoader, load_yaml
 from recbole_promptmm.config_rules import TEACHER_PREFIX
+from recbole_promptmm.data import create_dataset, data_preparation
+from recbole_promptmm.data.mmrec import SPLIT_COLUMN, mmrec_inter_path
 from recbole_promptmm.errors import ConfigError
 from recbole_promptmm.model.promptmm import PromptMM
 from recbole_promptmm.paths import properties_dir
@@ -471,3 +480,90 @@ def validate_against_data(config, dataset) -> None:
             raise ConfigError(f"config key {key}={value} from {_source(config, key)}: {model} needs at most "
                               f"{limit(dataset)} ({what}; {config['dataset']} has {dataset.user_num - 1} users and "
                               f"{dataset.item_num - 1} items); pass e.g. --{key}={max(1, limit(dataset) // 10)}")
+
+
+# ---------------------------------------------------------------------------------------------- data and outputs
+def _split_setting(config) -> str:
+    """What made the validation split empty, named by the setting or the file that defines the split."""
+    mmrec = mmrec_inter_path(config)
+    if mmrec is not None:
+        return f"the MMRec file {mmrec} has no row with {SPLIT_COLUMN} 1 (the validation split)"
+    parts = config["benchmark_filename"]
+    if parts:
+        where = f"benchmark_filename={list(parts)!r} (from {_source(config, 'benchmark_filename')})"
+        if len(parts) < 3:
+            return f"{where} names no validation file (expected [train, valid, test] parts)"
+        valid_file = os.path.join(config["data_path"], f"{config['dataset']}.{parts[1]}.inter")
+        return f"{valid_file} ({where}) has no interaction left for validation"
+    split = (config["eval_args"] or {}).get("split") or {}
+    where = f"eval_args split {split} (from {_source(config, 'eval_args')})"
+    if "RS" in split:
+        ratios = list(split["RS"])
+        if len(ratios) < 3 or not float(ratios[1]) > 0:
+            return f"{where} holds out no validation ratio (the second of three; e.g. RS: [0.8, 0.1, 0.1])"
+        return f"{where} leaves no interaction for validation on this data; raise the second ratio"
+    if "LS" in split:
+        return f"{where} holds out no validation interaction (LS: valid_and_test does)"
+    return f"{where} leaves the validation split empty"
+
+
+def validate_splits(config, valid_data) -> None:
+    """Refuse a split whose validation part is empty: RecBole's trainer skips validation on an empty loader, so
+    nothing would be selected (no best epoch; the last epoch's weights tested). Names the setting or file."""
+    if valid_data is not None and len(valid_data._dataset) > 0:
+        return
+    raise ConfigError(f"no validation data: {_split_setting(config)}; the best epoch is chosen on validation")
+
+
+def data_key(config) -> str:
+    """The values :func:`prepare_data` depends on (RecBole's dataset and evaluation keys, the data path, the seed,
+    the model's input type and negative sampling, the feature files), as one string: equal keys, equal data."""
+    keys = {*config.parameters["Dataset"], *config.parameters["Evaluation"], "dataset", "data_path", "seed",
+            "MODEL_INPUT_TYPE", "train_neg_sample_args", "modality_features", "mmrec_inter_file"}
+    return json.dumps({k: config.final_config_dict.get(k) for k in keys}, sort_keys=True, default=str)
+
+
+def prepare_data(config) -> tuple[Any, tuple[Any, Any, Any]]:
+    """``(dataset, (train_data, valid_data, test_data))`` with every check on the data: the loader's own (files,
+    features), :func:`validate_against_data`, RecBole's ``data_preparation`` (it sets the derived batch sizes),
+    :func:`validate_splits`. Writes nothing unless the config asks RecBole to save datasets or dataloaders.
+    ``run``, ``compare`` and ``tune`` read their data through it, before anything is started or written."""
+    dataset = create_dataset(config)
+    validate_against_data(config, dataset)
+    loaders = data_preparation(config, dataset)
+    validate_splits(config, loaders[1])
+    return dataset, loaders
+
+
+def _output_problem(path: str, folder: bool) -> str | None:
+    """Why ``path`` cannot be written as a file (or, with ``folder``, used as a folder to write in), or None: a
+    folder where a file is expected (or a file where a folder is), an existing path without write permission, or a
+    nearest existing parent that is a file or cannot be written in."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if os.path.exists(path):
+        if os.path.isdir(path) != folder:
+            return f"is a {'file' if folder else 'folder'}; expected {'a folder' if folder else 'a file path'}"
+        if not os.access(path, os.W_OK | (os.X_OK if folder else 0)):
+            return "cannot be written (no permission)"
+        if folder:
+            return None
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"cannot be created: {parent} is a file"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be created: no permission to write in {parent}"
+    return None
+
+
+def check_output_path(path: str | os.PathLike | None, what: str, folder: bool = False) -> None:
+    """Raise a one-line :class:`ConfigError` naming ``what`` (``--result_json``, ``--out``, ...) when ``path`` cannot
+    be written (:func:`_output_problem`); None passes. Runs before training, so a bad path costs nothing."""
+    if path is None or path == "":
+        return
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"{what}={_describe(path)}: expected a path")
+    problem = _output_problem(path, folder)
+    if problem:
+        raise ConfigError(f"{what} {os.fspath(path)} {problem}")

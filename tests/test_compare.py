@@ -174,10 +174,10 @@ def test_report_only_runs_nothing_and_marks_missing_runs(first_copy):
 
 
 # ----------------------------------------------------------------------------------------------- planning
-def test_unknown_model_fails_its_runs_only():
-    _, specs, _, _, _ = plan("ml-100k", "BPR,NoSuchModel", [2020], overrides=FAST)
-    assert specs[0].error is None and specs[0].config_hash
-    assert "unknown model 'NoSuchModel'" in specs[1].error
+def test_unknown_model_is_refused_before_anything_runs():
+    """It used to fail its runs only, after Ray started (tests/test_refused_before_training.py: the console)."""
+    with pytest.raises(PlanError, match="--models: unknown model 'NoSuchModel'"):
+        plan("ml-100k", "BPR,NoSuchModel", [2020], overrides=FAST)
 
 
 def test_protocol_must_be_shared(tmp_path):

@@ -35,6 +35,7 @@ from recbole_promptmm.model.accounting import measure_cost
 from recbole_promptmm.quick_start import run
 from recbole_promptmm.registry import model_names
 from recbole_promptmm.trainer.resume import ResumeError
+from recbole_promptmm.validate import check_output_path
 
 RESULT_FILE, FAILURE_FILE, CONFIG_FILE, LOCK_FILE = "result.json", "failure.json", "config.json", ".compare.lock"
 
@@ -224,12 +225,15 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 def plan(options: CompareOptions) -> tuple[list[p.Entry], list[p.RunSpec], dict, list[str], list[str]]:
     """Entries, resolved run specs, protocol, config files and notes, without running anything."""
-    labels = split_list(options.models)
-    variants = p.parse_variants(options.ablations, options.variants, labels)
+    settings = p.load_settings(options.config_files)
+    labels, chosen = p.split_variant_labels(split_list(options.models), settings)  # PromptMM-no_kd: an ablation
+    variants = p.parse_variants(p.merge_ablations(options.ablations, chosen), options.variants,
+                                labels + [v.model for v in chosen])
     if not labels and not variants:
         raise p.PlanError("no models given: pass --models=Pop,BPR,LightGCN (and/or --ablations, --variants)")
-    settings = p.load_settings(options.config_files)
     entries = p.build_entries(labels, settings, variants)
+    for entry in entries:
+        p.check_model(entry.model, "--models" if entry.label == entry.model else f"{entry.label} (model {entry.model})")
     # models: sections that name no compared label or model, no known model and no model of their own: typos?
     names = {e.label for e in entries} | {e.model for e in entries} | set(model_names())
     notes = [f"warning: config section models: {name}: matches no model or label (typo?)"
@@ -256,6 +260,7 @@ def compare(dataset: str = "ml-100k", models: str | Sequence[str] = "", out: str
     say = lambda line: print(line, file=stream or sys.stderr, flush=True)  # noqa: E731
     if not options.out:
         raise p.PlanError("--out=DIR is required")
+    check_output_path(options.out, "--out", folder=True)
     options.check_ray_options()
     out_dir = os.path.abspath(options.out)
     entries, specs, protocol, files, notes = plan(options)
@@ -267,6 +272,9 @@ def compare(dataset: str = "ml-100k", models: str | Sequence[str] = "", out: str
     unknown = [r for r in [reference, *rerun] if r != "all" and r not in labels]
     if unknown:
         raise p.PlanError(f"--reference / --rerun name {', '.join(unknown)}, not compared here ({', '.join(labels)})")
+    if not options.report_only:  # the data of the runs to do, read once here: bad data refuses before Ray starts
+        p.check_data([s for s in specs if "all" in rerun or s.label in rerun
+                      or not _recorded(s, os.path.join(out_dir, s.relative_dir()), False)])
     for note in notes:
         say(note if note.startswith("warning:") else f"note: {note}")
     os.makedirs(out_dir, exist_ok=True)

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from recbole_promptmm.files import read_json, write_json_atomic
 from recbole_promptmm.paths import properties_dir
+from recbole_promptmm.validate import check_output_path
 
 OPTIONS_FILE = "sweep.json"
 SCHEDULERS = ("asha", "fifo")
@@ -88,8 +89,9 @@ class SweepOptions(RayOptions):
     evaluate_test: bool = option(True, "do not evaluate the best configuration on test", "--no_test")
 
     def check(self) -> None:
-        """Refuse impossible values, naming the option."""
+        """Refuse impossible values, naming the option; an ``out`` that cannot be a folder to write in."""
         self.check_ray_options()
+        check_output_path(self.out, "--out", folder=True)
         if self.num_samples < 1 or self.teacher_num_samples < 1:
             raise ValueError("--num_samples and --teacher_num_samples must be >= 1")
         if self.scheduler not in SCHEDULERS:

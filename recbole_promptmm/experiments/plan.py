@@ -14,11 +14,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from recbole.utils import init_seed
+
 from recbole_promptmm.config import Config, load_yaml, parse_cmd_args
 from recbole_promptmm.experiments.options import is_path_key, split_list
 from recbole_promptmm.fingerprint import VOLATILE_KEYS, config_hash
-from recbole_promptmm.registry import get_model, our_models
-from recbole_promptmm.validate import ConfigError, validate_config
+from recbole_promptmm.registry import get_model, model_names, our_models
+from recbole_promptmm.validate import ConfigError, data_key, prepare_data, validate_against_data, validate_config
 
 # Config keys that define the split, the evaluator and validation-based early stopping: equal in every run.
 PROTOCOL_KEYS: tuple[str, ...] = (
@@ -69,10 +71,15 @@ def named_variants(model: str) -> list[Variant]:
             for name, title, values in getattr(get_model(model), "variants", ())]
 
 
+def declaring_models() -> list[str]:
+    """Our models that declare named variants (the class attribute ``variants``: PromptMM)."""
+    return [name for name, cls in our_models().items() if getattr(cls, "variants", None)]
+
+
 def variant_model(models: Sequence[str] = ()) -> str:
     """The model that variants vary: the first of ``models`` that declares named variants, else the one known
     model that does."""
-    ours = [name for name, cls in our_models().items() if getattr(cls, "variants", None)]
+    ours = declaring_models()
     declaring = [m for m in models if m in ours] or ours
     if not declaring or (len(declaring) > 1 and not set(declaring) & set(models)):
         raise PlanError(f"variants need one model that declares named variants among --models; found {declaring}")
@@ -105,6 +112,45 @@ def parse_variants(ablations: str | Sequence[str] | None = None, variants: str |
             raise PlanError(f"variant {item!r}: expected NAME:key=value;... with a name of letters, digits, ._+-")
         chosen.append(Variant(model, name, f"{name}: {'; '.join(f'{k}={v}' for k, v in overrides.items())}", overrides))
     return chosen
+
+
+def declared_variants() -> dict[str, Variant]:
+    """Every named variant by its label (``PromptMM-no_kd``, as ``--list_ablations`` prints it)."""
+    return {v.label: v for model in declaring_models() for v in named_variants(model)}
+
+
+def split_variant_labels(labels: Sequence[str], settings: Settings) -> tuple[list[str], list[Variant]]:
+    """``--models`` as (labels, named variants): an entry that ``--list_ablations`` prints (``PromptMM-no_kd``:
+    PromptMM with its ablation ``no_kd``) is that variant, unless a ``models:`` section or a model has its name."""
+    declared, known = declared_variants(), set(model_names())
+    chosen = [declared[label] for label in labels if label in declared and label not in settings.sections
+              and label not in known]
+    return [label for label in labels if label not in {v.label for v in chosen}], chosen
+
+
+def merge_ablations(ablations: str | None, chosen: Sequence[Variant]) -> str | None:
+    """``--ablations`` with the names of the variants ``chosen`` through ``--models`` (once each; ``all`` has them)."""
+    names = split_list(ablations)
+    if "all" in names or not chosen:
+        return ablations
+    return ",".join(dict.fromkeys([*names, *(v.name for v in chosen)]))
+
+
+def check_model(name: str, where: str) -> None:
+    """Raise a :class:`PlanError` when ``name`` is no model (``where``: what gave it, e.g. ``--model``); a variant's
+    label (``PromptMM-no_kd``) is refused with its model and keys, a near one with the variant labels."""
+    declared = declared_variants()
+    if name in declared and name not in model_names():
+        v = declared[name]
+        keys = " ".join(f"--{k}={x}" for k, x in v.overrides.items())
+        raise PlanError(f"{where} {name} is a variant of compare (--list_ablations): {v.model} with its ablation "
+                        f"{v.name}; pass --model={v.model} {keys}")
+    try:
+        get_model(name)
+    except ValueError as err:
+        near = [label for label in declared if "-" in name and label.split("-", 1)[0] == name.split("-", 1)[0]]
+        hint = f"; the variant labels (--list_ablations) are {', '.join(near)}" if near else ""
+        raise PlanError(f"{where}: {err}{hint}") from None
 
 
 def describe_ablations(models: Sequence[str] = ()) -> str:
@@ -155,6 +201,7 @@ class RunSpec:
     teacher_from: str | None = None
     sources: dict[str, str] = field(default_factory=dict)
     refusal: str | None = None
+    checked: Any = field(default=None, repr=False, compare=False)  # the resolved Config (the driver's data check)
 
     @property
     def label(self) -> str:
@@ -287,7 +334,7 @@ def resolve(specs: Sequence[RunSpec]) -> None:
             # errors name where the comparison got a key (a compare config file and section, a variant) first
             config.key_source = lambda key, known=config.key_source, spec=spec: spec.sources.get(key) or known(key)
             validate_config(config)
-            spec.config = config.to_dict()
+            spec.checked, spec.config = config, config.to_dict()
             spec.config_hash, spec.error, spec.refusal = config_hash(spec.config), None, None
         except Exception as err:  # any other config error fails this run only
             spec.error = f"{type(err).__name__}: {err}".strip()
@@ -304,6 +351,32 @@ def refuse_bad_input(specs: Sequence[RunSpec]) -> None:
     if refusals:
         raise PlanError("; ".join(message if labels == every else f"{', '.join(labels)}: {message}"
                                   for message, labels in refusals.items()))
+
+
+def check_data(specs: Sequence[RunSpec]) -> None:
+    """Read and split the data of the resolved ``specs`` once per distinct data configuration (:func:`data_key`),
+    here in the driver, with ``run``'s data checks (:func:`~recbole_promptmm.validate.prepare_data`: bad files,
+    NaN features, an empty validation split, values that must fit the data): bad data refuses the comparison
+    (:func:`refuse_bad_input`) before Ray starts. Nothing is written and no data is kept."""
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in (s for s in specs if s.checked is not None and not s.error):
+        groups.setdefault(data_key(spec.checked), []).append(spec)
+    for group in groups.values():
+        config = group[0].checked
+        config["save_dataset"] = config["save_dataloaders"] = False  # a check writes nothing
+        try:
+            init_seed(config["seed"], config["reproducibility"])
+            dataset = prepare_data(config)[0]
+            for spec in group[1:]:
+                validate_against_data(spec.checked, dataset)  # another model's values (NCL's num_clusters, ...)
+        except (ValueError, FileNotFoundError, KeyError) as err:
+            message = " ".join(str(err.args[0] if isinstance(err, KeyError) and err.args else err).split())
+            for spec in group:
+                spec.refusal = spec.refusal or message
+        except Exception as err:  # not bad input: these runs fail (reported), the others run
+            for spec in group:
+                spec.error = f"{type(err).__name__}: {err}".strip()
+    refuse_bad_input(specs)
 
 
 def has_validation_split(config: Mapping[str, Any]) -> bool:

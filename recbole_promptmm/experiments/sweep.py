@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -31,15 +30,15 @@ from recbole.utils.logger import RemoveColorFilter
 from recbole_promptmm.checkpoint import load_checkpoint
 from recbole_promptmm.config import Config, load_yaml, parse_cmd_args, plain
 from recbole_promptmm.errors import ConfigError
-from recbole_promptmm.data import create_dataset, data_preparation
 from recbole_promptmm.experiments.cluster import error_line, ray_session
 from recbole_promptmm.experiments.options import OPTIONS_FILE, SweepOptions
+from recbole_promptmm.experiments.plan import check_model
 from recbole_promptmm.experiments.report import write_frame
 from recbole_promptmm.experiments.space import SearchSpace, check_search_space, load_search_space
 from recbole_promptmm.experiments.trial import BEST_FILE, TrialSetup, ray_trainable, read_state
 from recbole_promptmm.files import read_json, write_json_atomic, write_text_atomic
 from recbole_promptmm.registry import get_model, get_trainer
-from recbole_promptmm.validate import validate_config
+from recbole_promptmm.validate import data_key, prepare_data, validate_against_data, validate_config
 
 TRIALS_DIR, TEACHER_DIR, TEACHER_FILE = "trials", "teacher", "teacher.pth"
 EXIT_OK, EXIT_ALL_FAILED, EXIT_UNFINISHED = 0, 1, 3
@@ -156,18 +155,19 @@ class DataCache:
         self.descriptions: list[str] = []
 
     def get(self, config: Config) -> tuple:
-        """``(train_data, valid_data, test_data)`` for ``config``, read from disk at most once."""
-        keys = {*config.parameters["Dataset"], *config.parameters["Evaluation"], "dataset", "data_path", "seed",
-                "MODEL_INPUT_TYPE", "train_neg_sample_args", "modality_features"}
-        key = json.dumps({k: config.final_config_dict.get(k) for k in keys}, sort_keys=True, default=str)
+        """``(train_data, valid_data, test_data)`` for ``config``, read from disk at most once, with run's data checks
+        (:func:`~recbole_promptmm.validate.prepare_data`: files, features, an empty validation split, values that
+        must fit the data; a ``ConfigError`` or ``ValueError`` before Ray starts)."""
+        key = data_key(config)
         if key not in self._prepared:
             start = time.perf_counter()
             init_seed(config["seed"], config["reproducibility"])
             with _driver_side():
-                dataset = create_dataset(config)
-                self._prepared[key] = data_preparation(config, dataset)
+                dataset, self._prepared[key] = prepare_data(config)
             self.descriptions.append(str(dataset))
             say(f"data: {config['dataset']} read and split once in {time.perf_counter() - start:.1f} s")
+        else:
+            validate_against_data(config, self._prepared[key][0]._dataset)  # another stage's model
         return self._prepared[key]
 
 
@@ -377,6 +377,7 @@ def prepare_sweep(options: SweepOptions) -> tuple[Plan, Plan | None, dict, DataC
     ``out``: everything that can be wrong fails here (naming the file, the key and what was expected), before Ray
     starts. Returns the plan, the teacher stage's plan (or None), where the teacher stage fixes keys, the data."""
     options.check()
+    check_model(options.model, "--model")  # an ablation's label (PromptMM-no_kd) says which keys it sets
     cls, config = get_model(options.model), build_config(options, {})
     key = getattr(cls, "stage_output_key", None)  # a multi-stage model's shareable stage-1 output
     if not key and (options.teacher_checkpoint or options.teacher_search_space):
