@@ -6,7 +6,8 @@
     recbole-promptmm compare --dataset=ml-100k --models=BPR,LightGCN,PromptMM --out=DIR [...]
     recbole-promptmm tune --model=BPR --dataset=ml-100k --num_samples=4 [...]
     recbole-promptmm recommend --checkpoint=saved/X.pth --out=top20.csv [--users=1,2] [--k=20] [--include_seen]
-    recbole-promptmm export --checkpoint=saved/X-student.pth --out=artefact/ [--result_json=r.json]
+                               [--data_path=DIR]
+    recbole-promptmm export --checkpoint=saved/X-student.pth --out=artefact/ [--result_json=r.json] [--data_path=DIR]
     recbole-promptmm serve --artefact=artefact/ [--host=127.0.0.1] [--port=8000]
 
 ``run`` trains and evaluates one model (ours or any RecBole built-in); ``compare`` is
@@ -111,7 +112,10 @@ def _serving_parser(command: str, prog: str) -> argparse.ArgumentParser:
     if command in ("recommend", "export"):
         parser.add_argument("--checkpoint", required=True, help="a checkpoint (saved/*.pth; PromptMM's -student.pth)")
         parser.add_argument("--out", required=True,
-                            help="output file (.csv or .jsonl)" if command == "recommend" else "artefact folder")
+                            help="output file (.csv or .jsonl); an existing one must be an earlier list"
+                            if command == "recommend" else "artefact folder: new, empty or an earlier artefact")
+        parser.add_argument("--data_path", default=None, metavar="DIR",
+                            help="the folder holding the dataset's folder (default: where the run found it)")
     if command == "recommend":
         parser.add_argument("--users", default=None, help="user tokens, comma-separated (default: every user); "
                                                           "an unknown token stops the command before it writes")
@@ -135,10 +139,11 @@ def _serving_main(command: str, argv: Sequence[str], prog: str = PROG) -> int:
             from recbole_promptmm.serving import export, recommend  # torch, RecBole: serve runs without them
         if command == "recommend":
             users = None if args.users is None else [u.strip() for u in args.users.split(",") if u.strip()]
-            written = recommend.recommend(args.checkpoint, args.out, users, args.k, args.include_seen, args.format)
+            written = recommend.recommend(args.checkpoint, args.out, users, args.k, args.include_seen, args.format,
+                                          data_path=args.data_path)
             print(written.describe(args.out, args.k))
         elif command == "export":
-            meta = export.export(args.checkpoint, args.out, args.result_json)
+            meta = export.export(args.checkpoint, args.out, args.result_json, args.data_path)
             print(f"artefact of {meta['model']} on {meta['dataset']} written to {args.out}")
         else:
             serve(args.artefact, args.host, args.port)

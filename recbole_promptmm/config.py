@@ -112,6 +112,10 @@ class Config(RecBoleConfig):
         self.file_key_sources: dict[str, str] = {}  # key -> the config file that gave it (the last one)
         self._requested_model = model if isinstance(model, str) else getattr(model, "__name__", None)
         super().__init__(model, dataset, list(config_file_list or []), config_dict)
+        data_path = self.final_config_dict.get("data_path")
+        # The dataset folder as an absolute path: a checkpoint's config keeps it (not a config key, so no hash or
+        # result changes), and recommend/export find the data from any working folder (serving.export.dataset_config).
+        self.absolute_data_path = os.path.abspath(data_path) if isinstance(data_path, str) else None
 
     def _load_config_files(self, file_list):
         """The files' keys, later files winning. A compare config file's ``models:`` section

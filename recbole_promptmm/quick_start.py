@@ -15,7 +15,7 @@ from recbole.utils import init_seed
 
 from recbole_promptmm import distributed
 from recbole_promptmm.config import Config
-from recbole_promptmm.files import write_json_atomic
+from recbole_promptmm.files import check_output_file, check_writable, json_has_keys, write_json_atomic
 from recbole_promptmm.log import (FILE_ONLY, buffer_logs, discard_run_log, init_logger, remove_empty_dirs,
                                   replay_buffered_logs, unique_time)
 from recbole_promptmm.model.accounting import used_parameters
@@ -23,9 +23,10 @@ from recbole_promptmm.registry import get_model, get_trainer
 from recbole_promptmm.summary import display_path, summary_lines
 from recbole_promptmm.trainer.resume import (ResumeError, RunInterrupted, config_differences, interrupted,
                                              read_resume_file)
-from recbole_promptmm.validate import ConfigError, check_output_path, prepare_data, validate_config
+from recbole_promptmm.validate import ConfigError, prepare_data, validate_config
 
 TENSORBOARD_DIR = "log_tensorboard"  # RecBole's get_tensorboard: relative to the working directory
+RESULT_KEYS = ("model", "dataset", "checkpoint")  # what marks a result file (export's --result_json reads them)
 
 
 def _floats(result: Any) -> Any:
@@ -55,6 +56,12 @@ def show_progress(config) -> bool:
     if config.key_source("show_progress") != "defaults":
         return bool(config["show_progress"])
     return sys.stderr.isatty()
+
+
+def is_result_file(path: str) -> bool:
+    """Whether ``path`` holds a run's result (what ``result_json`` is written with: a JSON object naming the model,
+    dataset and checkpoint); a later run may replace it."""
+    return json_has_keys(path, RESULT_KEYS)
 
 
 def run_stamp(resumed: dict | None, model: str) -> str:
@@ -139,8 +146,9 @@ def run(
         raise ConfigError(f"invalid config: {err}") from err
     # Every check that can fail runs before the logger creates its file: bad input writes nothing.
     validate_config(config)
-    check_output_path(result_json, "--result_json")
-    check_output_path(config["checkpoint_dir"], "checkpoint_dir", folder=True)
+    if result_json:
+        check_output_file(result_json, "--result_json", "run", "a result file", is_result_file)
+    check_writable(config["checkpoint_dir"], "checkpoint_dir", folder=True)
     launch = distributed.launch_settings(config) if process is None else None
     if launch is not None:  # this process only starts the run's processes, and writes nothing
         inputs = {"model": model, "dataset": dataset, "config_file_list": config_file_list, "config_dict": config_dict,

@@ -31,8 +31,7 @@ would train without selecting anything), naming the ``eval_args`` split, the ``b
 file. :func:`prepare_data` reads and splits the data with both: ``run``, ``compare`` and ``tune`` (once, in the
 driver, before Ray starts) read their data through it.
 
-:func:`check_output_path` refuses, before anything is trained, an output path that cannot be written (a folder
-where a file is expected or the other way round, a file in its path, no permission).
+Output paths are checked in :mod:`recbole_promptmm.files` (one rule for every writer).
 """
 
 from __future__ import annotations
@@ -535,35 +534,3 @@ def prepare_data(config) -> tuple[Any, tuple[Any, Any, Any]]:
     return dataset, loaders
 
 
-def _output_problem(path: str, folder: bool) -> str | None:
-    """Why ``path`` cannot be written as a file (or, with ``folder``, used as a folder to write in), or None: a
-    folder where a file is expected (or a file where a folder is), an existing path without write permission, or a
-    nearest existing parent that is a file or cannot be written in."""
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    if os.path.exists(path):
-        if os.path.isdir(path) != folder:
-            return f"is a {'file' if folder else 'folder'}; expected {'a folder' if folder else 'a file path'}"
-        if not os.access(path, os.W_OK | (os.X_OK if folder else 0)):
-            return "cannot be written (no permission)"
-        if folder:
-            return None
-    parent = os.path.dirname(path)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        return f"cannot be created: {parent} is a file"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot be created: no permission to write in {parent}"
-    return None
-
-
-def check_output_path(path: str | os.PathLike | None, what: str, folder: bool = False) -> None:
-    """Raise a one-line :class:`ConfigError` naming ``what`` (``--result_json``, ``--out``, ...) when ``path`` cannot
-    be written (:func:`_output_problem`); None passes. Runs before training, so a bad path costs nothing."""
-    if path is None or path == "":
-        return
-    if not isinstance(path, (str, os.PathLike)):
-        raise ConfigError(f"{what}={_describe(path)}: expected a path")
-    problem = _output_problem(path, folder)
-    if problem:
-        raise ConfigError(f"{what} {os.fspath(path)} {problem}")

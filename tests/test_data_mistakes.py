@@ -4,7 +4,6 @@ column or key), what was found and what was expected, and nothing written; and t
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np

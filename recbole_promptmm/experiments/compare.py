@@ -30,14 +30,15 @@ from recbole_promptmm.experiments import plan as p
 from recbole_promptmm.experiments.cluster import error_line, ray_session
 from recbole_promptmm.experiments.options import CompareOptions, split_list
 from recbole_promptmm.experiments.report import run_row, summaries, summary_table, write_comparison
-from recbole_promptmm.files import read_json, write_json_atomic
+from recbole_promptmm.files import check_output_folder, marked_by, read_json, write_json_atomic
 from recbole_promptmm.model.accounting import measure_cost
 from recbole_promptmm.quick_start import run
 from recbole_promptmm.registry import model_names
 from recbole_promptmm.trainer.resume import ResumeError
-from recbole_promptmm.validate import check_output_path
 
 RESULT_FILE, FAILURE_FILE, CONFIG_FILE, LOCK_FILE = "result.json", "failure.json", "config.json", ".compare.lock"
+# What marks an --out folder as an earlier comparison (README.md, "What each command writes")
+COMPARISON_MARKERS = {LOCK_FILE: (), "results.json": ("protocol", "significance", "summary")}
 
 
 @dataclass
@@ -260,9 +261,9 @@ def compare(dataset: str = "ml-100k", models: str | Sequence[str] = "", out: str
     say = lambda line: print(line, file=stream or sys.stderr, flush=True)  # noqa: E731
     if not options.out:
         raise p.PlanError("--out=DIR is required")
-    check_output_path(options.out, "--out", folder=True)
     options.check_ray_options()
     out_dir = os.path.abspath(options.out)
+    check_output_folder(out_dir, "--out", "compare", "a comparison", marked_by(COMPARISON_MARKERS))
     entries, specs, protocol, files, notes = plan(options)
     labels = [e.label for e in entries]
     # default: the model under study (one that declares named variants) when compared, else the first label

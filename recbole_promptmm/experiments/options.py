@@ -12,7 +12,7 @@ from typing import Sequence
 
 from recbole_promptmm.files import read_json, write_json_atomic
 from recbole_promptmm.paths import properties_dir
-from recbole_promptmm.validate import check_output_path
+from recbole_promptmm.files import check_writable
 
 OPTIONS_FILE = "sweep.json"
 SCHEDULERS = ("asha", "fifo")
@@ -91,7 +91,7 @@ class SweepOptions(RayOptions):
     def check(self) -> None:
         """Refuse impossible values, naming the option; an ``out`` that cannot be a folder to write in."""
         self.check_ray_options()
-        check_output_path(self.out, "--out", folder=True)
+        check_writable(self.out, "--out", folder=True)
         if self.num_samples < 1 or self.teacher_num_samples < 1:
             raise ValueError("--num_samples and --teacher_num_samples must be >= 1")
         if self.scheduler not in SCHEDULERS:

@@ -36,7 +36,7 @@ from recbole_promptmm.experiments.plan import check_model
 from recbole_promptmm.experiments.report import write_frame
 from recbole_promptmm.experiments.space import SearchSpace, check_search_space, load_search_space
 from recbole_promptmm.experiments.trial import BEST_FILE, TrialSetup, ray_trainable, read_state
-from recbole_promptmm.files import read_json, write_json_atomic, write_text_atomic
+from recbole_promptmm.files import check_output_folder, marked_by, read_json, write_json_atomic, write_text_atomic
 from recbole_promptmm.registry import get_model, get_trainer
 from recbole_promptmm.validate import data_key, prepare_data, validate_against_data, validate_config
 
@@ -332,7 +332,10 @@ def run_plan(plan: Plan, data: DataCache) -> SweepResult:
 
 
 def prepare_out(options: SweepOptions) -> None:
-    """Create ``out`` and save the options there; refuse a folder that holds another sweep unless resuming."""
+    """Create ``out`` and save the options there; refuse a folder that holds another sweep unless resuming, and one
+    that holds no sweep but something else."""
+    check_output_folder(options.out, "--out", "tune", "a sweep",
+                        marked_by({OPTIONS_FILE: ("model", "dataset", "out")}))
     if not options.resume and os.path.exists(os.path.join(options.out, OPTIONS_FILE)):
         raise FileExistsError(f"{options.out} already holds a sweep ({OPTIONS_FILE}); continue it with --resume "
                               "or choose another --out")

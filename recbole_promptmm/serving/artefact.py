@@ -30,6 +30,8 @@ from typing import Sequence
 
 import numpy as np
 
+from recbole_promptmm.files import check_output_folder, read_json, replace_folder
+
 FORMAT = "recbole_promptmm-artefact/1"
 META_FILE, ARRAYS_FILE = "meta.json", "arrays.npz"
 ARRAY_NAMES = ("user", "item", "user_tokens", "item_tokens", "seen_indptr", "seen_indices", "popularity")
@@ -66,37 +68,56 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def write_artefact(folder: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Write an artefact folder; a failure leaves no half-written folder behind (built next to it, then renamed).
-    An existing artefact at ``folder`` is replaced."""
+def artefact_foreign(folder: str, entries: list[str]) -> list[str]:
+    """The entries of ``folder`` that are not an artefact's: none when it holds nothing but ``meta.json`` (of
+    :data:`FORMAT`'s family, with its checksum) and ``arrays.npz`` (a ``foreign`` test for
+    :func:`~recbole_promptmm.files.check_output_folder`)."""
+    extra = [e for e in entries if e not in (META_FILE, ARRAYS_FILE)]
+    if extra:
+        return extra
+    meta = read_json(os.path.join(folder, META_FILE))
+    ours = isinstance(meta, dict) and str(meta.get("format", "")).startswith(FORMAT.split("/")[0] + "/") \
+        and "arrays_sha256" in meta
+    return [] if ours else entries
+
+
+def check_artefact_folder(folder: str, option: str = "--out") -> bool:
+    """Whether ``folder`` holds an earlier artefact (True: export replaces it) or is absent or empty (False);
+    any other folder is refused with one :class:`~recbole_promptmm.files.OutputExistsError` and left untouched."""
+    return check_output_folder(folder, option, "export", "an artefact", artefact_foreign, replaced=True)
+
+
+def write_artefact(folder: str, arrays: dict[str, np.ndarray], meta: dict, option: str = "--out") -> None:
+    """Write an artefact folder through a temporary sibling and a rename: a failure leaves nothing half-written.
+    An earlier artefact at ``folder`` is replaced atomically (:func:`replace_folder`); any other existing folder is
+    refused (:func:`check_artefact_folder`) and left as it was."""
     missing = [n for n in ARRAY_NAMES if n not in arrays]
     if missing:
         raise ValueError(f"artefact arrays missing: {', '.join(missing)}")
-    folder = os.path.abspath(folder)
-    parent = os.path.dirname(folder)
+    check_artefact_folder(folder, option)
+    target = os.path.abspath(folder)
+    parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-artefact-", dir=parent)
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's folder is private (0700); an artefact is a plain folder
         np.savez(os.path.join(tmp, ARRAYS_FILE), **{n: arrays[n] for n in ARRAY_NAMES})
         meta = {**meta, "format": FORMAT, "arrays_sha256": _sha256(os.path.join(tmp, ARRAYS_FILE)),
                 "shapes": {n: list(arrays[n].shape) for n in ARRAY_NAMES}}
         with open(os.path.join(tmp, META_FILE), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2, sort_keys=True, allow_nan=False)
             f.write("\n")
-        if os.path.isdir(folder):
-            old = tempfile.mkdtemp(prefix=".old-artefact-", dir=parent)
-            os.replace(folder, os.path.join(old, "a"))
-            os.replace(tmp, folder)
-            _remove_tree(old)
-        else:
-            os.replace(tmp, folder)
+        check_artefact_folder(folder, option)  # again: the folder may have changed while the model loaded
+        replace_folder(tmp, target, (META_FILE, ARRAYS_FILE))
     except BaseException:
-        _remove_tree(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder
         raise
 
 
-def _remove_tree(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @dataclass

@@ -26,7 +26,7 @@ from recbole_promptmm.files import finite_or_none
 from recbole_promptmm.model.scoring import CachedDotProductScorer
 from recbole_promptmm.model.student import PromptMMStudent
 from recbole_promptmm.registry import get_model
-from recbole_promptmm.serving.artefact import write_artefact
+from recbole_promptmm.serving.artefact import check_artefact_folder, write_artefact
 from recbole_promptmm.fingerprint import config_hash  # one fingerprint, the comparison's too
 
 
@@ -51,18 +51,33 @@ def read_checkpoint(checkpoint_file: str) -> dict:
     return load_checkpoint(checkpoint_file, "cpu", what="--checkpoint")
 
 
-def load_run(checkpoint_file: str, checkpoint: dict | None = None) -> LoadedRun:
+def dataset_config(config, data_path: str | None = None):
+    """``config`` (a checkpoint's) pointing at its dataset from any working folder: ``data_path`` (as ``run``'s
+    ``--data_path``: the folder holding ``<dataset>/``) when given, else the absolute dataset folder stored at
+    training (``Config.absolute_data_path``), else the saved ``data_path`` as it is (a checkpoint written before
+    the folder was stored: relative to the working folder)."""
+    if data_path is not None:
+        config["data_path"] = os.path.join(os.path.abspath(data_path), config["dataset"])
+    elif config.__dict__.get("absolute_data_path"):
+        config["data_path"] = config.__dict__["absolute_data_path"]
+    return config
+
+
+def load_run(checkpoint_file: str, checkpoint: dict | None = None, data_path: str | None = None) -> LoadedRun:
     """Rebuild the model of a checkpoint (ours or a RecBole built-in; PromptMM's ``-student.pth`` too) with its
-    dataset, as RecBole's ``load_data_and_model`` does, but without creating a log file. The file is read (and
-    refused when it is no checkpoint) before the dataset loads; ``checkpoint``: already read by
-    :func:`read_checkpoint`."""
+    dataset (found by :func:`dataset_config`; ``data_path`` overrides it), as RecBole's ``load_data_and_model``
+    does, but without creating a log file. The file is read (and refused when it is no checkpoint) before the
+    dataset loads; ``checkpoint``: already read by :func:`read_checkpoint`."""
     checkpoint = read_checkpoint(checkpoint_file) if checkpoint is None else checkpoint
     config = checkpoint["config"]
+    trained_data_path = config["data_path"]
+    config = dataset_config(config, data_path)
     config["device"] = torch.device("cpu") if not torch.cuda.is_available() else config["device"]
     init_seed(config["seed"], config["reproducibility"])
     train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    config["data_path"] = trained_data_path  # the config as trained: its hash is the run's (config_hash)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     model.eval()
@@ -243,14 +258,17 @@ def _metrics(checkpoint: dict, checkpoint_file: str, result_json: str | None) ->
     return {"best_valid_score": None if score is None else float(score), "from": checkpoint_file}
 
 
-def export(checkpoint_file: str, out: str, result_json: str | None = None) -> dict:
+def export(checkpoint_file: str, out: str, result_json: str | None = None, data_path: str | None = None) -> dict:
     """Write the artefact of a checkpoint's dot-product model to the folder ``out``; returns its metadata.
 
-    ``result_json``: the run's result file, whose validation and test metrics go into the metadata.
+    ``result_json``: the run's result file, whose validation and test metrics go into the metadata. ``data_path``:
+    the folder holding the dataset's folder (default: where the checkpoint's run found it). ``out`` must be new,
+    empty or an earlier artefact (replaced atomically); any other folder is refused before anything loads.
     """
+    check_artefact_folder(out)
     checkpoint = read_checkpoint(checkpoint_file)  # both files are checked before the dataset loads
     metrics = _metrics(checkpoint, checkpoint_file, result_json)
-    loaded = load_run(checkpoint_file, checkpoint)
+    loaded = load_run(checkpoint_file, checkpoint, data_path)
     arrays = serving_arrays(loaded)
     config = loaded.config
     meta = {

@@ -13,12 +13,13 @@ import torch
 from recbole.data.interaction import Interaction
 from tqdm import tqdm
 
-from recbole_promptmm.files import atomic_path
+from recbole_promptmm.files import atomic_path, check_output_file, first_line
 from recbole_promptmm.serving.artefact import Catalogue, Recommendation, shorten
 from recbole_promptmm.serving.export import LoadedRun, load_run, serving_arrays
 
 EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}  # --out's extension -> format
 FORMATS = ("csv", "jsonl")
+CSV_HEADER = ("user", "rank", "item", "score", "fallback")
 
 
 @dataclass
@@ -80,7 +81,7 @@ def write_recommendations(batches: Iterable[list[Recommendation]], path: str, fm
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f) if fmt == "csv" else None
         if writer:
-            writer.writerow(["user", "rank", "item", "score", "fallback"])
+            writer.writerow(CSV_HEADER)
         for batch in batches:
             for rec in batch:
                 if writer:
@@ -93,17 +94,31 @@ def write_recommendations(batches: Iterable[list[Recommendation]], path: str, fm
     return count, shortest or 0
 
 
+def is_recommendations(path: str) -> bool:
+    """Whether ``path`` starts as :func:`write_recommendations` writes: the CSV header, or a JSON line with
+    ``user``, ``items``, ``scores`` and ``fallback``."""
+    line = first_line(path)
+    if line == ",".join(CSV_HEADER):
+        return True
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and {"user", "items", "scores", "fallback"} <= set(value)
+
+
 def recommend(checkpoint: str, out: str, users: Sequence[str] | None = None, k: int = 20,
               include_seen: bool = False, fmt: str | None = None, batch: int = 2048,
-              progress: bool = True) -> Written:
+              progress: bool = True, data_path: str | None = None) -> Written:
     """Write the top-``k`` items (external tokens, with scores) of ``users`` (default: every user) from a
     checkpoint to ``out`` (CSV or JSON lines, by ``fmt`` or the file's extension); returns what was written.
 
     Training items are excluded unless ``include_seen``; a user without training interactions gets the
     popularity list, marked ``popularity``. ``k`` is capped at the number of items. Needs the checkpoint's dataset
     files (the model is rebuilt from them); an exported artefact (:func:`~recbole_promptmm.serving.export.export`)
-    does not. The arguments are checked before the dataset loads; an unknown user token (every one is named, up
-    to three) fails before anything is written.
+    does not; ``data_path`` (the folder holding ``<dataset>/``) overrides where the run found them. The arguments
+    are checked before the dataset loads; an existing ``out`` that is not an earlier list is refused; an unknown
+    user token (every one is named, up to three) fails before anything is written.
     """
     fmt = format_of(out, fmt)
     if k < 1:
@@ -112,7 +127,8 @@ def recommend(checkpoint: str, out: str, users: Sequence[str] | None = None, k: 
         raise ValueError("--users names no user: give tokens separated by commas, or leave it out for every user")
     if os.path.isdir(out):
         raise ValueError(f"--out={shorten(out)} is a folder; give a file name ending in {', '.join(EXTENSIONS)}")
-    loaded = load_run(checkpoint)
+    check_output_file(out, "--out", "recommend", "a list", is_recommendations)
+    loaded = load_run(checkpoint, data_path=data_path)
     catalogue = catalogue_of(loaded)
     tokens = list(catalogue.user_tokens[1:]) if users is None else [str(u) for u in users]
     catalogue.user_ids(tokens)  # unknown tokens fail before anything is written
