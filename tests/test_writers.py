@@ -238,5 +238,5 @@ def test_folder_rule_recognises_earlier_outputs(tmp_path):
     assert not check_output_folder(str(tmp_path / "empty"), "--out", "compare", "a comparison", marked_by({}))
     assert not check_output_folder(str(tmp_path / "new"), "--out", "compare", "a comparison", marked_by({}))
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputExistsError, match="exists and is not a folder"):
+    with pytest.raises(OutputExistsError, match="is a file; expected a folder"):
         check_output_folder(str(tmp_path / "file"), "--out", "compare", "a comparison", marked_by({}))
