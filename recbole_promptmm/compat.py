@@ -53,10 +53,22 @@ smallest one that works; see ``../shared/design/RECBOLE.md`` for the breakages t
   batches (label 0) as well: its scores depended on ``train_batch_size`` (ml-100k test Recall@20 0.0542 at batch
   4096, 0.1824 at 128). :func:`_pop_calculate_loss` counts each positive row once (``index_add_``): an item's count
   is its number of training interactions, whatever the batch size.
+* RecBole's own entry points, ``recbole.quick_start``'s ``run_recbole``, ``run_recboles`` (one process of its
+  multi-process ``run``) and ``objective_function`` (its hyperopt objective), run our models as ``run`` does
+  (:func:`_fix_quick_start`): their ``Config`` is our :class:`~recbole_promptmm.config.Config` (our model and
+  dataset yaml, e.g. ml-100k's embedded modalities; the command line read as RecBole reads it), and ``create_dataset``, ``data_preparation``,
+  ``get_model`` and ``get_trainer`` are ours, for our models only: RecBole's built-ins get RecBole's own, unchanged.
+  RecBole's ``get_flops`` (there and in ``recbole.utils``) starts with ``copy.deepcopy(model)``, which torch refuses
+  for a sparse CSR tensor (our graphs): the copy now shares such tensors with the model (:func:`_get_flops`; the
+  count only reads them).
+  ``run_recboles`` is wrapped by a function of this module, so that the processes RecBole spawns import this
+  package (and know our models) before they run.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import sys
 import warnings
@@ -67,19 +79,27 @@ import recbole.quick_start
 import recbole.quick_start.quick_start as recbole_quick_start
 import recbole.trainer  # noqa: F401
 import recbole.trainer.trainer as recbole_trainer
+import recbole.utils
 import recbole.utils.logger  # noqa: F401
 import recbole.utils.utils as recbole_utils
 import scipy.sparse as sp
 import torch
 from recbole.config import Config as RecBoleConfig
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.data import data_preparation as recbole_data_preparation
 from recbole.data.dataloader import TrainDataLoader
 from recbole.model.general_recommender.pop import Pop
 from recbole.trainer import Trainer
+from recbole.utils import get_flops as recbole_get_flops
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import set_color
 
 from recbole_promptmm import distributed
 from recbole_promptmm.checkpoint import CHECKPOINT_PROTOCOL, checkpoint_safe_globals, load_checkpoint
-from recbole_promptmm.registry import get_model
+from recbole_promptmm.config import Config, requested_model
+from recbole_promptmm.data import create_dataset, data_preparation
+from recbole_promptmm.registry import get_model, get_trainer, our_models, resolve_model_name
 
 _NUMPY_ALIASES = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_}
 # What RecBole 1.2.1's Config.compatibility_settings sets (only the names numpy does not define any more).
@@ -115,6 +135,7 @@ def apply() -> None:
     _fix_ensure_dir()
     _fix_distributed()
     _fix_pop()
+    _fix_quick_start()
     _filter_known_warnings()
 
 
@@ -312,3 +333,105 @@ def _fix_pop() -> None:
         _recbole_pop_init = Pop.__init__
     Pop.__init__ = _pop_init
     Pop.calculate_loss = _pop_calculate_loss
+
+
+# --------------------------------------------------------------------------------------------- RecBole's quick start
+def is_our_model(name) -> bool:
+    """Whether ``name`` (a model name, any case, or None) is one of our models."""
+    return name is not None and resolve_model_name(str(name)) in our_models()
+
+
+def _entry_config(model=None, dataset=None, config_file_list=None, config_dict=None):
+    """The ``Config`` of RecBole's quick start: our :class:`~recbole_promptmm.config.Config` (``recbole_cmd_line``)
+    for one of our models, RecBole's own ``Config`` for any other."""
+    if is_our_model(requested_model(model, config_file_list, config_dict)):
+        return Config(model, dataset, config_file_list, config_dict, recbole_cmd_line=True)
+    return RecBoleConfig(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+
+
+def _entry_create_dataset(config):
+    return (create_dataset if is_our_model(config["model"]) else recbole_create_dataset)(config)
+
+
+def _entry_data_preparation(config, dataset):
+    return (data_preparation if is_our_model(config["model"]) else recbole_data_preparation)(config, dataset)
+
+
+def _entry_get_model(name):
+    return (get_model if is_our_model(name) else recbole_get_model)(name)
+
+
+def _entry_get_trainer(model_type, model_name):
+    """RecBole's trainer for its models; for ours, what builds our trainer without a resume file (``run`` removes its
+    own when the run ends; RecBole's entry points, which cannot resume, would leave it behind)."""
+    if not is_our_model(model_name):
+        return recbole_get_trainer(model_type, model_name)
+    trainer_class = get_trainer(model_type, model_name)
+
+    def build(config, model):
+        trainer = trainer_class(config, model)
+        trainer.resume_file = None
+        return trainer
+    return build
+
+
+_COMPRESSED_LAYOUTS = (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)
+
+
+def uncopyable_tensors(model: torch.nn.Module) -> list:
+    """The sparse compressed tensors (CSR, CSC, BSR, BSC) that ``model`` or a submodule holds as a buffer or an
+    attribute (also inside a list, tuple or dict attribute): ``copy.deepcopy`` cannot copy them."""
+    found = []
+    for module in model.modules():
+        for value in vars(module).values():
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+            found += [t for t in items if isinstance(t, torch.Tensor) and t.layout in _COMPRESSED_LAYOUTS]
+    return found
+
+
+def _copy_sharing(module: torch.nn.Module, shared: list, memo: dict) -> torch.nn.Module:
+    """``copy.deepcopy(module)`` in which the tensors ``shared`` are the model's own, not copies."""
+    memo.update({id(t): t for t in shared})
+    state = {k: v for k, v in vars(module).items() if k != "__deepcopy__"}
+    copied = module.__class__.__new__(module.__class__)
+    memo[id(module)] = copied
+    copied.__setstate__(copy.deepcopy(state, memo))
+    return copied
+
+
+def _get_flops(model, dataset, device, logger, transform, verbose=False):
+    """RecBole's ``get_flops``; it starts with ``copy.deepcopy(model)``, for which the sparse compressed tensors of
+    :func:`uncopyable_tensors` are shared with ``model`` (the count runs one ``predict`` under ``no_grad``: it only
+    reads them)."""
+    shared = uncopyable_tensors(model)
+    if not shared:
+        return _recbole_get_flops(model, dataset, device, logger, transform, verbose)
+    model.__deepcopy__ = functools.partial(_copy_sharing, model, shared)
+    try:
+        return _recbole_get_flops(model, dataset, device, logger, transform, verbose)
+    finally:
+        del model.__deepcopy__
+
+
+_recbole_get_flops = recbole_get_flops
+_recbole_run_recboles = None
+
+
+def run_recboles(rank, *args):
+    """RecBole's ``run_recboles`` (one process of ``recbole.quick_start.run`` with ``nproc`` > 1): RecBole's spawn
+    pickles this function by name, so the new process imports :mod:`recbole_promptmm` (these fixes, our models)
+    before it runs RecBole's."""
+    return _recbole_run_recboles(rank, *args)
+
+
+def _fix_quick_start() -> None:
+    global _recbole_run_recboles
+    if _recbole_run_recboles is None:
+        _recbole_run_recboles = recbole_quick_start.run_recboles
+    names = {"Config": _entry_config, "create_dataset": _entry_create_dataset,
+             "data_preparation": _entry_data_preparation, "get_model": _entry_get_model,
+             "get_trainer": _entry_get_trainer, "get_flops": _get_flops, "run_recboles": run_recboles}
+    for name, value in names.items():
+        setattr(recbole_quick_start, name, value)
+    recbole.quick_start.run_recboles = run_recboles
+    recbole.utils.get_flops = recbole_utils.get_flops = _get_flops
