@@ -32,6 +32,8 @@ smallest one that works; see ``../shared/design/RECBOLE.md`` for the breakages t
 * RecBole's ``ensure_dir`` checks for a folder and then creates it, so two runs started together in one folder
   could both find ``./log`` missing and the second crash with ``FileExistsError``. Every RecBole module that
   imported it now holds :func:`_ensure_dir` (``os.makedirs(..., exist_ok=True)``).
+* RecBole's ``Config`` reads neither ``use_gpu`` nor a given ``device``: it runs on CUDA wherever torch finds it.
+  ``use_gpu: False`` or ``device: cpu`` now keep the run on the CPU (:func:`_init_device`).
 * RecBole's multi-process run (``nproc`` > 1, :mod:`recbole_promptmm.distributed`) could not run on CPU:
   ``Config._init_device`` joins the process group with the NCCL backend and a CUDA device whatever the machine has,
   and ``AbstractTrainer`` gives ``DistributedDataParallel`` ``device_ids``, which a CPU module refuses. A process
@@ -231,13 +233,27 @@ def load_data_and_model(model_file):
 _recbole_init_device = None
 
 
+def _gpu_refused(config) -> bool:
+    """The user's ``use_gpu: False``, or a ``device`` naming the CPU: RecBole 1.2.1 reads neither (it takes CUDA
+    wherever torch finds it and ``gpu_id`` is not empty)."""
+    given = config.external_config_dict
+    return given.get("use_gpu") is False or str(given.get("device", "")).startswith("cpu")
+
+
 def _init_device(self) -> None:
-    """RecBole 1.2.1's ``Config._init_device``; a process of a multi-process run (``local_rank`` given) whose device
-    is the CPU joins its process group with gloo instead of NCCL (RecBole's code otherwise: CUDA keeps NCCL)."""
+    """RecBole 1.2.1's ``Config._init_device``, on the CPU where the user refuses the GPU (:func:`_gpu_refused`); a
+    process of a multi-process run (``local_rank`` given) whose device is the CPU joins its process group with gloo
+    instead of NCCL (RecBole's code otherwise: CUDA keeps NCCL)."""
     final = self.final_config_dict
     gpu_id = final["gpu_id"]
     gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id)
-    if "local_rank" not in final or (len(gpu_id) > 0 and torch.cuda.is_available()):
+    on_gpu = len(gpu_id) > 0 and torch.cuda.is_available() and not _gpu_refused(self)
+    if "local_rank" not in final:
+        _recbole_init_device(self)
+        if not on_gpu:
+            final["device"] = torch.device("cpu")
+        return
+    if on_gpu:
         _recbole_init_device(self)
         return
     final["gpu_id"] = gpu_id

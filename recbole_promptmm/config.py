@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
 
@@ -187,6 +188,29 @@ class Config(RecBoleConfig):
     def to_dict(self) -> dict:
         """The resolved configuration as plain JSON-able values."""
         return {k: plain(v) for k, v in sorted(self.final_config_dict.items())}
+
+
+def device_name(device) -> str:
+    """``cpu``, or ``cuda:<index>`` (RecBole's single-process device is ``cuda`` without one: the current device's)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
+
+
+def gpu_request(config: RecBoleConfig) -> str | None:
+    """Where the user asked for a GPU, e.g. ``--use_gpu=True`` or ``device: cuda in config file a.yaml``: ``use_gpu``
+    True or a ``device`` naming cuda, given in a config file, ``config_dict`` or on the command line (RecBole's default
+    ``use_gpu: True`` asks nothing); None where nobody did."""
+    given = getattr(config, "external_config_dict", {})
+    if given.get("use_gpu") is True:
+        key = "use_gpu"
+    elif str(given.get("device", "")).startswith("cuda"):
+        key = "device"
+    else:
+        return None
+    source = config.key_source(key) if hasattr(config, "key_source") else "the config"
+    return f"--{key}={given[key]}" if source.startswith("the command line") else f"{key}: {given[key]} in {source}"
 
 
 def requested_model(model=None, config_file_list: Sequence[str] | None = None, config_dict: dict | None = None,
