@@ -32,6 +32,8 @@ smallest one that works; see ``../shared/design/RECBOLE.md`` for the breakages t
 * RecBole's ``ensure_dir`` checks for a folder and then creates it, so two runs started together in one folder
   could both find ``./log`` missing and the second crash with ``FileExistsError``. Every RecBole module that
   imported it now holds :func:`_ensure_dir` (``os.makedirs(..., exist_ok=True)``).
+* RecBole's ``Config`` reads neither ``use_gpu`` nor a given ``device``: it runs on CUDA wherever torch finds it.
+  ``use_gpu: False`` or ``device: cpu`` now keep the run on the CPU (:func:`_init_device`).
 * RecBole's multi-process run (``nproc`` > 1, :mod:`recbole_promptmm.distributed`) could not run on CPU:
   ``Config._init_device`` joins the process group with the NCCL backend and a CUDA device whatever the machine has,
   and ``AbstractTrainer`` gives ``DistributedDataParallel`` ``device_ids``, which a CPU module refuses. A process
@@ -48,10 +50,27 @@ smallest one that works; see ``../shared/design/RECBOLE.md`` for the breakages t
   process for the same number of steps and gains nothing on CPUs. ``ddp_batch: per_process`` makes
   ``train_batch_size`` each process's batch (PyTorch DDP's convention: the global batch is ``world_size`` times
   it, an epoch ``world_size`` times fewer steps) (:func:`_train_step`); ``global``, the default, is RecBole's.
+* RecBole's ``Pop.calculate_loss`` adds 1 with an indexed assignment (``item_cnt[item] = item_cnt[item] + 1``), which
+  counts an item once per batch however often it appears there, and it counts the sampled negatives of its pointwise
+  batches (label 0) as well: its scores depended on ``train_batch_size`` (ml-100k test Recall@20 0.0542 at batch
+  4096, 0.1824 at 128). :func:`_pop_calculate_loss` counts each positive row once (``index_add_``): an item's count
+  is its number of training interactions, whatever the batch size.
+* RecBole's own entry points, ``recbole.quick_start``'s ``run_recbole``, ``run_recboles`` (one process of its
+  multi-process ``run``) and ``objective_function`` (its hyperopt objective), run our models as ``run`` does
+  (:func:`_fix_quick_start`): their ``Config`` is our :class:`~recbole_promptmm.config.Config` (our model and
+  dataset yaml, e.g. ml-100k's embedded modalities; the command line read as RecBole reads it), and ``create_dataset``, ``data_preparation``,
+  ``get_model`` and ``get_trainer`` are ours, for our models only: RecBole's built-ins get RecBole's own, unchanged.
+  RecBole's ``get_flops`` (there and in ``recbole.utils``) starts with ``copy.deepcopy(model)``, which torch refuses
+  for a sparse CSR tensor (our graphs): the copy now shares such tensors with the model (:func:`_get_flops`; the
+  count only reads them).
+  ``run_recboles`` is wrapped by a function of this module, so that the processes RecBole spawns import this
+  package (and know our models) before they run.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import sys
 import warnings
@@ -62,18 +81,27 @@ import recbole.quick_start
 import recbole.quick_start.quick_start as recbole_quick_start
 import recbole.trainer  # noqa: F401
 import recbole.trainer.trainer as recbole_trainer
+import recbole.utils
 import recbole.utils.logger  # noqa: F401
 import recbole.utils.utils as recbole_utils
 import scipy.sparse as sp
 import torch
 from recbole.config import Config as RecBoleConfig
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.data import data_preparation as recbole_data_preparation
 from recbole.data.dataloader import TrainDataLoader
+from recbole.model.general_recommender.pop import Pop
 from recbole.trainer import Trainer
+from recbole.utils import get_flops as recbole_get_flops
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import set_color
 
 from recbole_promptmm import distributed
 from recbole_promptmm.checkpoint import CHECKPOINT_PROTOCOL, checkpoint_safe_globals, load_checkpoint
-from recbole_promptmm.registry import get_model
+from recbole_promptmm.config import Config, requested_model
+from recbole_promptmm.data import create_dataset, data_preparation
+from recbole_promptmm.registry import get_model, get_trainer, our_models, resolve_model_name
 
 _NUMPY_ALIASES = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_}
 # What RecBole 1.2.1's Config.compatibility_settings sets (only the names numpy does not define any more).
@@ -108,6 +136,8 @@ def apply() -> None:
     _fix_checkpoints()
     _fix_ensure_dir()
     _fix_distributed()
+    _fix_pop()
+    _fix_quick_start()
     _filter_known_warnings()
 
 
@@ -203,13 +233,27 @@ def load_data_and_model(model_file):
 _recbole_init_device = None
 
 
+def _gpu_refused(config) -> bool:
+    """The user's ``use_gpu: False``, or a ``device`` naming the CPU: RecBole 1.2.1 reads neither (it takes CUDA
+    wherever torch finds it and ``gpu_id`` is not empty)."""
+    given = config.external_config_dict
+    return given.get("use_gpu") is False or str(given.get("device", "")).startswith("cpu")
+
+
 def _init_device(self) -> None:
-    """RecBole 1.2.1's ``Config._init_device``; a process of a multi-process run (``local_rank`` given) whose device
-    is the CPU joins its process group with gloo instead of NCCL (RecBole's code otherwise: CUDA keeps NCCL)."""
+    """RecBole 1.2.1's ``Config._init_device``, on the CPU where the user refuses the GPU (:func:`_gpu_refused`); a
+    process of a multi-process run (``local_rank`` given) whose device is the CPU joins its process group with gloo
+    instead of NCCL (RecBole's code otherwise: CUDA keeps NCCL)."""
     final = self.final_config_dict
     gpu_id = final["gpu_id"]
     gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id)
-    if "local_rank" not in final or (len(gpu_id) > 0 and torch.cuda.is_available()):
+    on_gpu = len(gpu_id) > 0 and torch.cuda.is_available() and not _gpu_refused(self)
+    if "local_rank" not in final:
+        _recbole_init_device(self)
+        if not on_gpu:
+            final["device"] = torch.device("cpu")
+        return
+    if on_gpu:
         _recbole_init_device(self)
         return
     final["gpu_id"] = gpu_id
@@ -273,3 +317,137 @@ def _fix_distributed() -> None:
     RecBoleConfig._init_device = _init_device
     recbole_trainer.AbstractTrainer.__init__ = _trainer_init
     recbole_trainer.get_tensorboard = _get_tensorboard
+
+
+# --------------------------------------------------------------------------------------------- Pop
+def _pop_calculate_loss(self, interaction):
+    """RecBole's ``Pop.calculate_loss`` with every interaction counted: ``item_cnt[i] += #{rows r of the batch:
+    item(r) = i, label(r) > 0}`` (every row where the batch has no label field), so that after an epoch ``item_cnt[i]``
+    is item ``i``'s number of training interactions; ``max_cnt`` is the largest count (RecBole's)."""
+    item = interaction[self.ITEM_ID]
+    label_field = getattr(self, "LABEL", None)
+    if label_field is not None and label_field in interaction:  # sampled negatives carry label 0: not interactions
+        item = item[interaction[label_field] > 0]
+    ones = torch.ones(item.shape[0], 1, dtype=self.item_cnt.dtype, device=self.item_cnt.device)
+    self.item_cnt.index_add_(0, item, ones)
+    self.max_cnt = torch.max(self.item_cnt, dim=0)[0]
+    return torch.nn.Parameter(torch.zeros(1)).to(self.device)
+
+
+_recbole_pop_init = None
+
+
+def _pop_init(self, config, dataset) -> None:
+    """RecBole's ``Pop.__init__``, keeping the label field's name for :func:`_pop_calculate_loss`."""
+    _recbole_pop_init(self, config, dataset)
+    self.LABEL = config["LABEL_FIELD"]
+
+
+def _fix_pop() -> None:
+    global _recbole_pop_init
+    if _recbole_pop_init is None:
+        _recbole_pop_init = Pop.__init__
+    Pop.__init__ = _pop_init
+    Pop.calculate_loss = _pop_calculate_loss
+
+
+# --------------------------------------------------------------------------------------------- RecBole's quick start
+def is_our_model(name) -> bool:
+    """Whether ``name`` (a model name, any case, or None) is one of our models."""
+    return name is not None and resolve_model_name(str(name)) in our_models()
+
+
+def _entry_config(model=None, dataset=None, config_file_list=None, config_dict=None):
+    """The ``Config`` of RecBole's quick start: our :class:`~recbole_promptmm.config.Config` (``recbole_cmd_line``)
+    for one of our models, RecBole's own ``Config`` for any other."""
+    if is_our_model(requested_model(model, config_file_list, config_dict)):
+        return Config(model, dataset, config_file_list, config_dict, recbole_cmd_line=True)
+    return RecBoleConfig(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+
+
+def _entry_create_dataset(config):
+    return (create_dataset if is_our_model(config["model"]) else recbole_create_dataset)(config)
+
+
+def _entry_data_preparation(config, dataset):
+    return (data_preparation if is_our_model(config["model"]) else recbole_data_preparation)(config, dataset)
+
+
+def _entry_get_model(name):
+    return (get_model if is_our_model(name) else recbole_get_model)(name)
+
+
+def _entry_get_trainer(model_type, model_name):
+    """RecBole's trainer for its models; for ours, what builds our trainer without a resume file (``run`` removes its
+    own when the run ends; RecBole's entry points, which cannot resume, would leave it behind)."""
+    if not is_our_model(model_name):
+        return recbole_get_trainer(model_type, model_name)
+    trainer_class = get_trainer(model_type, model_name)
+
+    def build(config, model):
+        trainer = trainer_class(config, model)
+        trainer.resume_file = None
+        return trainer
+    return build
+
+
+_COMPRESSED_LAYOUTS = (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)
+
+
+def uncopyable_tensors(model: torch.nn.Module) -> list:
+    """The sparse compressed tensors (CSR, CSC, BSR, BSC) that ``model`` or a submodule holds as a buffer or an
+    attribute (also inside a list, tuple or dict attribute): ``copy.deepcopy`` cannot copy them."""
+    found = []
+    for module in model.modules():
+        for value in vars(module).values():
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+            found += [t for t in items if isinstance(t, torch.Tensor) and t.layout in _COMPRESSED_LAYOUTS]
+    return found
+
+
+def _copy_sharing(module: torch.nn.Module, shared: list, memo: dict) -> torch.nn.Module:
+    """``copy.deepcopy(module)`` in which the tensors ``shared`` are the model's own, not copies."""
+    memo.update({id(t): t for t in shared})
+    state = {k: v for k, v in vars(module).items() if k != "__deepcopy__"}
+    copied = module.__class__.__new__(module.__class__)
+    memo[id(module)] = copied
+    copied.__setstate__(copy.deepcopy(state, memo))
+    return copied
+
+
+def _get_flops(model, dataset, device, logger, transform, verbose=False):
+    """RecBole's ``get_flops``; it starts with ``copy.deepcopy(model)``, for which the sparse compressed tensors of
+    :func:`uncopyable_tensors` are shared with ``model`` (the count runs one ``predict`` under ``no_grad``: it only
+    reads them)."""
+    shared = uncopyable_tensors(model)
+    if not shared:
+        return _recbole_get_flops(model, dataset, device, logger, transform, verbose)
+    model.__deepcopy__ = functools.partial(_copy_sharing, model, shared)
+    try:
+        return _recbole_get_flops(model, dataset, device, logger, transform, verbose)
+    finally:
+        del model.__deepcopy__
+
+
+_recbole_get_flops = recbole_get_flops
+_recbole_run_recboles = None
+
+
+def run_recboles(rank, *args):
+    """RecBole's ``run_recboles`` (one process of ``recbole.quick_start.run`` with ``nproc`` > 1): RecBole's spawn
+    pickles this function by name, so the new process imports :mod:`recbole_promptmm` (these fixes, our models)
+    before it runs RecBole's."""
+    return _recbole_run_recboles(rank, *args)
+
+
+def _fix_quick_start() -> None:
+    global _recbole_run_recboles
+    if _recbole_run_recboles is None:
+        _recbole_run_recboles = recbole_quick_start.run_recboles
+    names = {"Config": _entry_config, "create_dataset": _entry_create_dataset,
+             "data_preparation": _entry_data_preparation, "get_model": _entry_get_model,
+             "get_trainer": _entry_get_trainer, "get_flops": _get_flops, "run_recboles": run_recboles}
+    for name, value in names.items():
+        setattr(recbole_quick_start, name, value)
+    recbole.quick_start.run_recboles = run_recboles
+    recbole.utils.get_flops = recbole_utils.get_flops = _get_flops

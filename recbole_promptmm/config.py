@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
 
@@ -95,6 +97,9 @@ class Config(RecBoleConfig):
       are layered over RecBole's internal defaults, below every user-given value.
     * The command line is *not* read from ``sys.argv`` unless asked: pass ``cmd_args`` (a list of
       ``--key=value`` strings) or ``cmd_args=sys.argv[1:]``. Under pytest and in Ray workers nothing leaks in.
+      ``recbole_cmd_line=True`` reads it as RecBole does instead (every ``--key=value`` of ``sys.argv``, anything
+      else ignored with RecBole's warning): the ``Config`` of RecBole's own entry points for our models
+      (:mod:`recbole_promptmm.compat`), whose scripts pass their options that way.
     * Config files are read with duplicate-key detection.
 
     Priority, low to high: RecBole defaults, our defaults, config files, ``config_dict``, ``cmd_args``.
@@ -107,8 +112,10 @@ class Config(RecBoleConfig):
         config_file_list: Sequence[str] | None = None,
         config_dict: dict | None = None,
         cmd_args: Sequence[str] | None = None,
+        recbole_cmd_line: bool = False,
     ) -> None:
         self._cmd_args = list(cmd_args or [])
+        self._recbole_cmd_line = recbole_cmd_line
         self.file_key_sources: dict[str, str] = {}  # key -> the config file that gave it (the last one)
         self._requested_model = model if isinstance(model, str) else getattr(model, "__name__", None)
         super().__init__(model, dataset, list(config_file_list or []), config_dict)
@@ -151,6 +158,8 @@ class Config(RecBoleConfig):
         return "defaults"
 
     def _load_cmd_line(self):
+        if getattr(self, "_recbole_cmd_line", False):
+            return super()._load_cmd_line()
         return self._convert_config_dict(parse_cmd_args(self._cmd_args))
 
     def _get_model_and_dataset(self, model, dataset):
@@ -183,6 +192,48 @@ class Config(RecBoleConfig):
     def to_dict(self) -> dict:
         """The resolved configuration as plain JSON-able values."""
         return {k: plain(v) for k, v in sorted(self.final_config_dict.items())}
+
+
+def device_name(device) -> str:
+    """``cpu``, or ``cuda:<index>`` (RecBole's single-process device is ``cuda`` without one: the current device's)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
+
+
+def gpu_request(config: RecBoleConfig) -> str | None:
+    """Where the user asked for a GPU, e.g. ``--use_gpu=True`` or ``device: cuda in config file a.yaml``: ``use_gpu``
+    True or a ``device`` naming cuda, given in a config file, ``config_dict`` or on the command line (RecBole's default
+    ``use_gpu: True`` asks nothing); None where nobody did."""
+    given = getattr(config, "external_config_dict", {})
+    if given.get("use_gpu") is True:
+        key = "use_gpu"
+    elif str(given.get("device", "")).startswith("cuda"):
+        key = "device"
+    else:
+        return None
+    source = config.key_source(key) if hasattr(config, "key_source") else "the config"
+    return f"--{key}={given[key]}" if source.startswith("the command line") else f"{key}: {given[key]} in {source}"
+
+
+def requested_model(model=None, config_file_list: Sequence[str] | None = None, config_dict: dict | None = None,
+                    argv: Sequence[str] | None = None) -> str | None:
+    """The name of the model a RecBole ``Config(model, dataset, config_file_list, config_dict)`` runs, by RecBole's
+    priority: ``model`` (a name or a class), else the ``model`` key of the command line (``argv``, default
+    ``sys.argv[1:]``), of ``config_dict``, of the last config file that gives one; None when none does."""
+    if model is not None:
+        return model if isinstance(model, str) else getattr(model, "__name__", None)
+    for arg in reversed(list(sys.argv[1:] if argv is None else argv)):
+        if arg.startswith("--model="):
+            return arg[len("--model="):]
+    if (config_dict or {}).get("model") is not None:
+        return config_dict["model"]
+    for file in reversed(list(config_file_list or [])):
+        values = load_yaml(file) if os.path.isfile(file) else {}
+        if values.get("model") is not None:
+            return values["model"]
+    return None
 
 
 def config_for_model(config: RecBoleConfig, model_class: type, values: dict | None = None) -> RecBoleConfig:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from recbole.utils import init_seed
 
 from recbole_promptmm import distributed
-from recbole_promptmm.config import Config
+from recbole_promptmm.config import Config, device_name, gpu_request
 from recbole_promptmm.files import check_output_file, check_writable, json_has_keys, write_json_atomic
 from recbole_promptmm.log import (FILE_ONLY, buffer_logs, discard_run_log, init_logger, remove_empty_dirs,
                                   replay_buffered_logs, unique_time)
@@ -175,8 +175,10 @@ def run(
     progress = show_progress(config)
     try:
         if log_file:
-            logger.info(f"{config['model']} on {config['dataset']}: config, data and model in "
-                        f"{display_path(log_file)}")
+            logger.info(f"{config['model']} on {config['dataset']}, on {device_name(config['device'])}: config, data "
+                        f"and model in {display_path(log_file)}")
+        if gpu_request(config) and config["device"].type == "cpu":
+            logger.warning(f"{gpu_request(config)} asks for a GPU, but {_no_gpu_reason(config)}: the run is on cpu")
         if distributed.is_distributed():
             logger.info(distributed.describe(config))
         logger.info(" ".join(sys.argv), extra=FILE_ONLY)
@@ -226,6 +228,7 @@ def run(
         "test_result": _floats(test_result),
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
+        "device": device_name(config["device"]),
         "checkpoint": trainer.saved_model_file if saved else None,
         "log_file": log_file,
         "config": config.to_dict(),
@@ -246,6 +249,15 @@ def run(
         os.remove(trainer.resume_file)  # finished: nothing left to resume
     logger.info("\n".join(summary_lines(result, result_json)))
     return result
+
+
+def _no_gpu_reason(config) -> str:
+    """Why a run whose user asked for a GPU is on the CPU (RecBole's rule: no CUDA, or an empty ``gpu_id``)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "torch finds no CUDA device on this machine"
+    return f"gpu_id is {config['gpu_id']!r}"
 
 
 def _run_process(local_rank: int, queue, inputs: dict, launch: dict) -> None:

@@ -54,7 +54,8 @@ def summary_lines(result: dict, result_json: str | None = None) -> list[str]:
     """The summary of ``result`` (what :func:`recbole_promptmm.run` returns), one string per line."""
     metrics = summary_metrics(result["valid_metric"], result.get("test_result") or result.get("best_valid_result"))
     stages = {t.get("stage"): t for t in result.get("stages") or []}
-    lines = [f"Summary: {result['model']} on {result['dataset']}, seed {result['seed']}"]
+    device = f", on {result['device']}" if result.get("device") else ""  # result files written before it: none
+    lines = [f"Summary: {result['model']} on {result['dataset']}, seed {result['seed']}{device}"]
     teacher = result.get("teacher")
     trained = teacher is not None and ("teacher" in stages or teacher.get("best_epoch") is not None)
     if teacher is not None:  # PromptMM: stage 1 (teacher), stage 2 (student)
