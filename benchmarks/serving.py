@@ -73,26 +73,24 @@ def http_load(host: str, port: int, expected: dict[str, list[str]], k: int, clie
     users, per_client = list(expected), max(1, requests // clients)
     start_together, deadline = threading.Barrier(clients), time.monotonic() + time_limit
 
-    def one(conn: http.client.HTTPConnection, user: str) -> bool:
-        conn.request("GET", f"/recommend?user={quote(user)}&k={k}")
-        response = conn.getresponse()
-        body = response.read()
-        return response.status == 200 and json.loads(body)["recommendations"][0]["items"] == expected[user]
-
     def client(c: int) -> tuple[list[float], int]:
         mine, errors, conn = [], 0, None
         start_together.wait()
         for r in range(per_client):
             if time.monotonic() > deadline:
                 break
-            start = time.perf_counter()
+            user, start = users[(c * per_client + r) % len(users)], time.perf_counter()
             try:
                 conn = conn or http.client.HTTPConnection(host, port, timeout=30)
-                errors += not one(conn, users[(c * per_client + r) % len(users)])
+                conn.request("GET", f"/recommend?user={quote(user)}&k={k}")
+                response = conn.getresponse()
+                status, body = response.status, response.read()
+                mine.append(time.perf_counter() - start)
+                errors += status != 200 or json.loads(body)["recommendations"][0]["items"] != expected[user]
             except (OSError, http.client.HTTPException, ValueError, KeyError):
+                mine.append(time.perf_counter() - start)
                 errors += 1
                 conn = conn.close() if conn else None
-            mine.append(time.perf_counter() - start)
             if not keep_alive and conn:
                 conn = conn.close()
         if conn:
@@ -127,6 +125,16 @@ def _loaded_torch(pid: int) -> str:
             return "loaded" if any("libtorch" in line for line in maps) else "not loaded"
     except OSError:
         return "unknown"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (``/proc/PID/stat``; NaN where there is none)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def listen_overflows() -> int | None:
@@ -190,7 +198,9 @@ def serve_under_load(folder: str, k: int, requests: int, time_limit: float) -> N
         overflows = listen_overflows()
         try:
             for clients, keep_alive in ((1, True), (8, True), (16, False), (16, True)):
-                http_load(host, port, expected, k, clients, requests, time_limit, keep_alive)
+                cpu = cpu_seconds(proc.pid)
+                done = http_load(host, port, expected, k, clients, requests, time_limit, keep_alive)["requests"]
+                print(f"  serve's CPU: {(cpu_seconds(proc.pid) - cpu) / done * 1000:.2f} ms per request")
         finally:
             stop_serve(proc, log_path)
         if overflows is not None:

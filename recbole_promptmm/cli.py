@@ -146,7 +146,10 @@ def _serving_main(command: str, argv: Sequence[str], prog: str = PROG) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"{prog} {command}: error: {message}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        if command == "serve":  # how a server stops: Ctrl-C, or SIGTERM (serve raises KeyboardInterrupt("SIGTERM"))
+            print(f"{prog} serve: stopped ({err.args[0] if err.args else 'Ctrl-C'})", file=sys.stderr, flush=True)
+            return 0
         print(f"{prog} {command}: interrupted (Ctrl-C); nothing half-written was kept", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
