@@ -1,14 +1,20 @@
-"""Serving benchmark (prints figures; not a test): the exported student next to its teacher's full pipeline, the
-HTTP endpoint under a bounded loopback load, and a synthetic large catalogue with exact and faiss search.
+"""Serving benchmark (prints figures; not a test): the exported student next to its teacher's full pipeline,
+``serve`` under a bounded loopback load, and a synthetic large catalogue with exact and faiss search.
 
     OMP_NUM_THREADS=1 python benchmarks/serving.py --student=saved/PromptMM-...-student.pth \
         --teacher=saved/LATTICE-....pth [--k=20] [--requests=2000] [--time_limit=60] [--large_items=1000000]
+    OMP_NUM_THREADS=1 python benchmarks/serving.py --artefact=ARTEFACT_FOLDER --large_items=0   # serve alone
 
 Artefact: bytes, load seconds, all users' top-k next to a bare numpy matmul + top-k, and the users whose top-k
 equals RecBole's ``full_sort_topk`` and the checkpoint model's own (as ``recbole-promptmm recommend`` ranks).
 Teacher (the package's ``measure_cost``): bytes of its serving state, all users' top-k through its own pipeline from
-a cold cache (median of 3). HTTP: ``serve`` on 127.0.0.1, 1 and 8 keep-alive clients: p50 / p99 latency,
-requests/s. Large catalogue: ``--large_items`` random items x d 64, 1,000 queries: exact top-k, faiss IVF-Flat.
+a cold cache (median of 3). Serve: ``python -m recbole_promptmm serve`` in its own process on 127.0.0.1 (seconds
+until ``/health`` answers, RSS, whether torch got loaded), then ``--requests`` requests each (``--time_limit``
+seconds at most) from 1 and 8 keep-alive clients and 16 clients with a new connection per request or keep-alive,
+all clients started together: p50 / p99 / max latency, requests/s, errors (every answer is checked against the
+artefact's own numpy scoring), serve's CPU per request; then Ctrl-C: time to exit, exit status, last line; the
+kernel's listen overflows meanwhile. Large catalogue: ``--large_items`` random items x d 64, 1,000 queries: exact
+top-k, faiss IVF-Flat.
 """
 
 import http.client
@@ -73,8 +79,9 @@ def http_load(host: str, port: int, expected: dict[str, list[str]], k: int, clie
     users, per_client = list(expected), max(1, requests // clients)
     start_together, deadline = threading.Barrier(clients), time.monotonic() + time_limit
 
-    def client(c: int) -> tuple[list[float], int]:
-        mine, errors, conn = [], 0, None
+    def client(c: int) -> list[tuple[float, str, int, bytes]]:
+        """(seconds, user, status, body) of each request; status 0: it failed."""
+        mine, conn = [], None
         start_together.wait()
         for r in range(per_client):
             if time.monotonic() > deadline:
@@ -84,23 +91,27 @@ def http_load(host: str, port: int, expected: dict[str, list[str]], k: int, clie
                 conn = conn or http.client.HTTPConnection(host, port, timeout=30)
                 conn.request("GET", f"/recommend?user={quote(user)}&k={k}")
                 response = conn.getresponse()
-                status, body = response.status, response.read()
-                mine.append(time.perf_counter() - start)
-                errors += status != 200 or json.loads(body)["recommendations"][0]["items"] != expected[user]
-            except (OSError, http.client.HTTPException, ValueError, KeyError):
-                mine.append(time.perf_counter() - start)
-                errors += 1
+                mine.append((time.perf_counter() - start, user, response.status, response.read()))
+            except (OSError, http.client.HTTPException):
+                mine.append((time.perf_counter() - start, user, 0, b""))
                 conn = conn.close() if conn else None
             if not keep_alive and conn:
                 conn = conn.close()
         if conn:
             conn.close()
-        return mine, errors
+        return mine
+
+    def wrong(user: str, status: int, body: bytes) -> bool:  # checked after the load: no client CPU meanwhile
+        try:
+            return status != 200 or json.loads(body)["recommendations"][0]["items"] != expected[user]
+        except (ValueError, KeyError, IndexError):
+            return True
 
     with ThreadPoolExecutor(clients) as pool:
-        results, wall = seconds(lambda: list(pool.map(client, range(clients))))
-    ms = np.array([x * 1000 for mine, _ in results for x in mine])
-    out = {"clients": clients, "keep_alive": keep_alive, "requests": len(ms), "errors": sum(e for _, e in results),
+        results, wall = seconds(lambda: [x for mine in pool.map(client, range(clients)) for x in mine])
+    ms = np.array([x[0] * 1000 for x in results])
+    out = {"clients": clients, "keep_alive": keep_alive, "requests": len(ms),
+           "errors": sum(wrong(*x[1:]) for x in results),
            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()),
            "requests_per_s": len(ms) / wall}
     print(f"HTTP {clients} client(s), {'keep-alive' if keep_alive else 'new connection per request'}: "
