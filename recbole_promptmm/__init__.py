@@ -105,8 +105,8 @@ class _LoadFirst:
     @staticmethod
     def find_spec(name: str, path=None, target=None):
         top = name.partition(".")[0]
-        if top not in TRIGGERS and (top != __name__ or name in LIGHT):
-            return None
+        if name in sys.modules or top not in TRIGGERS and (top != __name__ or name in LIGHT):
+            return None  # (in sys.modules already: importlib.reload)
         load()
         module = sys.modules.get(name)
         return None if module is None else _Loaded.stand_in(module)

@@ -105,7 +105,8 @@ def _serving_parser(command: str, prog: str) -> argparse.ArgumentParser:
                      "tokens, training items excluded unless --include_seen). Rebuilds the model from its data.",
         "export": "Write the numpy-only serving artefact of a dot-product model's checkpoint (the PromptMM student, "
                   "LightGCN, BPR, the multimodal teachers, ...): Recommender.load(OUT).recommend([...]).",
-        "serve": "Answer GET /recommend?user=...&k=20 and GET /health over an artefact (loopback by default).",
+        "serve": "Answer GET /recommend?user=...&k=20 and GET /health over an artefact (loopback by default), with "
+                 "numpy alone; Ctrl-C or SIGTERM stops it (one line, exit status 0).",
     }
     parser = OneLineParser(prog=f"{prog} {command}", description=descriptions[command], allow_abbrev=False)
     if command in ("recommend", "export"):
