@@ -8,9 +8,11 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlparse
@@ -19,6 +21,7 @@ import numpy as np
 import pytest
 
 from recbole_promptmm.serving.artefact import Recommender, write_artefact
+from recbole_promptmm.serving.http import RecommendationServer
 from tests.conftest import REPO
 
 PROG = "recbole-promptmm"  # serve names itself so however it was started
@@ -151,6 +154,37 @@ def test_sixteen_concurrent_clients_get_the_artefacts_own_answers(artefact, tmp_
     assert {a[0] for a in answers} == set(users)
     assert code == 0 and lines[-1] == f"{PROG} serve: stopped (Ctrl-C)"
     assert not [line for line in lines if "Traceback" in line or "Error" in line]
+
+
+def _workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "recommendation-worker"]
+
+
+def test_idle_connections_never_hold_up_a_new_one_and_close_ends_the_workers(artefact):
+    """40 connections that never send a request each hold a worker thread; the 41st is answered all the same.
+    Once they hang up, server_close() ends every worker."""
+    server = RecommendationServer(Recommender.load(artefact), "127.0.0.1", 0)
+    thread = server.start_background()
+    idle = [socket.create_connection(server.server_address[:2], timeout=30) for _ in range(40)]
+    try:
+        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+        conn.request("GET", "/recommend?user=u3&k=3")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert json.loads(response.read())["recommendations"][0]["items"] == \
+            Recommender.load(artefact).recommend(["u3"], k=3)[0].items
+        conn.close()
+        assert len(_workers()) >= 40
+    finally:
+        for sock in idle:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+    thread.join(timeout=30)
+    deadline = time.monotonic() + 30  # generous (not a promptness check), and below the workers' idle end (60 s)
+    while _workers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not thread.is_alive() and _workers() == []
 
 
 @pytest.mark.parametrize("signum, said", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
