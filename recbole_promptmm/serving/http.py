@@ -1,6 +1,7 @@
 """An HTTP endpoint over an artefact, on the standard library's ``http.server`` (no dependency to add; one
-process with a thread per connection is what a single-host endpoint needs, and numpy's matmul releases the GIL).
-Put it behind a reverse proxy for TLS, authentication or many hosts.
+process serving each connection on a thread of its own (threads reused, :class:`_Workers`) is what a single-host
+endpoint needs, and numpy's matmul releases the GIL). Put it behind a reverse proxy for TLS, authentication or many
+hosts.
 
     GET /health                                   {"status": "ok", "model": ..., "dataset": ..., "users": ..., "items": ...}
     GET /recommend?user=U[&user=V...][&k=20][&include_seen=1]
