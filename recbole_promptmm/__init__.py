@@ -123,7 +123,11 @@ def __getattr__(name: str):
     if name.startswith("__"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if _LOADER in sys.meta_path:
-        importlib.import_module(f"{__name__}.registry")  # through _LoadFirst: loads the package first
+        try:
+            importlib.import_module(f"{__name__}.registry")  # through _LoadFirst: loads the package first
+        except ModuleNotFoundError as err:  # no torch or RecBole here: said below
+            if err.name not in TRIGGERS:
+                raise
     if name in __all__ and _MISSING:
         raise ImportError(f"recbole_promptmm.{name} needs {_MISSING}, which is not installed here; without it only "
                           "the serving artefact works (recbole_promptmm.serving.artefact.Recommender)")

@@ -222,3 +222,25 @@ def test_the_package_loads_on_first_need(trigger):
                           timeout=300, env=_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "ok"
+
+
+def test_without_torch_or_recbole_a_public_name_says_what_is_missing():
+    """A serving host: the package imports, serve's modules work, ``recbole_promptmm.run`` is an ImportError that
+    names what is missing (not a ModuleNotFoundError from deep inside)."""
+    script = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'recbole'):
+            raise ModuleNotFoundError(f'No module named {name!r}', name=name.split('.')[0])
+sys.meta_path.insert(0, Block())
+import recbole_promptmm
+import recbole_promptmm.cli, recbole_promptmm.serving.http
+try:
+    recbole_promptmm.run
+except ImportError as err:
+    print(type(err).__name__, err)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("ImportError recbole_promptmm.run needs recbole, which is not installed here")
