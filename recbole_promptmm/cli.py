@@ -106,7 +106,8 @@ def _serving_parser(command: str, prog: str) -> argparse.ArgumentParser:
                      "tokens, training items excluded unless --include_seen). Rebuilds the model from its data.",
         "export": "Write the numpy-only serving artefact of a dot-product model's checkpoint (the PromptMM student, "
                   "LightGCN, BPR, the multimodal teachers, ...): Recommender.load(OUT).recommend([...]).",
-        "serve": "Answer GET /recommend?user=...&k=20 and GET /health over an artefact (loopback by default).",
+        "serve": "Answer GET /recommend?user=...&k=20 and GET /health over an artefact (loopback by default), with "
+                 "numpy alone; Ctrl-C or SIGTERM stops it (one line, exit status 0).",
     }
     parser = OneLineParser(prog=f"{prog} {command}", description=descriptions[command], allow_abbrev=False)
     if command in ("recommend", "export"):
@@ -151,7 +152,10 @@ def _serving_main(command: str, argv: Sequence[str], prog: str = PROG) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"{prog} {command}: error: {message}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        if command == "serve":  # how a server stops: Ctrl-C, or SIGTERM (serve raises KeyboardInterrupt("SIGTERM"))
+            print(f"{prog} serve: stopped ({err.args[0] if err.args else 'Ctrl-C'})", file=sys.stderr, flush=True)
+            return 0
         print(f"{prog} {command}: interrupted (Ctrl-C); nothing half-written was kept", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0

@@ -122,7 +122,8 @@ def test_benchmark_scripts_refuse_a_bad_checkpoint_before_any_data(request, tmp_
 
 def test_serving_artefact_ranks_as_the_model_and_serves(toy_files):
     """serving.py end to end on the toy student and teacher: the artefact's top-20 lists are RecBole's
-    full_sort_topk and the checkpoint model's, for every user; the endpoint answers every request."""
+    full_sort_topk and the checkpoint model's, for every user; serve, in its own process without torch, answers
+    every request of each load as the artefact does, and stops on Ctrl-C."""
     _, teachers, student = toy_files
     out = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "serving.py"), f"--student={student}",
@@ -132,7 +133,11 @@ def test_serving_artefact_ranks_as_the_model_and_serves(toy_files):
     assert re.search(r"identical to RecBole's full_sort_topk: 1\.0000 of the \d+ validation users", out.stdout)
     assert re.search(r"to the checkpoint's model .*: 1\.0000 of all 40 users", out.stdout)
     assert re.search(r"teacher PromptMMTeacher: serving state [\d.]+ MiB", out.stdout)
-    assert "HTTP 1 client(s): 16 requests" in out.stdout and "HTTP 8 client(s): 16 requests" in out.stdout
+    for clients, connections in ((1, "keep-alive"), (8, "keep-alive"), (16, "new connection per request"),
+                                 (16, "keep-alive")):
+        assert f"HTTP {clients} client(s), {connections}: 16 requests, 0 errors" in out.stdout
+    assert "torch not loaded" in out.stdout
+    assert "last line 'recbole-promptmm serve: stopped (Ctrl-C)'" in out.stdout
 
 
 def test_cold_items_counts_cold_users_and_matches_recboles_recall(tmp_path):
