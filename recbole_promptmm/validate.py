@@ -3,23 +3,24 @@
 :func:`validate_config` refuses, with one :class:`ConfigError` (a ``ValueError``) that names every problem:
 
 * **unknown keys**: a key the user gave (config files, ``config_dict``, command line) that is none of
-  :func:`known_keys`: the keys of RecBole's own yaml files (``recbole/properties``: overall, model/*, dataset/*,
-  quick_start_config/*), RecBole's argument lists, our yaml files (``properties/``: overall, model/*, dataset/*),
-  the keys RecBole's and our code read (``config["key"]``, found in the installed sources), and the
-  ``teacher_<key>`` form of each (PromptMM's naming rule). The message suggests the closest known keys. A key of
-  your own is let through by listing it in ``extra_keys: [my_key, ...]``.
-* **types**: a user value must have the type of the key's yaml defaults (``int``, ``float``, ``bool``, ``str``, as
-  found in any yaml file or in the ``# (type)`` comment after it; an int is fine where a float is expected);
-  ``teacher_<key>`` takes the type of ``<key>``. Keys whose defaults are lists or dicts are not type-checked.
-* **ranges**: ``learning_rate`` and every ``*_learning_rate`` a number > 0; ``epochs`` and every ``*_epochs`` an
-  integer >= 1; batch sizes and ``embedding_size`` integers >= 1; ``stopping_step`` and ``eval_step`` integers;
-  ``topk`` positive integers (``None`` is accepted for the optional ones, e.g. ``teacher_epochs: ~``); and the
-  :data:`RANGE_RULES` by name: every ``*temperature`` > 0, every ``*_weight`` (KD, regularisers, contrastive
-  terms) and ``prompt_weight_*`` >= 0, every ``*dropout*`` ratio in [0, 1), ``lambda_coeff`` and ``model_cat_rate``
-  in [0, 1], ``knn_k`` and ``list_kd_negatives`` integers >= 1, layer counts integers >= 0, ``sce_gamma`` >= 1.
-* **choices** of our string switches, from the ``# (str: a|b|c)`` comment after the key in our yaml files
-  (``graph_norm``, ``kd_mode``, ``list_kd_weighting``, ``cl_scope``), and ``teacher_model`` (a multimodal model
-  of the registry, resolved case-insensitively).
+  :func:`known_keys`: RecBole's (the keys of its yaml files: ``recbole/properties`` overall, model/*, dataset/*,
+  quick_start_config/*; its argument lists; :data:`~recbole_promptmm.schema.RECBOLE_UNLISTED_KEYS`), the keys our
+  models and datasets declare (:mod:`recbole_promptmm.schema`), and the ``teacher_<key>`` form of each
+  (PromptMM's naming rule). The message suggests the closest known keys. A key of your own is let through by
+  listing it in ``extra_keys: [my_key, ...]``.
+* **our keys** (:func:`_check_declared`): every key the run's model declares (PromptMM: its own, the student's,
+  its ``teacher_model``'s and their ``teacher_<key>`` forms) and our dataset-level keys
+  (:data:`~recbole_promptmm.schema.DATASET_KEYS`), defaults included, must fit its
+  :class:`~recbole_promptmm.schema.Key`: type, bounds, choices, ``~`` only where the key is optional. A key of
+  ours given to a model that does not declare it (``--knn_search`` for BPR) must fit one of our declarations.
+* **RecBole's keys**: a user value must have the type of the key's defaults in RecBole's yaml files (``int``,
+  ``float``, ``bool``, ``str``; an int is fine where a float is expected; ``teacher_<key>`` takes the type of
+  ``<key>``; keys whose defaults are lists or dicts are not type-checked); and the ranges of
+  :func:`_range_problem`: ``learning_rate`` and every ``*_learning_rate`` a number > 0; ``epochs`` and every
+  ``*_epochs`` an integer >= 1; batch sizes and ``embedding_size`` integers >= 1; ``stopping_step`` and
+  ``eval_step`` integers; ``topk`` positive integers; and the :data:`RANGE_RULES` by name: every
+  ``*temperature`` > 0, every ``*_weight`` >= 0, every ``*dropout*`` ratio in [0, 1), layer counts integers >= 0.
+* **teacher_model**: a multimodal model of the registry, resolved case-insensitively.
 * **files**: a ``teacher_checkpoint`` that does not exist; for PromptMM, one that is no checkpoint or does not
   fit this run's teacher (another dataset, model or teacher settings): a ``TeacherCheckpointError`` (a
   ``ConfigError``), raised once the other checks pass.
@@ -74,7 +75,7 @@ EXTRA_KEYS = "extra_keys"
 CHECKED_TYPES = ("int", "float", "bool", "str")
 # Keys that must hold a value (None is refused): RecBole's trainer does arithmetic with them.
 REQUIRED = ("learning_rate", "epochs", "train_batch_size", "eval_batch_size", "stopping_step", "eval_step")
-POSITIVE_INTS = ("train_batch_size", "eval_batch_size", "embedding_size", "eval_users_per_batch", "train_batches_per_epoch")
+POSITIVE_INTS = ("train_batch_size", "eval_batch_size", "embedding_size")  # RecBole's; ours are declared (schema)
 INTS = ("stopping_step", "eval_step")
 
 
@@ -261,8 +262,8 @@ def run_schema(config) -> dict[str, Key]:
 
 def _declarations(key: str, run: dict[str, Key], user: dict[str, None]) -> tuple[Key, ...]:
     """The declarations ``key`` must fit: the run's own; else, for a key the user gave that only we declare
-    (RecBole knows no key of that name), any of our models' declarations (``teacher_<key>``: those of ``<key>``,
-    ``~`` accepted); () for RecBole's keys."""
+    (RecBole knows no key of that name), any of our models' declarations, with ``~`` accepted (this run reads no
+    such key: ``~`` leaves it unset; ``teacher_<key>``: the declarations of ``<key>``); () for RecBole's keys."""
     if key in run:
         return (run[key],)
     if key not in user:
@@ -270,8 +271,7 @@ def _declarations(key: str, run: dict[str, Key], user: dict[str, None]) -> tuple
     base = key[len(TEACHER_PREFIX):] if key.startswith(TEACHER_PREFIX) and key not in base_keys() else key
     if base in _recbole_index()[1] or base not in our_declarations():
         return ()
-    declared = our_declarations()[base]
-    return tuple(dataclasses.replace(k, optional=True) for k in declared) if base != key else declared
+    return tuple(dataclasses.replace(k, optional=True) for k in our_declarations()[base])
 
 
 def _check_declared(config, problems: list[str], checked: set[str], extra: set[str]) -> None:
