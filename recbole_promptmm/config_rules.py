@@ -12,9 +12,12 @@ Models are found through :mod:`recbole_promptmm.registry`; this module imports n
 
 from __future__ import annotations
 
+import dataclasses
+
 from recbole_promptmm.config import config_for_model, load_yaml
 from recbole_promptmm import paths
 from recbole_promptmm.registry import get_model, multimodal_models
+from recbole_promptmm.schema import Key, declared_keys
 
 STAGES = ("teacher", "student")
 KD_MODES = ("paper", "official")
@@ -40,16 +43,18 @@ def teacher_config(config):
     return config_for_model(config, cls, overrides)
 
 
+def teacher_keys(teacher_model) -> dict[str, Key]:
+    """The keys the teacher declares (:func:`~recbole_promptmm.schema.declared_keys`: its own and those it
+    inherits, e.g. the prompt's) and the ``teacher_<key>`` form of each, which accepts ``~`` (not overridden)."""
+    keys = declared_keys(teacher_model_class(teacher_model))
+    return {**keys, **{TEACHER_PREFIX + k: dataclasses.replace(v, optional=True) for k, v in keys.items()}}
+
+
 def stage_one_keys(teacher_model: str) -> set[str]:
-    """Config keys that change what stage 1 (the teacher's training) produces: ``teacher_model``, every key of the
-    teacher's yaml defaults (its own and those it inherits, e.g. the prompt's), the epoch bound, and the
-    ``teacher_<key>`` form of each (derived from the yaml files, never listed by hand)."""
-    cls = teacher_model_class(teacher_model)
-    keys = {"epochs"}
-    for name in (*cls.inherits_defaults_from, cls.__name__):
-        path = paths.properties_dir() / "model" / f"{name}.yaml"
-        if path.is_file():
-            keys |= set(load_yaml(path))
+    """Config keys that change what stage 1 (the teacher's training) produces: ``teacher_model``, every key the
+    teacher declares (its own and those it inherits, e.g. the prompt's), the epoch bound, and the
+    ``teacher_<key>`` form of each (derived from the declarations, never listed by hand)."""
+    keys = {"epochs", *declared_keys(teacher_model_class(teacher_model))}
     return {"teacher_model", *keys, *(TEACHER_PREFIX + k for k in keys)}
 
 

@@ -3,23 +3,24 @@
 :func:`validate_config` refuses, with one :class:`ConfigError` (a ``ValueError``) that names every problem:
 
 * **unknown keys**: a key the user gave (config files, ``config_dict``, command line) that is none of
-  :func:`known_keys`: the keys of RecBole's own yaml files (``recbole/properties``: overall, model/*, dataset/*,
-  quick_start_config/*), RecBole's argument lists, our yaml files (``properties/``: overall, model/*, dataset/*),
-  the keys RecBole's and our code read (``config["key"]``, found in the installed sources), and the
-  ``teacher_<key>`` form of each (PromptMM's naming rule). The message suggests the closest known keys. A key of
-  your own is let through by listing it in ``extra_keys: [my_key, ...]``.
-* **types**: a user value must have the type of the key's yaml defaults (``int``, ``float``, ``bool``, ``str``, as
-  found in any yaml file or in the ``# (type)`` comment after it; an int is fine where a float is expected);
-  ``teacher_<key>`` takes the type of ``<key>``. Keys whose defaults are lists or dicts are not type-checked.
-* **ranges**: ``learning_rate`` and every ``*_learning_rate`` a number > 0; ``epochs`` and every ``*_epochs`` an
-  integer >= 1; batch sizes and ``embedding_size`` integers >= 1; ``stopping_step`` and ``eval_step`` integers;
-  ``topk`` positive integers (``None`` is accepted for the optional ones, e.g. ``teacher_epochs: ~``); and the
-  :data:`RANGE_RULES` by name: every ``*temperature`` > 0, every ``*_weight`` (KD, regularisers, contrastive
-  terms) and ``prompt_weight_*`` >= 0, every ``*dropout*`` ratio in [0, 1), ``lambda_coeff`` and ``model_cat_rate``
-  in [0, 1], ``knn_k`` and ``list_kd_negatives`` integers >= 1, layer counts integers >= 0, ``sce_gamma`` >= 1.
-* **choices** of our string switches, from the ``# (str: a|b|c)`` comment after the key in our yaml files
-  (``graph_norm``, ``kd_mode``, ``list_kd_weighting``, ``cl_scope``), and ``teacher_model`` (a multimodal model
-  of the registry, resolved case-insensitively).
+  :func:`known_keys`: RecBole's (the keys of its yaml files: ``recbole/properties`` overall, model/*, dataset/*,
+  quick_start_config/*; its argument lists; :data:`~recbole_promptmm.schema.RECBOLE_UNLISTED_KEYS`), the keys our
+  models and datasets declare (:mod:`recbole_promptmm.schema`), and the ``teacher_<key>`` form of each
+  (PromptMM's naming rule). The message suggests the closest known keys. A key of your own is let through by
+  listing it in ``extra_keys: [my_key, ...]``.
+* **our keys** (:func:`_check_declared`): every key the run's model declares (PromptMM: its own, the student's,
+  its ``teacher_model``'s and their ``teacher_<key>`` forms) and our dataset-level keys
+  (:data:`~recbole_promptmm.schema.DATASET_KEYS`), defaults included, must fit its
+  :class:`~recbole_promptmm.schema.Key`: type, bounds, choices, ``~`` only where the key is optional. A key of
+  ours given to a model that does not declare it (``--knn_search`` for BPR) must fit one of our declarations.
+* **RecBole's keys**: a user value must have the type of the key's defaults in RecBole's yaml files (``int``,
+  ``float``, ``bool``, ``str``; an int is fine where a float is expected; ``teacher_<key>`` takes the type of
+  ``<key>``; keys whose defaults are lists or dicts are not type-checked); and the ranges of
+  :func:`_range_problem`: ``learning_rate`` and every ``*_learning_rate`` a number > 0; ``epochs`` and every
+  ``*_epochs`` an integer >= 1; batch sizes and ``embedding_size`` integers >= 1; ``stopping_step`` and
+  ``eval_step`` integers; ``topk`` positive integers; and the :data:`RANGE_RULES` by name: every
+  ``*temperature`` > 0, every ``*_weight`` >= 0, every ``*dropout*`` ratio in [0, 1), layer counts integers >= 0.
+* **teacher_model**: a multimodal model of the registry, resolved case-insensitively.
 * **files**: a ``teacher_checkpoint`` that does not exist; for PromptMM, one that is no checkpoint or does not
   fit this run's teacher (another dataset, model or teacher settings): a ``TeacherCheckpointError`` (a
   ``ConfigError``), raised once the other checks pass.
@@ -36,13 +37,11 @@ Output paths are checked in :mod:`recbole_promptmm.files` (one rule for every wr
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
-import glob
-import importlib.util
 import json
 import math
-import numbers
 import os
 import re
 from pathlib import Path
@@ -59,14 +58,24 @@ from recbole_promptmm.data.mmrec import SPLIT_COLUMN, mmrec_inter_path
 from recbole_promptmm.errors import ConfigError
 from recbole_promptmm.model.promptmm import PromptMM
 from recbole_promptmm.paths import properties_dir
-from recbole_promptmm.registry import multimodal_models, resolve_model_name
+from recbole_promptmm.registry import multimodal_models, our_models, resolve_model_name
+from recbole_promptmm.schema import (
+    DATASET_KEYS,
+    RECBOLE_UNLISTED_KEYS,
+    Key,
+    is_bool,
+    is_int,
+    is_real,
+    declared_keys,
+    own_keys,
+)
 from recbole_promptmm.trainer.promptmm import read_teacher_checkpoint
 
 EXTRA_KEYS = "extra_keys"
 CHECKED_TYPES = ("int", "float", "bool", "str")
 # Keys that must hold a value (None is refused): RecBole's trainer does arithmetic with them.
 REQUIRED = ("learning_rate", "epochs", "train_batch_size", "eval_batch_size", "stopping_step", "eval_step")
-POSITIVE_INTS = ("train_batch_size", "eval_batch_size", "embedding_size", "eval_users_per_batch", "train_batches_per_epoch")
+POSITIVE_INTS = ("train_batch_size", "eval_batch_size", "embedding_size")  # RecBole's; ours are declared (schema)
 INTS = ("stopping_step", "eval_step")
 
 
@@ -97,39 +106,6 @@ def _is_url_table(values: dict) -> bool:
     return bool(values) and all(isinstance(v, str) and re.match(r"^[a-z]+://", v) for v in values.values())
 
 
-_COMMENT_TYPE = re.compile(r"^([^\s#:][^:#]*?)\s*:.*?#\s*\(([^)]*)\)")
-
-
-def _comment_types(path: Path) -> dict[str, set[str]]:
-    """``key: value  # (int) ...`` -> {key: {"int"}}; ``(list or int or None)`` -> {"list", "int"};
-    ``(str: a|b)`` -> {"str"}."""
-    types: dict[str, set[str]] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            match = _COMMENT_TYPE.match(line)
-            if not match:
-                continue
-            words = set()
-            for part in re.split(r"\s+or\s+|,", match.group(2)):
-                part = part.split(":")[0]
-                word = part.strip().split(" ")[0].lower() if part.strip() else ""
-                words.add({"string": "str", "integer": "int", "boolean": "bool"}.get(word, word))
-            types.setdefault(match.group(1).strip(), set()).update(words)
-    return types
-
-
-def _comment_choices(path: Path) -> dict[str, tuple[str, ...]]:
-    """``key: value  # (str: a|b|c) ...`` -> {key: ("a", "b", "c")}: a string switch and its values."""
-    choices: dict[str, tuple[str, ...]] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            match = _COMMENT_TYPE.match(line)
-            if match and ":" in match.group(2):
-                values = match.group(2).split(":", 1)[1]
-                choices[match.group(1).strip()] = tuple(v.strip() for v in values.split("|") if v.strip())
-    return choices
-
-
 def _fast_loader() -> type | None:
     """libyaml's safe loader with the resolvers of our config loader (RecBole's float rule): ten times faster
     than the pure-Python one over RecBole's hundred yaml files; None without libyaml."""
@@ -152,12 +128,15 @@ def _read_defaults(path: Path, loader: type | None) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def _yaml_index() -> tuple[dict[str, set[str]], frozenset[str]]:
-    """(key -> type names of its non-None defaults and ``# (type)`` comments, every yaml key)."""
+def _recbole_index() -> tuple[dict[str, set[str]], frozenset[str]]:
+    """(key -> type names of its non-None defaults in RecBole's yaml files, every key RecBole knows: its yaml
+    keys, its argument lists and :data:`~recbole_promptmm.schema.RECBOLE_UNLISTED_KEYS`)."""
     loader = _fast_loader()
     types: dict[str, set[str]] = {}
-    keys: set[str] = set()
-    for path in (*recbole_yaml_files(), *our_yaml_files()):
+    keys: set[str] = set(RECBOLE_UNLISTED_KEYS)
+    for name in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
+        keys.update(getattr(argument_list, name, []))
+    for path in recbole_yaml_files():
         values = _read_defaults(path, loader)
         if _is_url_table(values):
             continue
@@ -165,39 +144,26 @@ def _yaml_index() -> tuple[dict[str, set[str]], frozenset[str]]:
         for key, value in values.items():
             if value is not None:
                 types.setdefault(str(key), set()).add(type(value).__name__)
-        for key, words in _comment_types(path).items():
-            if key in values:
-                types.setdefault(key, set()).update(words)
     return types, frozenset(keys)
 
 
-_CODE_KEY = re.compile(r"""config(?:_dict)?\s*(?:\[\s*|\.get\(\s*)["']([A-Za-z_][\w\-]*)["']""")
-
-
-def _code_keys(*packages: str) -> set[str]:
-    """Keys the code of ``packages`` reads as ``config["key"]``, ``config.get("key")``, ``final_config_dict[...]``."""
-    keys: set[str] = set()
-    for package in packages:
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            continue
-        for root in spec.submodule_search_locations:
-            for path in glob.glob(os.path.join(root, "**", "*.py"), recursive=True):
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    keys.update(_CODE_KEY.findall(f.read()))
-    return keys
+@functools.lru_cache(maxsize=None)
+def our_declarations() -> dict[str, tuple[Key, ...]]:
+    """Key -> its declarations by any of our models (each model's :func:`~recbole_promptmm.schema.own_keys`) and
+    :data:`DATASET_KEYS` (one per distinct declaration)."""
+    found: dict[str, list[Key]] = {}
+    for cls in (None, *our_models().values()):
+        for key, declared in (own_keys(cls) if cls else DATASET_KEYS).items():
+            if declared not in found.setdefault(key, []):
+                found[key].append(declared)
+    return {key: tuple(keys) for key, keys in found.items()}
 
 
 @functools.lru_cache(maxsize=None)
 def base_keys() -> frozenset[str]:
-    """Known keys without the ``teacher_`` forms: yaml keys (RecBole's and ours), RecBole's argument lists and
-    the keys RecBole's and our code read."""
-    keys = set(_yaml_index()[1])
-    for name in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
-        keys.update(getattr(argument_list, name, []))
-    keys |= _code_keys("recbole", "recbole_promptmm")
-    keys |= {"model", "dataset", EXTRA_KEYS}
-    return frozenset(keys)
+    """Known keys without the ``teacher_`` forms: RecBole's (:func:`_recbole_index`) and the keys our models and
+    datasets declare (:func:`our_declarations`)."""
+    return frozenset({*_recbole_index()[1], *our_declarations(), EXTRA_KEYS})
 
 
 @functools.lru_cache(maxsize=None)
@@ -216,37 +182,22 @@ def close_keys(key: str, n: int = 3) -> list[str]:
 
 
 def expected_types(key: str) -> set[str] | None:
-    """Type names a user value of ``key`` may have (from its yaml defaults and comments), or None when the key
+    """Type names a user value of RecBole's ``key`` may have (from RecBole's yaml defaults), or None when the key
     is not type-checked (no typed default, or a list/dict one)."""
-    types = _yaml_index()[0].get(key)
+    types = _recbole_index()[0].get(key)
     if not types and key.startswith(TEACHER_PREFIX):
-        types = _yaml_index()[0].get(key[len(TEACHER_PREFIX):])
-    if not types:
-        return None
-    types = {t for t in types if t not in ("NoneType", "none")}
+        types = _recbole_index()[0].get(key[len(TEACHER_PREFIX):])
     if not types or not types <= set(CHECKED_TYPES):
         return None
     return types
 
 
 # ---------------------------------------------------------------------------------------------- value checks
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, bool) or type(value).__name__ == "bool_"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not _is_bool(value)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not _is_bool(value)
-
-
 def _has_type(value: Any, types: set[str]) -> bool:
     checks: dict[str, Callable[[Any], bool]] = {
-        "int": _is_int,
-        "float": _is_real,
-        "bool": _is_bool,
+        "int": is_int,
+        "float": is_real,
+        "bool": is_bool,
         "str": lambda v: isinstance(v, (str, os.PathLike)),
     }
     return any(checks[t](value) for t in types)
@@ -297,10 +248,48 @@ def _check_unknown(config, extra: set[str], problems: list[str]) -> None:
         )
 
 
-def _check_types(config, problems: list[str], reported: set[str], extra: set[str]) -> None:
+def run_schema(config) -> dict[str, Key]:
+    """The declarations that govern this run: :data:`DATASET_KEYS` and the keys its model declares
+    (:func:`~recbole_promptmm.schema.declared_keys`; PromptMM's depend on its ``teacher_model``)."""
+    model_class = getattr(config, "model_class", None)
+    final = config.final_config_dict
+    given = {"teacher_model": final.get("teacher_model")} if final.get("teacher_model") else {}
+    try:
+        return {**DATASET_KEYS, **declared_keys(model_class if isinstance(model_class, type) else None, given)}
+    except ValueError:  # a teacher_model that is no multimodal model: _check_choices names it
+        return {**DATASET_KEYS, **declared_keys(model_class)}
+
+
+def _declarations(key: str, run: dict[str, Key], user: dict[str, None]) -> tuple[Key, ...]:
+    """The declarations ``key`` must fit: the run's own; else, for a key the user gave that only we declare
+    (RecBole knows no key of that name), any of our models' declarations, with ``~`` accepted (this run reads no
+    such key: ``~`` leaves it unset; ``teacher_<key>``: the declarations of ``<key>``); () for RecBole's keys."""
+    if key in run:
+        return (run[key],)
+    if key not in user:
+        return ()
+    base = key[len(TEACHER_PREFIX):] if key.startswith(TEACHER_PREFIX) and key not in base_keys() else key
+    if base in _recbole_index()[1] or base not in our_declarations():
+        return ()
+    return tuple(dataclasses.replace(k, optional=True) for k in our_declarations()[base])
+
+
+def _check_declared(config, problems: list[str], checked: set[str], extra: set[str]) -> None:
+    """Every key with a declaration (:func:`_declarations`), defaults included, fits one of them."""
+    final, run, user = config.final_config_dict, run_schema(config), _user_keys(config)
+    for key, value in final.items():
+        declared = _declarations(key, run, user) if isinstance(key, str) and key not in extra else ()
+        checked.update({key} if declared else ())
+        if declared and not any(k.fits(value) for k in declared):
+            expected = " or ".join(dict.fromkeys(k.expected() for k in declared))
+            problems.append(f"config key {key}={_describe(value)} from {_source(config, key)}: expected {expected}")
+
+
+def _check_types(config, problems: list[str], checked: set[str], extra: set[str]) -> None:
+    """RecBole's keys: a user value has the type of the key's defaults in RecBole's yaml files."""
     final = config.final_config_dict
     for key in _user_keys(config):
-        if key in extra or key in reported or key not in final:
+        if key in extra or key in checked or key not in final:
             continue
         value = final[key]
         types = expected_types(key)
@@ -308,59 +297,55 @@ def _check_types(config, problems: list[str], reported: set[str], extra: set[str
             continue
         expected = " or ".join(_TYPE_WORDS[t] for t in CHECKED_TYPES if t in types)
         problems.append(f"config key {key}={_describe(value)} from {_source(config, key)}: expected {expected}")
-        reported.add(key)
+        checked.add(key)
 
 
-def _check_ranges(config, problems: list[str], reported: set[str], extra: set[str]) -> None:
+def _range_problem(key: str, value: Any) -> str | None:
+    """What RecBole's ``key`` must be when ``value`` is out of its range (see the module docstring), else None."""
+    if value is None:
+        return "a value, not None" if key in REQUIRED else None
+    if key == "learning_rate" or key.endswith("_learning_rate"):
+        ok, expected = is_real(value) and math.isfinite(value) and value > 0, "a number > 0"
+    elif key == "epochs" or key.endswith("_epochs"):
+        ok, expected = is_int(value) and value >= 1, "an integer >= 1"
+    elif key in POSITIVE_INTS or key.startswith(TEACHER_PREFIX) and key[len(TEACHER_PREFIX):] in POSITIVE_INTS:
+        ok, expected = is_int(value) and value >= 1, "an integer >= 1"
+    elif key in INTS:
+        ok, expected = is_int(value), "an integer"
+    elif key == "topk":
+        values = value if isinstance(value, (list, tuple)) else [value]
+        ok = bool(values) and all(is_int(k) and k >= 1 for k in values)
+        expected = "a positive integer or a list of positive integers"
+    else:
+        rule = _range_rule(key[len(TEACHER_PREFIX):] if key.startswith(TEACHER_PREFIX) else key)
+        if rule is None or not is_real(value):
+            return None
+        ok, expected = rule[0](value), rule[1]
+    return None if ok else expected
+
+
+def _check_ranges(config, problems: list[str], checked: set[str], extra: set[str]) -> None:
+    """RecBole's keys (those no declaration governs): :func:`_range_problem`."""
     final = config.final_config_dict
-
-    def bad(key: str, expected: str) -> None:
-        reported.add(key)
-        problems.append(f"config key {key}={_describe(final[key])} from {_source(config, key)}: expected {expected}")
-
     for key, value in final.items():
-        if not isinstance(key, str):
+        if not isinstance(key, str) or key in checked:
             continue
-        if value is None:
-            if key in REQUIRED:
-                bad(key, "a value, not None")
-            continue
-        if key == "learning_rate" or key.endswith("_learning_rate"):
-            if not _is_real(value) or not math.isfinite(value) or value <= 0:
-                bad(key, "a number > 0")
-        elif key == "epochs" or key.endswith("_epochs"):
-            if not _is_int(value) or value < 1:
-                bad(key, "an integer >= 1")
-        elif key in POSITIVE_INTS or key.startswith(TEACHER_PREFIX) and key[len(TEACHER_PREFIX):] in POSITIVE_INTS:
-            if not _is_int(value) or value < 1:
-                bad(key, "an integer >= 1")
-        elif key in INTS:
-            if not _is_int(value):
-                bad(key, "an integer")
-        elif key == "topk":
-            values = value if isinstance(value, (list, tuple)) else [value]
-            if not values or not all(_is_int(k) and k >= 1 for k in values):
-                bad(key, "a positive integer or a list of positive integers")
-        else:
-            rule = _range_rule(key[len(TEACHER_PREFIX):] if key.startswith(TEACHER_PREFIX) else key)
-            if rule is not None and _is_real(value) and not rule[0](value):
-                bad(key, rule[1])
+        expected = _range_problem(key, value)
+        if expected is not None:
+            checked.add(key)
+            problems.append(f"config key {key}={_describe(value)} from {_source(config, key)}: expected {expected}")
 
 
-# Numeric keys that misbehave silently outside a range, matched by name (after any ``teacher_`` prefix). A value of
-# another type (a list of dropouts, say) is left to the type check.
+# RecBole's numeric keys that misbehave silently outside a range, matched by name (after any ``teacher_`` prefix);
+# our own keys are declared (recbole_promptmm.schema). A value of another type (a list of dropouts) is left alone.
 RANGE_RULES: tuple[tuple[Callable[[str], bool], Callable[[float], bool], str], ...] = (
     # a temperature divides the scores: 0 is a division by zero, a negative one flips the ranking
     (lambda k: k.endswith("temperature"), lambda v: math.isfinite(v) and v > 0, "a number > 0"),
-    # a loss weight (KD, regularisers, contrastive, prompt terms) below 0 maximises its loss
-    (lambda k: k.endswith("_weight") or k.startswith("prompt_weight_"), lambda v: math.isfinite(v) and v >= 0,
-     "a number >= 0"),
+    # a loss weight (regularisers, contrastive terms) below 0 maximises its loss
+    (lambda k: k.endswith("_weight"), lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
     # a dropout ratio of 1 drops everything (torch divides by 1 - p)
     (lambda k: "dropout" in k, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    (lambda k: k in ("lambda_coeff", "model_cat_rate"), lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-    (lambda k: k in ("knn_k", "list_kd_negatives"), lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    (lambda k: k == "n_layers" or k.endswith("_layers"), lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    (lambda k: k == "sce_gamma", lambda v: math.isfinite(v) and v >= 1, "a number >= 1"),
+    (lambda k: k == "n_layers" or k.endswith("_layers"), lambda v: is_int(v) and v >= 0, "an integer >= 0"),
 )
 
 
@@ -372,25 +357,11 @@ def _range_rule(key: str) -> tuple[Callable[[float], bool], str] | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
-def _choices() -> dict[str, tuple[str, ...]]:
-    """Key -> allowed values of our string switches, from the ``# (str: a|b|c)`` comments of our yaml files."""
-    choices: dict[str, tuple[str, ...]] = {}
-    for path in our_yaml_files():
-        choices.update(_comment_choices(path))
-    return choices
-
-
-def _check_choices(config, problems: list[str], reported: set[str], extra: set[str]) -> None:
+def _check_choices(config, problems: list[str], checked: set[str], extra: set[str]) -> None:
+    """``teacher_model``: a multimodal model of the registry (resolved case-insensitively)."""
     final = config.final_config_dict
-    for base, allowed in _choices().items():
-        for key in (base, TEACHER_PREFIX + base):
-            value = final.get(key)
-            if value is not None and value not in allowed and key not in reported:
-                problems.append(f"config key {key}={_describe(value)} from {_source(config, key)}: expected one of "
-                                f"{', '.join(allowed)}")
     teacher = final.get("teacher_model")
-    if teacher is not None and "teacher_model" not in reported:
+    if isinstance(teacher, str):  # another type is named by the declaration
         allowed = multimodal_models()
         name = resolve_model_name(teacher) if isinstance(teacher, str) else teacher
         if name not in allowed:
@@ -442,10 +413,10 @@ def validate_config(config) -> None:
     problems: list[str] = []
     extra = _extra_keys(config, problems)
     _check_unknown(config, extra, problems)
-    reported: set[str] = set()
-    for check in (_check_ranges, _check_types, _check_choices):
+    checked: set[str] = set()
+    for check in (_check_declared, _check_ranges, _check_types, _check_choices):
         found: list[str] = []
-        check(config, found, reported, extra)
+        check(config, found, checked, extra)
         problems += found
     _check_files(config, problems)
     _check_split_parts(config, problems)

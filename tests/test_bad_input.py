@@ -96,6 +96,10 @@ BAD_INPUTS = {
     "epochs_two": (["--epochs=two"], ["epochs='two'", "integer >= 1"]),
     "learning_rate_fast": (["--learning_rate=fast"], ["learning_rate='fast'", "number > 0"]),
     "unknown_model": (["--model=lightgc"], ["unknown model 'lightgc'", "LightGCN"]),
+    # a switch with no such value: refused by the model's declaration (recbole_promptmm.schema), not at load time
+    "feature_norm_unknown": (["--model=VBPR", "--feature_norm=l1"],
+                             ["config key feature_norm='l1' (str) from the command line",
+                              "one of none, standardize, l2"]),
     "missing_teacher_checkpoint": (["--model=PromptMM", "--teacher_checkpoint=no/such/teacher.pth"],
                                    ["teacher_checkpoint", "no/such/teacher.pth", "does not exist"]),
     "empty_feature_matrix": (_empty_features, ["empty_feat.npy", "0 columns"]),

@@ -20,6 +20,7 @@ from recbole_promptmm.model.graph import lightgcn_adjacency, lightgcn_embeddings
 from recbole_promptmm.model.losses import norm_reg_loss
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
 from recbole_promptmm.registry import register
+from recbole_promptmm.schema import declare, flag, layers, ratio, weight
 
 
 def _neg_cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -90,6 +91,13 @@ class BM3(MultimodalRecommender):
 
     has_modality_users = False
     model_forward_keys = ("n_layers",)
+    config_keys = declare(  # defaults: properties/model/BM3.yaml
+        n_layers=layers("LightGCN layers"),
+        dropout=ratio("dropout ratio of the target views", high_open=True),
+        cl_weight=weight("weight of the per-modality alignment + masking terms"),
+        reg_weight=weight("weight of (||H_U||_F + ||H_I||_F) / n_items on the full online matrices"),
+        trainable_features=flag("the feature matrices X^m are parameters (True) or fixed buffers (False)"),
+    )
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)

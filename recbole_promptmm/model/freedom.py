@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from recbole_promptmm.model.graph import Propagation, lightgcn_adjacency, lightgcn_embeddings, prune_edges
-from recbole_promptmm.model.item_graph import knn_graph
+from recbole_promptmm.model.item_graph import KNN_METHODS, knn_graph
 from recbole_promptmm.model.losses import batch_bpr
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
 from recbole_promptmm.registry import register
+from recbole_promptmm.schema import Key, declare, layers, positive_int, ratio, switch, weight
 
 
 def modality_weights(weights, modalities: list[str]) -> list[float]:
@@ -62,6 +63,16 @@ class FREEDOM(MultimodalRecommender):
     """
 
     model_forward_keys = ("n_layers", "knn_k", "knn_search", "mm_layers", "mm_weights")
+    config_keys = declare(  # defaults: properties/model/FREEDOM.yaml
+        n_layers=layers("LightGCN layers on the (pruned) user-item graph"),
+        mm_layers=layers("convolution layers over the frozen item-item graph S"),
+        knn_k=positive_int("neighbours kept per item in each modality's kNN graph, the item itself included"),
+        knn_search=switch(*KNN_METHODS, help="how the kNN neighbours are found (docs/SCALING.md)"),
+        mm_weights=Key("list", optional=True, help="fixed weight of each modality's graph, dataset order; ~ = equal"),
+        edge_dropout=ratio("fraction of training edges pruned each epoch", high_open=True),
+        modality_bpr_weight=weight("lambda: weight of the per-modality BPR terms"),
+        reg_weight=weight("L2 on the batch's layer-0 ID embeddings"),
+    )
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)

@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_promptmm.model.graph import Propagation, lightgcn_adjacency, lightgcn_embeddings
-from recbole_promptmm.model.item_graph import knn_graph, knn_neighbours, knn_values
+from recbole_promptmm.model.item_graph import KNN_METHODS, knn_graph, knn_neighbours, knn_values
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
 from recbole_promptmm.registry import register
+from recbole_promptmm.schema import declare, layers, positive_int, ratio, switch, weight
 
 
 class KnnPattern:
@@ -132,6 +133,14 @@ class LATTICE(MultimodalRecommender):
     """
 
     model_forward_keys = ("n_layers", "knn_k", "knn_search", "lambda_coeff", "item_graph_layers")
+    config_keys = declare(  # defaults: properties/model/LATTICE.yaml
+        n_layers=layers("LightGCN layers on the user-item graph"),
+        item_graph_layers=layers("L: convolution layers over the item-item graph A"),
+        knn_k=positive_int("neighbours kept per item, the item itself included"),
+        knn_search=switch(*KNN_METHODS, help="how the kNN neighbours are found (docs/SCALING.md)"),
+        lambda_coeff=ratio("lambda: weight of the fixed raw-feature graph, 1 - lambda of the learned one"),
+        reg_weight=weight("L2 on the batch's layer-0 ID embeddings"),
+    )
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)

@@ -27,10 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_promptmm.model.graph import Propagation, lightgcn_adjacency, lightgcn_embeddings
-from recbole_promptmm.model.item_graph import knn_neighbours
+from recbole_promptmm.model.item_graph import KNN_METHODS, knn_neighbours
 from recbole_promptmm.model.losses import l2_loss, triple_bpr
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
 from recbole_promptmm.registry import register
+from recbole_promptmm.schema import declare, layers, positive, positive_int, switch, weight
 
 CL_SCOPES = ("batch", "all")
 
@@ -222,6 +223,19 @@ class MMHCL(MultimodalRecommender):
     """
 
     model_forward_keys = ("n_layers", "user_layers", "item_layers", "knn_k", "knn_search")
+    config_keys = declare(  # defaults: properties/model/MMHCL.yaml
+        n_layers=layers("LightGCN layers on the user-item graph"),
+        user_layers=layers("L_U: propagation steps over the u2u hypergraph (0 = the raw table)"),
+        item_layers=layers("L_I: propagation steps over the i2i hypergraph", low=1),
+        knn_k=positive_int("neighbours per item and modality in the i2i hypergraph, the item itself included"),
+        knn_search=switch(*KNN_METHODS, help="how the kNN neighbours are found (docs/SCALING.md)"),
+        temperature=positive("tau of the InfoNCE terms"),
+        user_cl_weight=weight("lambda_U: weight of the user InfoNCE term"),
+        item_cl_weight=weight("lambda_I: weight of the item InfoNCE term"),
+        cl_scope=switch(*CL_SCOPES, help="batch: contrast the batch's users and positive items; all: every user "
+                        "and item at every batch (quadratic cost)"),
+        reg_weight=weight("L2 on the batch's fused embeddings, 1/(2B) sum of squares"),
+    )
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)

@@ -27,6 +27,7 @@ from recbole_promptmm.model.accounting import parameter_count
 from recbole_promptmm.model.graph import bipartite_propagation
 from recbole_promptmm.model.prompt import PROMPT_FORWARD_KEYS, PromptAdapter, PromptVectors
 from recbole_promptmm.model.scoring import CachedDotProductScorer
+from recbole_promptmm.schema import declare, flag, positive, positive_int, switch, weight
 
 
 def require_modality_features(dataset, model_name: str) -> dict[str, torch.Tensor]:
@@ -118,6 +119,17 @@ class MultimodalRecommender(CachedDotProductScorer, GeneralRecommender):
     inherits_defaults_from: ClassVar[tuple[str, ...]] = ("multimodal",)
     has_modality_users: ClassVar[bool] = False
     model_forward_keys: ClassVar[tuple[str, ...]] = ()
+    config_keys: ClassVar = declare(  # defaults: properties/model/multimodal.yaml and each model's own yaml
+        embedding_size=positive_int("hidden size d of ID embeddings and modality projections"),
+        learning_rate=positive("Adam learning rate"),
+        feature_norm=switch(*FEATURE_NORMS, optional=True, help="how the model sees X^m: as given (none), each "
+                            "column standardised over the real items (standardize) or each row scaled to unit "
+                            "length (l2); ~ = none"),
+        prompt=flag("wear the soft prompt (PCA hard tokens, feature- and ID-space injection, prompt BPR)"),
+        prompt_weight_sp=weight("lambda_sp: ID-space prompt injection"),
+        prompt_weight_fp=weight("lambda_fp: feature-space prompt injection"),
+        prompt_weight_bpr=weight("lambda_p: BPR on the prompt vectors themselves"),
+    )
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)

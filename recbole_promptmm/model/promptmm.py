@@ -26,6 +26,7 @@ from recbole_promptmm.config_rules import (
     default_teacher,
     stage_one_keys,
     teacher_config,
+    teacher_keys,
     teacher_model_class,
     teacher_setting_keys,
     teacher_settings,
@@ -41,6 +42,7 @@ from recbole_promptmm.model.losses import (
 from recbole_promptmm.model.multimodal import TeacherOutput, require_modality_features
 from recbole_promptmm.model.student import PromptMMStudent
 from recbole_promptmm.registry import register
+from recbole_promptmm.schema import Key, declare, declared_keys, flag, positive, positive_int, switch, weight
 
 @register(trainer="PromptMMTrainer")
 class PromptMM(GeneralRecommender):
@@ -70,6 +72,35 @@ class PromptMM(GeneralRecommender):
         ("no_reweighting", "w/o re-weighting", {"list_kd_weight": 0.1, "list_kd_weighting": "none"}),
         ("frozen_prompt", "prompt frozen in stage 2", {"prompt_tuning_in_student": False}),
     )
+
+    config_keys = declare(  # defaults: properties/model/PromptMM.yaml (teacher_<key>: config_rules' naming rule)
+        teacher_model=Key("str", help="the teacher: any multimodal model (registry.multimodal_models)"),
+        teacher_learning_rate=positive("stage-1 learning rate; ~ = the teacher's own learning_rate", optional=True),
+        student_learning_rate=positive("stage-2 learning rate (student, and prompt when tuned)"),
+        teacher_epochs=positive_int("stage-1 epoch bound; ~ = epochs", optional=True),
+        student_epochs=positive_int("stage-2 epoch bound; ~ = epochs", optional=True),
+        teacher_checkpoint=Key("str", optional=True, help="reuse a trained teacher: skips stage 1"),
+        prompt_tuning_in_student=flag("the prompt keeps training through the student's loss in stage 2 (paper)"),
+        warm_start=flag("initialise the student with the teacher's final embeddings (released code)"),
+        pair_kd_weight=weight("lambda_pair: pair (edge) KD on score differences"),
+        list_kd_weight=weight("lambda_list: disentangled modality-aware list KD, summed over modalities"),
+        emb_kd_weight=weight("lambda_emb: SCE between modality item embeddings and student item embeddings"),
+        kd_temperature=positive("tau for pair and list KD"),
+        list_kd_alpha=weight("weight of the target/non-target (binary) KL"),
+        list_kd_beta=weight("weight of the negatives-only KL"),
+        list_kd_weighting=switch(*LIST_KD_WEIGHTS, help="w^m: nontarget (teacher's non-target mass), confidence "
+                                 "(teacher p_pos) or none"),
+        list_kd_negatives=positive_int("K negatives per list (not in the user's training items)"),
+        sce_gamma=Key("float", low=1, help="gamma of the scaled cosine error"),
+        kd_mode=switch(*KD_MODES, optional=True, help="paper (the paper's KD forms) or official (the released "
+                       "code's formulas); ~ = paper"),
+    )
+
+    @classmethod
+    def config_keys_from(cls, given: dict) -> dict:
+        """The keys PromptMM declares besides its own: the student's, the teacher's (``teacher_model`` of
+        ``given``, else the default) and the ``teacher_<key>`` form of each teacher key (``~``: not overridden)."""
+        return {**declared_keys(PromptMMStudent), **teacher_keys(given.get("teacher_model") or default_teacher())}
 
     @classmethod
     def stage_one_model(cls, config) -> str:

@@ -13,6 +13,7 @@ from recbole_promptmm.model.accounting import parameter_count
 from recbole_promptmm.model.graph import lightgcn_adjacency, lightgcn_embeddings
 from recbole_promptmm.model.scoring import CachedDotProductScorer
 from recbole_promptmm.registry import register
+from recbole_promptmm.schema import declare, layers, positive, positive_int, weight
 
 
 @register()
@@ -23,6 +24,13 @@ class PromptMMStudent(CachedDotProductScorer, GeneralRecommender):
     """
 
     input_type = InputType.PAIRWISE
+    config_keys = declare(  # defaults: properties/model/PromptMMStudent.yaml
+        student_embedding_size=positive_int("student hidden size; ~ = embedding_size", optional=True),
+        embedding_size=positive_int("hidden size when student_embedding_size is ~"),
+        student_n_layers=layers("LightGCN layers of the student"),
+        student_reg_weight=weight("L2 on the batch's layer-0 embeddings"),
+        learning_rate=positive("Adam learning rate when trained alone"),
+    )
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_promptmm.model.graph import bipartite_propagation
+from recbole_promptmm.model.graph import GRAPH_NORMS, bipartite_propagation
 from recbole_promptmm.model.losses import batch_bpr, l2_loss
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
 from recbole_promptmm.registry import register
+from recbole_promptmm.schema import declare, layers, ratio, switch, weight
 
 
 @register(multimodal=True)
@@ -31,6 +32,16 @@ class PromptMMTeacher(MultimodalRecommender):
 
     has_modality_users = True
     model_forward_keys = ("n_layers", "graph_norm", "model_cat_rate")
+    config_keys = declare(  # defaults: properties/model/PromptMMTeacher.yaml
+        n_layers=layers("layers of the collaborative (ID) graph"),
+        graph_norm=switch(*GRAPH_NORMS, help="symmetric (LightGCN) or one_sided (released code) normalisation of "
+                          "A_ui, A_iu"),
+        dropout=ratio("dropout after each modality's reduction layer", high_open=True),
+        model_cat_rate=ratio("mu: weight of the modality embeddings in the fused embedding"),
+        reg_weight=weight("L2 on the batch's layer-0 ID embeddings"),
+        feat_reg_weight=weight("L2 on the batch's modality embeddings F^m"),
+        modality_bpr_weight=weight("BPR on each modality's own embeddings F^m"),
+    )
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)

@@ -16,6 +16,7 @@ from torch import nn
 from recbole_promptmm.model.losses import norm_reg_loss
 from recbole_promptmm.model.multimodal import MultimodalRecommender, TeacherOutput
 from recbole_promptmm.registry import register
+from recbole_promptmm.schema import declare, weight
 
 
 @register(multimodal=True)
@@ -48,6 +49,9 @@ class VBPR(MultimodalRecommender):
 
     has_modality_users = False
     model_forward_keys = ()
+    config_keys = declare(  # defaults: properties/model/VBPR.yaml
+        reg_weight=weight("weight of the plain norms of the batch's fused user and item vectors, over B"),
+    )
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
