@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 __all__ = ["Config", "create_dataset", "data_preparation", "get_model", "get_trainer", "run"]
 
 # The modules `recbole-promptmm serve` imports: numpy and the standard library only; importing them loads nothing.
-LIGHT = frozenset(f"{__name__}.{m}" for m in ("__main__", "cli", "parser", "serving", "serving.artefact",
+LIGHT = frozenset(f"{__name__}.{m}" for m in ("__main__", "cli", "parser", "files", "serving", "serving.artefact",
                                               "serving.http"))
 TRIGGERS = ("torch", "recbole")  # importing one of these (or any other submodule) loads the package first
 _MISSING: str | None = None  # torch or recbole where not installed (a serving host)
