@@ -1,7 +1,10 @@
 """Minimal fixes that let RecBole 1.2.1 run on numpy 2, scipy >= 1.13 and torch >= 2.6.
 
-Applied once, when :mod:`recbole_promptmm` is imported (so also in every Ray worker). Each fix is the
-smallest one that works; see ``../shared/design/RECBOLE.md`` for the breakages they answer.
+Applied once, when the package loads (:func:`recbole_promptmm.load`): at ``import recbole_promptmm`` where torch
+or RecBole is imported already, else on first need (the first import of torch, RecBole or one of our modules
+that needs them, or the first use of a public name such as ``recbole_promptmm.run``); so also in every Ray worker,
+and never in ``recbole-promptmm serve``, which loads neither. Each fix is the smallest one that works; see
+``../shared/design/RECBOLE.md`` for the breakages they answer.
 
 * numpy 2 removed ``float_``, ``complex_`` and ``unicode_``; RecBole's ``Config`` reads them before it defines
   the other old aliases itself (``np.float``, ``np.int``, ...; its metrics use ``np.float``). A process that

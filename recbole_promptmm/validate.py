@@ -17,8 +17,9 @@
   ``float``, ``bool``, ``str``; an int is fine where a float is expected; ``teacher_<key>`` takes the type of
   ``<key>``; keys whose defaults are lists or dicts are not type-checked); and the ranges of
   :func:`_range_problem`: ``learning_rate`` and every ``*_learning_rate`` a number > 0; ``epochs`` and every
-  ``*_epochs`` an integer >= 1; batch sizes and ``embedding_size`` integers >= 1; ``stopping_step`` and
-  ``eval_step`` integers; ``topk`` positive integers; and the :data:`RANGE_RULES` by name: every
+  ``*_epochs`` an integer >= 1; batch sizes and ``embedding_size`` integers >= 1; ``stopping_step`` an
+  integer; ``eval_step`` from 1 to the ``epochs`` of each stage (RecBole validates no epoch otherwise: the run would
+  train blind); ``topk`` positive integers; and the :data:`RANGE_RULES` by name: every
   ``*temperature`` > 0, every ``*_weight`` >= 0, every ``*dropout*`` ratio in [0, 1), layer counts integers >= 0.
 * **teacher_model**: a multimodal model of the registry, resolved case-insensitively.
 * **files**: a ``teacher_checkpoint`` that does not exist; for PromptMM, one that is no checkpoint or does not
@@ -408,6 +409,34 @@ def _check_split_parts(config, problems: list[str]) -> None:
                             f": expected 3 ratios ({SPLIT_PARTS}), found {len(ratios)}")
 
 
+def _stage_epochs(final: dict) -> list[tuple[str, str]]:
+    """(eval_step key, epochs key) that bound each training stage: ``eval_step`` and ``epochs``; for a staged
+    model (PromptMM) ``teacher_<key>`` (unless a ``teacher_checkpoint`` skips stage 1) and ``student_epochs`` where
+    set (the naming rule: ``~`` = the plain key)."""
+    if "teacher_epochs" not in final and "student_epochs" not in final:
+        return [("eval_step", "epochs")]
+
+    def own(key: str) -> str:
+        return key if final.get(key) is not None else key.split("_", 1)[1]
+    student = [("eval_step", own("student_epochs"))]
+    return student if final.get("teacher_checkpoint") else [(own("teacher_eval_step"), own("teacher_epochs")), *student]
+
+
+def _check_eval_step(config, problems: list[str], reported: set[str]) -> None:
+    """RecBole's trainer validates after epoch e (0-based) when ``(e + 1) % eval_step == 0`` and never when
+    ``eval_step <= 0``: each stage needs ``1 <= eval_step <= epochs``, or it trains blind (no best epoch, no early
+    stopping, the last epoch tested)."""
+    final = config.final_config_dict
+    for step_key, epochs_key in _stage_epochs(final):
+        step, epochs = final.get(step_key), final.get(epochs_key)
+        if step_key in reported or not is_int(step) or not is_int(epochs) or 1 <= step <= epochs:
+            continue
+        reported.add(step_key)
+        bound = "an integer >= 1" if step < 1 else f"at most {epochs_key}={epochs}"
+        problems.append(f"config key {step_key}={step} from {_source(config, step_key)}: expected {bound} "
+                        f"(validation after every {step_key}-th epoch chooses the best one; {step} validates none)")
+
+
 def validate_config(config) -> None:
     """Raise one :class:`ConfigError` naming every problem of ``config`` (see the module docstring)."""
     problems: list[str] = []
@@ -420,6 +449,7 @@ def validate_config(config) -> None:
         problems += found
     _check_files(config, problems)
     _check_split_parts(config, problems)
+    _check_eval_step(config, problems, checked)
     if problems:
         raise ConfigError("; ".join(problems))
     _check_teacher_checkpoint(config)

@@ -21,6 +21,8 @@ import pytest
 import ray
 
 from recbole_promptmm.cli import main
+from recbole_promptmm.config import Config
+from recbole_promptmm.validate import validate_config
 from tests.conftest import REPO, write_toy_dataset
 from tests.test_mmrec_layout import ROWS, write_mmrec
 
@@ -138,6 +140,27 @@ def test_result_json_in_a_folder_without_write_permission(data, tmp_path, capsys
                  f"no permission to write in {locked}")
     finally:
         locked.chmod(0o700)
+
+
+# ------------------------------------------------------------------------------ eval_step: validate some epoch
+@pytest.mark.parametrize("command, step", [("run", "0"), ("run", "2"), ("compare", "-1"), ("tune", "2")])
+def test_an_eval_step_that_validates_no_epoch_is_refused(command, step, data, tmp_path, capsys):
+    """RecBole validates after every eval_step-th epoch and never for eval_step <= 0: run used to train blind with
+    eval_step 0, or above epochs (1 here), and test the last epoch. One check for run, compare and tune."""
+    args = {"run": ["--model=BPR"], "compare": ["--models=Pop,BPR", "--seeds=1", f"--out={tmp_path / 'out'}"],
+            "tune": ["--model=BPR", f"--out={tmp_path / 'out'}"]}[command]
+    _refused([command, *args, *_toy(data, f"--eval_step={step}")], capsys, tmp_path, f"config key eval_step={step}",
+             "expected an integer >= 1" if int(step) < 1 else "expected at most epochs=1")
+
+
+def test_promptmm_eval_step_is_checked_against_each_stage(data, tmp_path, capsys):
+    """The teacher's stage validates with teacher_eval_step (~: eval_step) within teacher_epochs (~: epochs)."""
+    stages = ("--teacher_epochs=1", "--student_epochs=3", "--eval_step=2")
+    _refused(["run", "--model=PromptMM", *_toy(data, "--modality_features={'image': 'feat.npy'}", *stages)], capsys,
+             tmp_path, "config key eval_step=2", "expected at most teacher_epochs=1")
+    config = Config("PromptMM", "toy", config_dict={"data_path": str(data), "epochs": 1, "teacher_eval_step": 1,
+                                                    "student_epochs": 3, "eval_step": 2})
+    validate_config(config)  # each stage validates: teacher after epoch 1, student after epoch 2
 
 
 # ------------------------------------------------------------------------------------ models and bad data

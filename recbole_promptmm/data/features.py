@@ -233,7 +233,7 @@ def _token_rows(n_rows: int, tokens: np.ndarray, path: str, largest_token: int |
         where = locate(token) if locate is not None else None
         raise ModalityFeatureError(problem(
             path, "item tokens that are row numbers (integers >= 0: row k = item token k)",
-            f"item token {token!r}" + (f" in {where}" if where else "") + f" ({len(bad)} such items)",
+            f"item token {token!r}" + (f" in {where}" if where else "") + f" ({len(bad)} such item{'' if len(bad) == 1 else 's'})",
             hint=ID_MAP_HINT))
     rows = as_int.astype(np.int64)
     largest = int(rows.max()) if largest_token is None else max(int(largest_token), int(rows.max()))

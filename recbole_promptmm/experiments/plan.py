@@ -392,7 +392,8 @@ def has_validation_split(config: Mapping[str, Any]) -> bool:
 
 
 def check_protocol(specs: Sequence[RunSpec]) -> dict[str, Any]:
-    """The protocol every resolved spec shares, with a validation split and validation (:class:`PlanError` else)."""
+    """The protocol every resolved spec shares, with a validation split (:class:`PlanError` else; ``eval_step`` is
+    checked by run's :func:`~recbole_promptmm.validate.validate_config`)."""
     resolved = [s for s in specs if s.config is not None]
     if not resolved:
         return {}
@@ -407,8 +408,6 @@ def check_protocol(specs: Sequence[RunSpec]) -> dict[str, Any]:
     if not has_validation_split(first.config):
         raise PlanError(f"the split {first.config.get('eval_args')} has no validation set: the comparison selects "
                         "the best epoch on validation (e.g. eval_args: {split: {RS: [0.8, 0.1, 0.1]}})")
-    if not first.config.get("eval_step") or first.config["eval_step"] <= 0:
-        raise PlanError("eval_step must be at least 1: early stopping and best-epoch selection need validation")
     return protocol
 
 
