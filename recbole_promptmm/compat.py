@@ -47,7 +47,9 @@ and never in ``recbole-promptmm serve``, which loads neither. Each fix is the sm
   A checkpoint of such a run holds its config as a single process's (``single_spec``, ``local_rank`` 0), so RecBole's
   ``load_data_and_model`` (``recommend``, ``export``) reads it without a process group (:func:`_config_getstate`).
 * RecBole's ``Trainer`` opens a TensorBoard writer in every process of such a run (rank 1's in a folder named
-  after no log file); only the main process's writes now (:func:`_get_tensorboard`).
+  after no log file); only the main process's writes now (:func:`_get_tensorboard`). Its folder is the one our
+  :func:`~recbole_promptmm.log.init_logger` gave the run's log (``<run_dir>/log_tensorboard/<name>``), not RecBole's
+  ``./log_tensorboard/`` relative to the working directory (which a log set up by RecBole's own code still gets).
 * RecBole's training loader splits each batch over the processes (``train_batch_size`` is the global batch), so a
   model whose step propagates over the whole graph (LightGCN, our student) repeats that propagation in every
   process for the same number of steps and gains nothing on CPUs. ``ddp_batch: per_process`` makes
@@ -99,11 +101,13 @@ from recbole.utils import get_flops as recbole_get_flops
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import set_color
+from torch.utils.tensorboard import SummaryWriter
 
 from recbole_promptmm import distributed
 from recbole_promptmm.checkpoint import CHECKPOINT_PROTOCOL, checkpoint_safe_globals, load_checkpoint
 from recbole_promptmm.config import Config, requested_model
 from recbole_promptmm.data import create_dataset, data_preparation
+from recbole_promptmm.log import tensorboard_dir
 from recbole_promptmm.registry import get_model, get_trainer, our_models, resolve_model_name
 
 _NUMPY_ALIASES = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_}
@@ -260,6 +264,8 @@ def _init_device(self) -> None:
         _recbole_init_device(self)
         return
     final["gpu_id"] = gpu_id
+    # RecBole's rule, which its _init_device applies in every other branch (gpu_id "" hides the GPUs: the trainer's
+    # gpu_available is then False); kept so that this branch, which stands in for RecBole's, behaves as it does.
     os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
     torch.distributed.init_process_group(
         backend="gloo", rank=final["local_rank"] + final["offset"], world_size=final["world_size"],
@@ -306,8 +312,13 @@ _recbole_get_tensorboard = None
 
 
 def _get_tensorboard(logger):
-    """RecBole's ``get_tensorboard`` in the main process; a writer that writes nothing in the others."""
-    return _recbole_get_tensorboard(logger) if distributed.is_main_process() else _NoTensorBoard()
+    """RecBole's ``get_tensorboard`` in the main process, in the folder the log names
+    (:func:`~recbole_promptmm.log.tensorboard_dir`); a writer that writes nothing in the others and where the log
+    wants none."""
+    folder = tensorboard_dir(logger) if distributed.is_main_process() else ""
+    if folder is None:  # a log set up by RecBole's own init_logger
+        return _recbole_get_tensorboard(logger)
+    return SummaryWriter(folder) if folder else _NoTensorBoard()
 
 
 def _fix_distributed() -> None:

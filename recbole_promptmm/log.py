@@ -1,4 +1,10 @@
-"""RecBole's logger, once per run: each run in a process gets its own ``./log/<Model>/...log`` file.
+"""RecBole's logger, once per run: each run in a process gets its own ``<run_dir>/log/<Model>/...log`` file.
+
+RecBole writes its log to ``./log/`` and its TensorBoard folder to ``./log_tensorboard/``, relative to the working
+directory; here both go under a ``run_dir`` given to :func:`init_logger` (default: the working directory at that
+call, RecBole's layout), so a comparison run or a sweep trial writes into its own folder without changing the
+process's working directory. The log file's handler carries its TensorBoard folder (:func:`tensorboard_dir`: what
+the trainer's writer opens, :mod:`recbole_promptmm.compat`).
 
 RecBole's ``init_logger`` calls ``logging.basicConfig``, which does nothing once the root logger has handlers,
 so a second run in the same process (a comparison, a sweep, a test suite) would keep writing into the first
@@ -24,18 +30,23 @@ first process), each line naming its rank.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from contextlib import contextmanager
 from typing import Iterator
 
+import colorlog
 import recbole.trainer.trainer as recbole_trainer
-import recbole.utils.logger as recbole_logger
-from recbole.utils import init_logger as recbole_init_logger
+from colorama import init as colorama_init
+from recbole.utils.logger import RemoveColorFilter, log_colors_config
 from recbole.utils.utils import get_local_time
 
 from recbole_promptmm import distributed
 from recbole_promptmm.paths import run_suffix
+
+LOG_DIR = "log"  # RecBole's init_logger: its LOGROOT
+TENSORBOARD_DIR = "log_tensorboard"  # RecBole's get_tensorboard: its base_path
 
 _RUN_HANDLERS: list[logging.Handler] = []
 _BUFFERED: list[logging.LogRecord] = []
@@ -101,29 +112,47 @@ def buffer_logs(level: int = logging.INFO) -> Iterator[None]:
         root.setLevel(old_level)
 
 
-def init_logger(config, stamp: str | None = None) -> str | None:
+def _recbole_handlers(config, stamp: str, run_dir: str) -> list[logging.Handler]:
+    """RecBole 1.2.1's ``init_logger`` handlers (console, then file: its formats, its level from ``config["state"]``,
+    its colour filter on the file) with the file at ``<run_dir>/log/<model>/<model>-<dataset>-<stamp>-<md5>.log``
+    (``md5``: the first 6 hex digits of the MD5 of the config's values joined, RecBole's name); the file handler's
+    ``tensorboard_dir`` is ``<run_dir>/log_tensorboard/<the file's name without .log>`` (RecBole's naming)."""
+    colorama_init(autoreset=True)
+    level = _LEVELS.get(str(config["state"]).lower(), logging.INFO)
+    md5 = hashlib.md5("".join(str(v) for v in config.final_config_dict.values()).encode("utf-8")).hexdigest()[:6]
+    name = f"{config['model']}-{config['dataset']}-{stamp}-{md5}"
+    folder = os.path.join(run_dir, LOG_DIR, config["model"])
+    os.makedirs(folder, exist_ok=True)
+    file_handler = logging.FileHandler(os.path.join(folder, f"{name}.log"))
+    file_handler.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s", "%a %d %b %Y %H:%M:%S"))
+    file_handler.addFilter(RemoveColorFilter())
+    file_handler.tensorboard_dir = os.path.join(run_dir, TENSORBOARD_DIR, name)
+    console = logging.StreamHandler()
+    console.setFormatter(colorlog.ColoredFormatter("%(log_color)s%(asctime)-15s %(levelname)s  %(message)s",
+                                                   "%d %b %H:%M", log_colors=log_colors_config))
+    for handler in (console, file_handler):
+        handler.setLevel(level)
+    return [console, file_handler]
+
+
+def init_logger(config, stamp: str | None = None, run_dir: str | None = None) -> str | None:
     """Set up RecBole's console and file logging for this run (a unique file name, see the module docstring);
     returns the log file's absolute path. ``stamp`` (default: a new :func:`unique_time`) replaces RecBole's time
-    stamp in the file name: ``run()`` names the run's checkpoints with the same one."""
+    stamp in the file name: ``run()`` names the run's checkpoints with the same one. ``run_dir`` (default: the
+    working directory now) holds ``log/`` and ``log_tensorboard/``."""
     root = logging.getLogger()
     _close_run_handlers()
     others = root.handlers[:]
-    root.handlers = []
     stamp = stamp or unique_time()
     if distributed.is_main_process():
-        recbole_logger.get_local_time = lambda: stamp  # what RecBole's init_logger stamps its file name with
-        try:
-            recbole_init_logger(config)
-        finally:
-            recbole_logger.get_local_time = get_local_time
+        ours = _recbole_handlers(config, stamp, os.path.abspath(run_dir or os.getcwd()))
     else:  # no file: the main process's log is the run's
         console = logging.StreamHandler()
         console.setLevel(_LEVELS.get(str(config["state"]).lower(), logging.INFO))
         console.setFormatter(logging.Formatter(f"%(asctime)-15s rank {distributed.rank()} %(levelname)s  %(message)s",
                                                "%d %b %H:%M"))
-        root.addHandler(console)
-        root.setLevel(console.level)
-    ours = root.handlers[:]
+        ours = [console]
+    root.setLevel(ours[0].level)  # RecBole's basicConfig(level=...)
     for handler in ours:
         handler.addFilter(_in_file if isinstance(handler, logging.FileHandler) else _on_console)
     root.handlers = ours + others  # RecBole names the TensorBoard folder after the first file handler: ours
@@ -148,6 +177,24 @@ def run_log_file() -> str | None:
         if isinstance(handler, logging.FileHandler):
             return os.path.abspath(handler.baseFilename)
     return None
+
+
+def tensorboard_dir(logger: logging.Logger) -> str | None:
+    """Where a trainer logging to ``logger`` writes TensorBoard, by RecBole's rule (the folder is named after the
+    first handler with a file): that handler's ``tensorboard_dir`` (:func:`init_logger`'s, absolute; "" where the
+    log wants none, :func:`without_tensorboard`), or None for a handler that is not ours (RecBole's own
+    ``./log_tensorboard/<name>``)."""
+    for handler in logger.handlers:
+        if hasattr(handler, "baseFilename"):
+            return getattr(handler, "tensorboard_dir", None)
+    return None
+
+
+def without_tensorboard(handler: logging.Handler) -> logging.Handler:
+    """``handler`` (a file handler), marked so that a trainer whose log it is opens no TensorBoard writer (a sweep's
+    driver only evaluates)."""
+    handler.tensorboard_dir = ""
+    return handler
 
 
 def discard_run_log() -> str | None:

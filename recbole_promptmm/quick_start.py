@@ -17,7 +17,7 @@ from recbole_promptmm import distributed
 from recbole_promptmm.config import Config, device_name, gpu_request
 from recbole_promptmm.files import check_output_file, check_writable, json_has_keys, write_json_atomic
 from recbole_promptmm.log import (FILE_ONLY, buffer_logs, discard_run_log, init_logger, remove_empty_dirs,
-                                  replay_buffered_logs, unique_time)
+                                  replay_buffered_logs, tensorboard_dir, unique_time)
 from recbole_promptmm.model.accounting import used_parameters
 from recbole_promptmm.registry import get_model, get_trainer
 from recbole_promptmm.summary import display_path, summary_lines
@@ -25,7 +25,6 @@ from recbole_promptmm.trainer.resume import (ResumeError, RunInterrupted, config
                                              read_resume_file)
 from recbole_promptmm.validate import ConfigError, prepare_data, validate_config
 
-TENSORBOARD_DIR = "log_tensorboard"  # RecBole's get_tensorboard: relative to the working directory
 RESULT_KEYS = ("model", "dataset", "checkpoint")  # what marks a result file (export's --result_json reads them)
 
 
@@ -74,14 +73,12 @@ def run_stamp(resumed: dict | None, model: str) -> str:
     return unique_time()
 
 
-def discard_failed_run(config, trainer, log_file: str | None) -> None:
+def discard_failed_run(config, trainer) -> None:
     """What a run that failed before finishing its first epoch wrote: its log file, its TensorBoard folder, its
     checkpoints (every file that starts with the trainer's per-run ``run_stem``: never a user's
     ``teacher_checkpoint``), and the folders that leaves empty."""
     trainers = [] if trainer is None else [trainer, *getattr(trainer, "stage_trainers", list)()]
-    folders = set()
-    if log_file:
-        folders.add(os.path.join(TENSORBOARD_DIR, os.path.basename(log_file).split(".")[0]))
+    folders = {tensorboard_dir(logging.getLogger())} - {None, ""}
     for t in trainers:
         writer = getattr(t, "tensorboard", None)
         if writer is not None:
@@ -113,6 +110,7 @@ def run(
     resume: str | None = None,
     callbacks: Sequence[Any] = (),
     process: dict | None = None,
+    run_dir: str | None = None,
 ) -> dict | None:
     """Train ``model`` on ``dataset`` (ours or a RecBole built-in), early-stop on validation, test once.
 
@@ -153,7 +151,7 @@ def run(
     if launch is not None:  # this process only starts the run's processes, and writes nothing
         inputs = {"model": model, "dataset": dataset, "config_file_list": config_file_list, "config_dict": config_dict,
                   "cmd_args": cmd_args, "saved": saved, "result_json": result_json, "after_fit": after_fit,
-                  "resume": resume, "callbacks": list(callbacks)}
+                  "resume": resume, "callbacks": list(callbacks), "run_dir": run_dir}
         return distributed.spawn(_run_process, (inputs, launch), launch["nproc"])
     init_seed(config["seed"], config["reproducibility"])
     with buffer_logs(_log_level(config)):  # what data loading and the model log goes into the log file later
@@ -169,7 +167,7 @@ def run(
         net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
 
     stamp = distributed.on_main(lambda: run_stamp(resumed, config["model"]))  # every process names the same files
-    log_file = init_logger(config, stamp)
+    log_file = init_logger(config, stamp, run_dir)
     logger = getLogger()
     trainer = None
     progress = show_progress(config)
@@ -205,7 +203,7 @@ def run(
         # Failed before its first epoch ended (e.g. a foreign teacher_checkpoint): leave nothing behind (a
         # resumed run's files are the interrupted run's: they stay).
         if getattr(trainer, "epochs_completed", 0) == 0 and resumed is None and distributed.is_main_process():
-            discard_failed_run(config, trainer, log_file)
+            discard_failed_run(config, trainer)
         if isinstance(err, KeyboardInterrupt) and not isinstance(err, RunInterrupted):
             raise interrupted(trainer.resume_file if trainer is not None and saved else None) from None
         raise

@@ -41,6 +41,16 @@ Exit status: 0 when every run has a result, 1 when some failed (they are in the 
 or config, 130 when interrupted.
 """
 
+# Settings Ray Tune reads from the driver's own environment when a sweep runs (neither ray.init, whose runtime_env
+# reaches the workers only, nor a Tune option sets them): the tune command sets them for its process; the library
+# (run_sweep, compare) leaves the environment alone. A value the user exported wins.
+TUNE_DRIVER_ENV = {
+    # Tune's legacy output engine honours verbose=0 fully (its new one prints an experiment box regardless).
+    "RAY_AIR_NEW_OUTPUT": "0",
+    # One checkpoint kept per trial forces a state snapshot per report; Ray warns about that on every sweep.
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+}
+
 
 def command_parser(command: str) -> argparse.ArgumentParser:
     """The parser of ``tune`` or ``compare``: the :func:`~.options.option` fields of its options."""
@@ -87,6 +97,8 @@ def sweep_options(argv: Sequence[str]) -> SweepOptions:
 def tune_main(argv: Sequence[str] | None = None) -> int:
     """``python -m recbole_promptmm.tune``; returns the exit status."""
     prog = "python -m recbole_promptmm.tune"
+    for key, value in TUNE_DRIVER_ENV.items():
+        os.environ.setdefault(key, value)
     try:
         prepared = prepare_sweep(sweep_options(sys.argv[1:] if argv is None else argv))
     except (ValueError, KeyError, FileNotFoundError, FileExistsError) as err:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from typing import Callable, Iterator, Mapping
 
 import ray
@@ -28,8 +27,6 @@ def ray_session(options, say: Callable[[str], None] = print) -> Iterator[None]:
     """A Ray session for ``options`` (:class:`~.options.RayOptions`) whose trials fit on it. Every worker runs its
     OpenMP / BLAS pools with ``cpus_per_trial`` threads (trials sharing a machine must not each take all of its
     cores); Ray's own INFO lines only with ``--verbose``."""
-    # One checkpoint kept per trial forces a state snapshot per report; Ray warns about that on every sweep.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = not ray.is_initialized()
     if started:
         threads = str(max(1, int(options.cpus_per_trial)))

@@ -78,19 +78,26 @@ def max_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def _node_id() -> str | None:
+    """The Ray node this process runs on (None outside Ray: a run called directly)."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 def comparison_run(spec: dict) -> dict:
-    """One run as a Ray task (:data:`run_task`; ``spec``: :func:`_payload`), in its folder: ``recbole_promptmm.run``
+    """One run as a Ray task (:data:`run_task`; ``spec``: :func:`_payload`), writing into its folder
+    ``spec["run_dir"]`` (given explicitly: the working directory is left alone): ``recbole_promptmm.run``
     (train, early-stop on validation, test once at the best validation epoch), then its serving cost; written to
     ``result.json``, or ``failure.json``. Continues from the run's resume file when an earlier attempt was
     interrupted; stops with :class:`RunTimeout` at the first validation after ``spec["timeout"]`` seconds."""
     start, run_dir = time.perf_counter(), spec["run_dir"]
-    if not glob.glob(os.path.join(run_dir, "saved", "*-resume.pth")):
+    resume = glob.glob(os.path.join(glob.escape(run_dir), "saved", "*-resume.pth"))
+    if not resume:
         shutil.rmtree(run_dir, ignore_errors=True)  # leftovers of a failed attempt
     os.makedirs(run_dir, exist_ok=True)
-    os.chdir(run_dir)
-    if os.path.exists(FAILURE_FILE):
-        os.remove(FAILURE_FILE)
-    write_json_atomic(CONFIG_FILE, spec["config"])
+    failure_file = os.path.join(run_dir, FAILURE_FILE)
+    if os.path.exists(failure_file):
+        os.remove(failure_file)
+    write_json_atomic(os.path.join(run_dir, CONFIG_FILE), spec["config"])
     baseline = max_rss_bytes()
     torch.set_num_threads(spec["threads"])
 
@@ -110,27 +117,27 @@ def comparison_run(spec: dict) -> dict:
                 raise RunTimeout(f"timed out after {spec['timeout']:g} s (--run_timeout)")
 
     args = (spec["model"], spec["dataset"], None, spec["config_dict"], spec["cmd_args"])
-    resume = glob.glob(os.path.join("saved", "*-resume.pth"))
+    inputs = {"after_fit": cost, "callbacks": [Deadline], "run_dir": run_dir}
     try:
         try:
-            result = run(*args, after_fit=cost, resume=resume[0] if len(resume) == 1 else None, callbacks=[Deadline])
+            result = run(*args, resume=resume[0] if len(resume) == 1 else None, **inputs)
         except ResumeError as err:  # an unusable resume file: start over
             print(f"compare: {err}; starting over", flush=True)
             for path in resume:
                 os.remove(path)
-            result = run(*args, after_fit=cost, callbacks=[Deadline])
+            result = run(*args, **inputs)
     except Exception as err:
         traceback.print_exc()
         error = str(err) if isinstance(err, RunTimeout) else f"{type(err).__name__}: {err}".strip()
-        write_json_atomic(FAILURE_FILE, {"status": "failed", "error": error, "traceback": traceback.format_exc(),
+        write_json_atomic(failure_file, {"status": "failed", "error": error, "traceback": traceback.format_exc(),
                                          "config_hash": spec["config_hash"]})
     else:
         peak = max_rss_bytes()
-        write_json_atomic(RESULT_FILE, {
+        write_json_atomic(os.path.join(run_dir, RESULT_FILE), {
             **result, "status": "ok", "label": spec["label"], "config_hash": spec["config_hash"], "peak_rss_bytes": peak,
             "baseline_rss_bytes": baseline, "peak_memory_bytes": peak - baseline, "torch_threads": torch.get_num_threads(),
             "peak_gpu_bytes": int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None,
-            "wall_seconds": time.perf_counter() - start, "node": ray.get_runtime_context().get_node_id()})
+            "wall_seconds": time.perf_counter() - start, "node": _node_id()})
     return {"seconds": time.perf_counter() - start}
 
 

@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
@@ -37,6 +36,7 @@ from recbole_promptmm.experiments.report import write_frame
 from recbole_promptmm.experiments.space import SearchSpace, check_search_space, load_search_space
 from recbole_promptmm.experiments.trial import BEST_FILE, TrialSetup, ray_trainable, read_state
 from recbole_promptmm.files import check_output_folder, marked_by, read_json, write_json_atomic, write_text_atomic
+from recbole_promptmm.log import without_tensorboard
 from recbole_promptmm.registry import get_model, get_trainer
 from recbole_promptmm.validate import data_key, prepare_data, validate_against_data, validate_config
 
@@ -84,28 +84,26 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def _driver_side(scratch: bool = False) -> Iterator[None]:
-    """RecBole's ``Config`` rewrites ``CUDA_VISIBLE_DEVICES`` (Ray reads it): keep the driver's value. A trainer
-    writes ``./log_tensorboard``: with ``scratch``, work in a temporary folder deleted afterwards."""
-    saved, previous = os.environ.get("CUDA_VISIBLE_DEVICES"), os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="recbole-tune-") if scratch else contextlib.nullcontext() as folder:
-        try:
-            os.chdir(folder or previous)
-            yield
-        finally:
-            os.chdir(previous)
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-            os.environ.update({} if saved is None else {"CUDA_VISIBLE_DEVICES": saved})
+def _driver_side() -> Iterator[None]:
+    """RecBole's ``Config`` writes ``gpu_id`` into ``CUDA_VISIBLE_DEVICES`` (Ray reads it): put back the driver's
+    value (or its absence) afterwards."""
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        yield
+    finally:
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        os.environ.update({} if saved is None else {"CUDA_VISIBLE_DEVICES": saved})
 
 
 @contextlib.contextmanager
 def driver_log(out: str) -> Iterator[None]:
-    """Send the driver's logging (RecBole's dataset messages included) to ``<out>/sweep.log``."""
-    handler, root = logging.FileHandler(os.path.join(out, "sweep.log")), logging.getLogger()
+    """Send the driver's logging (RecBole's dataset messages included) to ``<out>/sweep.log``; a trainer built in the
+    driver (the test evaluation) writes no TensorBoard folder (:func:`~recbole_promptmm.log.without_tensorboard`)."""
+    handler, root = without_tensorboard(logging.FileHandler(os.path.join(out, "sweep.log"))), logging.getLogger()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.addFilter(RemoveColorFilter())
     previous_level = root.level
-    root.addHandler(handler)
+    root.handlers.insert(0, handler)  # the first file handler: a trainer of the driver (test) opens no TensorBoard
     root.setLevel(logging.INFO)
     try:
         yield
@@ -198,8 +196,6 @@ def make_tuner(plan: Plan, train_data: Any, valid_data: Any, callbacks: Any = ()
     restore = opts.resume and tune.Tuner.can_restore(experiment)
     if not restore and os.path.exists(experiment):
         raise SweepError(f"{experiment} exists but holds no sweep Ray can restore; remove it or pick another --out")
-    # Ray Tune's legacy output engine honours verbose=0 fully (its new one prints an experiment box regardless).
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     trainable = tune.with_resources(tune.with_parameters(ray_trainable, setup=plan.setup, train_data=train_data,
                                                          valid_data=valid_data),
                                     {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
@@ -244,7 +240,7 @@ def trial_table(results: Any, plan: Plan) -> pd.DataFrame:
 def evaluate_on_test(plan: Plan, best: pd.Series, data: DataCache, model_file: str) -> dict:
     """Evaluate the best trial's best-validation weights once on test (in the driver)."""
     train_data, _, test_data = data.get(plan.config)
-    with _driver_side(scratch=True):
+    with _driver_side():
         config = plan.setup.config(best["params"], plan.options.out,
                                    {"gpu_id": plan.config["gpu_id"], "use_gpu": plan.config["use_gpu"]})
         init_seed(config["seed"], config["reproducibility"])

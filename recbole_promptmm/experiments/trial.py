@@ -60,13 +60,13 @@ class TrialSetup:
 class TrialRun:
     """Train one configuration (``params``: the trial's searched values) on the driver's ``train_data`` (a new loader
     over its split and sampler per trial: batch size, negative sampling) and ``valid_data``; ``report`` after every validation with a
-    checkpoint folder. RecBole's ``log/``, ``log_tensorboard/`` (the working directory, set by the caller) and
-    ``saved/`` go to ``trial_dir``; ``device`` overrides what Ray assigned (tests)."""
+    checkpoint folder. RecBole's ``log/``, ``log_tensorboard/`` and ``saved/`` go to ``trial_dir`` (given explicitly:
+    the working directory is left alone); ``device`` overrides what Ray assigned (tests)."""
 
     def __init__(self, setup: TrialSetup, params: Mapping[str, Any], train_data, valid_data, trial_dir: str,
                  device: Mapping[str, Any] | None = None) -> None:
         self.config = setup.config(params, os.path.join(trial_dir, "saved"), device)
-        init_logger(self.config)
+        init_logger(self.config, run_dir=trial_dir)
         init_seed(self.config["seed"], self.config["reproducibility"])
         # A loader of its own over the shared split and sampler (its shuffling starts from the seed): RecBole's loaders
         # fix their batches when built (update_config would not change them), so the trial's batch size takes effect.
@@ -128,13 +128,12 @@ def read_state(folder: str) -> dict:
 
 
 def ray_trainable(params: dict, setup: TrialSetup, train_data, valid_data) -> None:
-    """The Ray Tune function trainable (with ``tune.with_parameters``), working in the trial's own folder
-    ``<out>/trials/trial_<id>/`` (where Ray keeps its results and checkpoints: RecBole's relative ``log/`` land
-    there too); resumes from the trial's latest checkpoint when Ray restarts it."""
+    """The Ray Tune function trainable (with ``tune.with_parameters``), writing RecBole's ``log/``,
+    ``log_tensorboard/`` and ``saved/`` into the trial's own folder ``<out>/trials/trial_<id>/`` (where Ray keeps its
+    results and checkpoints); resumes from the trial's latest checkpoint when Ray restarts it."""
     # Not get_trial_dir(): that is a staging folder on the driver's machine, not where a remote trial runs.
     trial_dir = os.path.join(setup.trials_dir, f"trial_{tune.get_context().get_trial_id()}")
     os.makedirs(trial_dir, exist_ok=True)
-    os.chdir(trial_dir)
     torch.set_num_threads(max(1, int(setup.cpus_per_trial)))
     run = TrialRun(setup, params, train_data, valid_data, trial_dir)
     checkpoint = tune.get_checkpoint()
