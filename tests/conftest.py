@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 # One OpenMP/torch thread for every test, set before torch is imported: several tests assert exact equality of
@@ -16,6 +17,13 @@ import torch  # noqa: E402
 import recbole_promptmm  # noqa: E402,F401  (applies the compatibility fixes)
 
 torch.set_num_threads(1)
+
+# Several tests stop a child process with SIGINT, as Ctrl-C does. A shell without job control starts a background
+# command (`bash .ci/run &`) with SIGINT ignored, and an ignored signal stays ignored across exec: every child would
+# then ignore Ctrl-C and those tests hang. Where pytest itself was started so, restore Python's own handler: the
+# children then start with SIGINT at its default, whatever launched the suite.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PROMPTMM_SHARED_DATA", REPO.parent / "shared" / "data"))
