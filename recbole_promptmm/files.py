@@ -175,8 +175,8 @@ def check_output_folder(path: str, option: str, command: str, what: str,
     check_writable(path, option, folder=True)
     if not os.path.lexists(path):
         return False
-    if not os.path.isdir(path) or os.path.islink(path):
-        raise OutputExistsError(f"{option} {path} exists and is not a folder; choose a new folder or remove it")
+    if os.path.islink(path):  # (a path that is no folder at all was refused by check_writable)
+        raise OutputExistsError(f"{option} {path} is a symbolic link; give the folder itself, or a new folder")
     entries = sorted(os.listdir(path))
     strangers = foreign(path, entries) if entries else []
     if strangers:

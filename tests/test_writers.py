@@ -240,3 +240,6 @@ def test_folder_rule_recognises_earlier_outputs(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputExistsError, match="is a file; expected a folder"):
         check_output_folder(str(tmp_path / "file"), "--out", "compare", "a comparison", marked_by({}))
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    with pytest.raises(OutputExistsError, match="is a symbolic link"):
+        check_output_folder(str(tmp_path / "link"), "--out", "compare", "a comparison", marked_by({}))
